@@ -1,0 +1,111 @@
+"""Any OpenAI-compatible chat-completions endpoint: OpenAI, vLLM, Ollama, llama.cpp's server, LM Studio.
+
+The ``openai`` client does the timeouts and the retries (exponential backoff with jitter on
+408/409/429/5xx and connection errors, honouring Retry-After). We ask for structured output (a JSON
+schema whose answer is an enum of the allowed options) and for log-probabilities; servers that reject
+either are remembered and asked without them from then on.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+
+import openai
+from openai import OpenAI
+
+from ..parsing import AnswerError, parse_reply, span_confidence
+from ..prompting import answer_schema
+from ..types import Answer, Question, Usage
+from .base import Decoding, ProviderError, scrub
+
+log = logging.getLogger(__name__)
+
+
+class OpenAIProvider:
+    name = "openai"
+    as_json = True
+
+    def __init__(self, model: str, *, api_key: str | None, base_url: str | None,
+                 timeout: float = 60.0, max_retries: int = 4) -> None:
+        self.model = model
+        self._secret = api_key
+        # Local servers (vLLM, Ollama, llama.cpp) need no key, but the client insists on one.
+        self.client = OpenAI(api_key=api_key or "no-key", base_url=base_url, timeout=timeout,
+                             max_retries=max_retries)
+        self._structured = True
+        self._logprobs = True
+        self._lock = threading.Lock()
+
+    def answer(self, messages: list[dict[str, str]], question: Question, decoding: Decoding) -> Answer:
+        while True:
+            structured, logprobs = self._structured, self._logprobs
+            kwargs: dict = {"model": self.model, "messages": messages,
+                            "temperature": decoding.temperature, "max_tokens": decoding.max_tokens}
+            if structured:
+                kwargs["response_format"] = {"type": "json_schema", "json_schema": {
+                    "name": "verdict", "strict": True,
+                    "schema": answer_schema(question, rationale=decoding.rationale)}}
+            if logprobs:
+                kwargs["logprobs"] = True
+            try:
+                response = self.client.chat.completions.create(**kwargs)
+                break
+            except openai.BadRequestError as exc:
+                if not self._downgrade(str(exc), structured, logprobs):
+                    raise ProviderError(f"{self.model}: request rejected ({exc.status_code}): "
+                                        f"{self._message(exc)}") from None
+            except openai.APITimeoutError:
+                raise ProviderError(f"{self.model}: timed out after retries") from None
+            except openai.APIConnectionError:
+                raise ProviderError(f"{self.model}: could not connect to the provider") from None
+            except openai.APIStatusError as exc:
+                raise ProviderError(f"{self.model}: provider answered {exc.status_code}: "
+                                    f"{self._message(exc)}") from None
+        return self._to_answer(response, question)
+
+    def _downgrade(self, error: str, structured: bool, logprobs: bool) -> bool:
+        """Drop an optional feature the server rejected; False if there is nothing left to drop."""
+        with self._lock:
+            text = error.lower()
+            if logprobs and "logprob" in text:
+                self._logprobs = False
+            elif structured and ("response_format" in text or "json_schema" in text):
+                self._structured = False
+            elif logprobs:
+                self._logprobs = False
+            elif structured:
+                self._structured = False
+            else:
+                return False
+            log.warning("provider %s rejected an optional feature; now structured=%s logprobs=%s",
+                        self.model, self._structured, self._logprobs)
+            return True
+
+    def _to_answer(self, response, question: Question) -> Answer:
+        usage = Usage(calls=1)
+        if response.usage is not None:
+            usage.tokens_in = response.usage.prompt_tokens or 0
+            usage.tokens_out = response.usage.completion_tokens or 0
+        if not response.choices:
+            return Answer(error="the provider returned no choices", usage=usage)
+        choice = response.choices[0]
+        text = choice.message.content
+        try:
+            parsed = parse_reply(question, text)
+        except AnswerError as exc:
+            if choice.finish_reason == "length":
+                return Answer(error=f"{exc} (reply cut at max_tokens)", usage=usage, raw=text)
+            return Answer(error=str(exc), usage=usage, raw=text)
+        confidence = None
+        content_lp = getattr(choice.logprobs, "content", None) if choice.logprobs else None
+        if content_lp and parsed.span:
+            confidence = span_confidence(text, [(t.token, t.logprob) for t in content_lp], parsed.span)
+        return Answer(value=parsed.value, confidence=confidence, rationale=parsed.rationale,
+                      usage=usage, raw=text)
+
+
+    def _message(self, exc: openai.APIStatusError) -> str:
+        body = exc.body if isinstance(exc.body, dict) else {}
+        error = body.get("error")
+        msg = error.get("message") if isinstance(error, dict) else body.get("message")
+        return scrub(str(msg or exc.message or ""), (self._secret,))[:200]

@@ -1,0 +1,195 @@
+"""Label config <-> the judge's questions, through label-studio-sdk's ``LabelInterface``.
+
+One place parses a config (which object tags read which ``$fields``, which controls to fill and with
+what) and one place turns a verdict into Label Studio result JSON, validated against the config, so a
+label the config does not have can never reach Label Studio.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from label_studio_sdk.label_interface import LabelInterface
+
+from .judge.types import Question, Verdict
+
+log = logging.getLogger(__name__)
+
+JUDGED_TAGS = ("Choices", "Rating", "Number", "Taxonomy", "Pairwise")
+RATIONALE_TAG = "TextArea"
+MAX_NUMBER_OPTIONS = 11  # integer ranges up to this size are scored as options (0..10 included)
+
+
+class SchemaError(ValueError):
+    """The label config cannot be used; the message says what is wrong in it."""
+
+
+@dataclass(frozen=True)
+class ControlSpec:
+    name: str
+    tag: str
+    to_name: tuple[str, ...]
+    question: Question
+    taxonomy_paths: tuple[tuple[str, ...], ...] = ()
+
+
+@dataclass
+class TaskSchema:
+    """What a project's config asks for: input fields, controls to fill, where the rationale goes."""
+
+    config: str
+    inputs: dict[str, str]  # object tag name -> task data key
+    controls: dict[str, ControlSpec]
+    rationale_control: str | None
+    config_hash: str
+    interface: LabelInterface = field(repr=False, compare=False)
+
+    @property
+    def data_fields(self) -> list[str]:
+        return list(dict.fromkeys(self.inputs.values()))
+
+    def questions(self, selected: Iterable[str] = ()) -> list[Question]:
+        """The questions to ask; ``selected`` restricts them to named controls (extra_params 'control')."""
+        selected = tuple(selected)
+        unknown = [n for n in selected if n not in self.controls]
+        if unknown:
+            raise SchemaError(
+                f"control {unknown[0]!r} is not in the label config; it has: {', '.join(self.controls)}"
+            )
+        names = selected or tuple(self.controls)
+        return [self.controls[n].question for n in names]
+
+    def build_result(self, verdict: Verdict) -> list[dict[str, Any]]:
+        """Label Studio result JSON for the usable answers (and the rationale), validated."""
+        regions: list[dict[str, Any]] = []
+        for name, answer in verdict.usable.items():
+            spec = self.controls[name]
+            control = self.interface.get_control(name)
+            region = _region_for(spec, control, answer.value)
+            if answer.confidence is not None:
+                region["score"] = round(float(answer.confidence), 4)
+            regions.append(region)
+        if regions and verdict.rationale and self.rationale_control:
+            control = self.interface.get_control(self.rationale_control)
+            region = json.loads(control.label(text=[verdict.rationale]).to_json())
+            region.pop("id", None)
+            regions.append(region)
+        errors = self.interface.validate_prediction({"result": regions}, return_errors=True)
+        if errors:  # a bug in our mapping, not in the user's data: refuse rather than send it
+            raise SchemaError(f"built a result the config rejects: {errors[0]}")
+        return regions
+
+
+def _region_for(spec: ControlSpec, control: Any, value: Any) -> dict[str, Any]:
+    q = spec.question
+    if spec.tag == "Choices":
+        labels = list(value) if q.kind == "multiple" else [value]
+        region = control.label(labels)
+    elif spec.tag == "Rating":
+        region = control.label(rating=int(value))
+    elif spec.tag == "Number":
+        region = control.label(number=float(value))
+    elif spec.tag == "Taxonomy":
+        region = control.label(taxonomy=[list(spec.taxonomy_paths[q.options.index(value)])])
+    elif spec.tag == "Pairwise":
+        region = control.label(value)
+    else:  # pragma: no cover - guarded by JUDGED_TAGS
+        raise SchemaError(f"unsupported control {spec.tag}")
+    out = json.loads(region.to_json())
+    out.pop("id", None)
+    return out
+
+
+def parse_label_config(config: str) -> TaskSchema:
+    """Parse a label config into a TaskSchema; raise SchemaError with a readable message."""
+    if not isinstance(config, str) or not config.strip():
+        raise SchemaError("label config is empty")
+    try:
+        root = ET.fromstring(config)
+    except ET.ParseError as exc:
+        raise SchemaError(f"label config is not valid XML: {exc}") from None
+    try:
+        interface = LabelInterface(config)
+    except Exception as exc:  # the SDK raises a variety of types for bad configs
+        raise SchemaError(f"label config could not be parsed: {exc}") from None
+
+    inputs = {
+        obj.name: obj.value.lstrip("$")
+        for obj in interface.objects
+        if isinstance(getattr(obj, "value", None), str) and obj.value.startswith("$")
+    }
+    elements = {el.get("name"): el for el in root.iter() if el.get("name")}
+    controls: dict[str, ControlSpec] = {}
+    rationale = None
+    for control in interface.controls:
+        if control.tag == RATIONALE_TAG:
+            rationale = rationale or control.name
+            continue
+        if control.tag not in JUDGED_TAGS:
+            continue
+        controls[control.name] = _control_spec(control, elements.get(control.name))
+    if not controls:
+        tags = sorted({c.tag for c in interface.controls}) or ["none"]
+        raise SchemaError(
+            "label config has no control the judge can fill (supported: "
+            f"{', '.join(JUDGED_TAGS)}; found: {', '.join(tags)})"
+        )
+    digest = hashlib.sha256(config.encode()).hexdigest()[:12]
+    return TaskSchema(config, inputs, controls, rationale, digest, interface)
+
+
+def _control_spec(control: Any, element: ET.Element | None) -> ControlSpec:
+    tag, name, to_name = control.tag, control.name, tuple(control.to_name or ())
+    attr = control.attr or {}
+    hint = attr.get("hint") or ""  # a Choices hint doubles as the judge's instruction for it
+    if tag == "Choices":
+        labels = tuple(control.labels)
+        if not labels:
+            raise SchemaError(f"Choices {name!r} has no <Choice> values")
+        kind = "multiple" if attr.get("choice") == "multiple" else "single"
+        return ControlSpec(name, tag, to_name, Question(name, kind, labels, instruction=hint))
+    if tag == "Rating":
+        top = int(attr.get("maxRating", 5))
+        options = tuple(str(i) for i in range(1, top + 1))
+        return ControlSpec(name, tag, to_name, Question(name, "single", options, instruction=hint))
+    if tag == "Number":
+        lo, hi = _num(attr.get("min")), _num(attr.get("max"))
+        step = _num(attr.get("step")) or 1
+        if lo is not None and hi is not None and float(lo).is_integer() and float(hi).is_integer() \
+                and step == 1 and 0 < hi - lo + 1 <= MAX_NUMBER_OPTIONS:
+            options = tuple(str(i) for i in range(int(lo), int(hi) + 1))
+            return ControlSpec(name, tag, to_name, Question(name, "single", options, minimum=lo, maximum=hi))
+        return ControlSpec(name, tag, to_name, Question(name, "number", minimum=lo, maximum=hi))
+    if tag == "Taxonomy":
+        paths = tuple(_taxonomy_paths(element)) if element is not None else ()
+        if not paths:
+            raise SchemaError(f"Taxonomy {name!r} has no <Choice> values")
+        options = tuple(" / ".join(p) for p in paths)
+        return ControlSpec(name, tag, to_name, Question(name, "single", options), taxonomy_paths=paths)
+    if tag == "Pairwise":
+        if len(to_name) != 2:
+            raise SchemaError(f"Pairwise {name!r} must name exactly two objects in toName")
+        return ControlSpec(name, tag, to_name, Question(name, "single", ("left", "right"), display=("A", "B")))
+    raise SchemaError(f"unsupported control {tag}")  # pragma: no cover
+
+
+def _taxonomy_paths(element: ET.Element, prefix: tuple[str, ...] = ()) -> Iterable[tuple[str, ...]]:
+    for child in element:
+        if child.tag != "Choice" or child.get("value") is None:
+            continue
+        path = prefix + (child.get("value"),)
+        yield path
+        yield from _taxonomy_paths(child, path)
+
+
+def _num(raw: str | None) -> float | None:
+    if raw in (None, ""):
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        raise SchemaError(f"Number attribute {raw!r} is not a number") from None

