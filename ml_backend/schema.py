@@ -78,7 +78,10 @@ class TaskSchema:
             region = json.loads(control.label(text=[verdict.rationale]).to_json())
             region.pop("id", None)
             regions.append(region)
-        errors = self.interface.validate_prediction({"result": regions}, return_errors=True)
+        # The SDK's own Pairwise regions (from_name == to_name, as Label Studio stores them) fail its
+        # validator; their value was checked against ("left", "right") when the answer was parsed.
+        checkable = [r for r in regions if r["type"] != "pairwise"]
+        errors = self.interface.validate_prediction({"result": checkable}, return_errors=True)
         if errors:  # a bug in our mapping, not in the user's data: refuse rather than send it
             raise SchemaError(f"built a result the config rejects: {errors[0]}")
         return regions

@@ -1,0 +1,203 @@
+"""The backend object: ``setup`` / ``predict(tasks, context)`` / ``fit(event, data)``, the same shape as
+Label Studio's official ML backend class, with per-project state kept apart.
+
+Nothing is loaded per request: providers (and the local model) live for the process and are shared
+between projects that use the same model; parsed configs and judges are cached per project and
+rebuilt only when the label config or extra_params change.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from .judge import Judge, JudgeSpec, resolve_template
+from .judge.providers import LocalProvider, OpenAIProvider, Provider, ProviderError, scrub
+from .judge.types import Verdict
+from .jobs import EventWorker
+from .schema import TaskSchema, parse_label_config
+from .settings import ProjectConfig, Settings, parse_extra_params
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+ANNOTATION_EVENTS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED")
+
+
+class UnknownProject(LookupError):
+    """/predict for a project that never went through /setup (and has no stored config)."""
+
+
+@dataclass
+class ProjectState:
+    project_id: str
+    config: ProjectConfig
+    schema: TaskSchema
+    judge: Judge
+    key: tuple
+
+    @property
+    def version(self) -> str:
+        return self.judge.version
+
+
+def project_key(project: Any) -> str:
+    """Label Studio sends "<id>.<created_ts>"; the id alone names the project everywhere else."""
+    if project is None or project == "":
+        raise ValueError("the request names no project")
+    return str(project).split(".", 1)[0]
+
+
+class LabelJudgeBackend:
+    def __init__(self, settings: Settings, store: Store | None = None) -> None:
+        self.settings = settings
+        self.store = store or Store(settings.model_dir / "labeljudge.sqlite3")
+        self.started_at = time.time()
+        self._projects: dict[str, ProjectState] = {}
+        self._providers: dict[tuple, Provider] = {}
+        self._lock = threading.RLock()
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="labeljudge-judge")
+        self.worker = EventWorker(self.store, self.fit)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def start(self) -> None:
+        self.worker.start()
+        if self.settings.preload_model and self.settings.judge_provider == "local":
+            provider = self.provider(ProjectConfig.resolve(self.settings))
+            threading.Thread(target=self._preload, args=(provider,), daemon=True).start()
+
+    def _preload(self, provider: Provider) -> None:
+        try:
+            provider.load()  # type: ignore[attr-defined]
+            log.info("local model %s loaded", provider.model)
+        except Exception:
+            log.exception("preloading the local model failed; it will be retried on first use")
+
+    def provider(self, config: ProjectConfig) -> Provider:
+        s = self.settings
+        key = (config.provider, config.model, s.openai_base_url)
+        with self._lock:
+            if key not in self._providers:
+                if config.provider == "local":
+                    self._providers[key] = LocalProvider(config.model, cache_dir=s.model_dir / "cache")
+                else:
+                    self._providers[key] = OpenAIProvider(
+                        config.model, api_key=s.openai_api_key, base_url=s.openai_base_url,
+                        timeout=s.request_timeout, max_retries=s.max_retries)
+            return self._providers[key]
+
+    # -- setup -----------------------------------------------------------------------------------
+    def setup(self, project: Any, label_config: str, extra_params: Any = None) -> ProjectState:
+        """Parse and remember a project's configuration; raises ConfigError / SchemaError /
+        TemplateError with a message for the user when something in it cannot work."""
+        pid = project_key(project)
+        params = parse_extra_params(extra_params)
+        state = self._build(pid, label_config, params)
+        self.store.save_project(pid, label_config, params, state.version)
+        return state
+
+    def _build(self, pid: str, label_config: str, params: dict) -> ProjectState:
+        key = (label_config, repr(sorted(params.items())))
+        with self._lock:
+            cached = self._projects.get(pid)
+            if cached is not None and cached.key == key:
+                return cached
+        config = ProjectConfig.resolve(self.settings, params)
+        schema = parse_label_config(label_config)
+        questions = tuple(schema.questions(config.control))
+        spec = JudgeSpec(
+            template=resolve_template(config.prompt, config.metric), provider=config.provider,
+            model=config.model, temperature=config.temperature, max_tokens=config.max_tokens,
+            rationale=config.rationale and schema.rationale_control is not None,
+            field_map=config.fields, questions=questions,
+        )
+        judge = Judge(spec, self.provider(config), input_keys=schema.data_fields,
+                      max_field_chars=self.settings.max_field_chars)
+        state = ProjectState(pid, config, schema, judge, key)
+        with self._lock:
+            self._projects[pid] = state
+        return state
+
+    def state(self, project: Any, label_config: str | None = None) -> ProjectState:
+        pid = project_key(project)
+        with self._lock:
+            state = self._projects.get(pid)
+        if state is not None and (label_config is None or state.schema.config == label_config):
+            return state
+        stored = self.store.project(pid)
+        if stored is None and label_config is None:
+            raise UnknownProject(f"project {pid} is not set up: connect the backend in Label Studio first")
+        params = stored["extra_params"] if stored else {}
+        return self._build(pid, label_config or stored["label_config"], params)
+
+    # -- predict ---------------------------------------------------------------------------------
+    def predict(self, tasks: Sequence[dict], *, project: Any, label_config: str | None = None,
+                context: dict | None = None) -> list[dict]:
+        """One prediction per task, in order. A task the judge cannot label gets an empty result
+        (an abstention) with the reason logged; it never fails the batch."""
+        state = self.state(project, label_config)
+        verdicts = list(self._pool.map(lambda t: self._judge_one(state, t), tasks))
+        return [self._prediction(state, v) for v in verdicts]
+
+    def _judge_one(self, state: ProjectState, task: dict) -> Verdict:
+        data = task.get("data") if isinstance(task, dict) else None
+        if not isinstance(data, dict):
+            return Verdict(error="task has no data object")
+        try:
+            verdict = state.judge.judge(data)
+        except ProviderError as exc:
+            verdict = Verdict(error=scrub(str(exc), self._secrets()))
+        for warning in verdict.warnings:
+            log.warning("project %s task %s: %s", state.project_id, task.get("id"), warning)
+        if verdict.error:
+            log.warning("project %s task %s: abstained: %s", state.project_id, task.get("id"), verdict.error)
+        return verdict
+
+    def _prediction(self, state: ProjectState, verdict: Verdict) -> dict:
+        if not verdict.usable:
+            return {"result": [], "score": 0.0, "model_version": state.version}
+        out: dict[str, Any] = {"result": state.schema.build_result(verdict), "model_version": state.version}
+        if verdict.score is not None:
+            out["score"] = round(verdict.score, 4)
+        return out
+
+    def _secrets(self) -> tuple[str | None, ...]:
+        s = self.settings
+        return (s.openai_api_key, s.label_studio_api_key, s.basic_auth_pass, s.webhook_secret)
+
+    # -- fit (webhook events, run by the background worker) ---------------------------------------
+    def record_event(self, payload: dict) -> int:
+        """Persist a webhook event and wake the worker; this is all /webhook does before answering."""
+        action = str(payload.get("action") or "UNKNOWN")
+        project = payload.get("project")
+        pid = None
+        if isinstance(project, dict) and project.get("id") is not None:
+            pid = str(project["id"])
+        event_id = self.store.add_event(pid, action, payload)
+        self.worker.kick()
+        return event_id
+
+    def fit(self, event: str, data: dict, **kwargs: Any) -> None:
+        project = data.get("project") or {}
+        pid = str(project.get("id")) if isinstance(project, dict) and project.get("id") is not None else None
+        if event in ANNOTATION_EVENTS and pid:
+            annotation = data.get("annotation") or {}
+            if annotation.get("id") is None or annotation.get("task") is None:
+                raise ValueError(f"{event} without annotation id/task")
+            task = data.get("task") or {}
+            self.store.upsert_annotation(pid, annotation, task.get("data"))
+        elif event == "ANNOTATIONS_DELETED":
+            ids = [int(a["id"]) for a in data.get("annotations") or [] if a.get("id") is not None]
+            self.store.delete_annotations(ids)
+        # START_TRAINING and the evaluator's training are handled by the evaluator issue's code;
+        # every other project event is acknowledged and ignored.
+
+    # -- info ------------------------------------------------------------------------------------
+    def versions(self) -> dict:
+        with self._lock:
+            live = {pid: s.version for pid, s in self._projects.items()}
+        return {"projects": [{**p, "model_version": live.get(p["project_id"], p["model_version"])}
+                             for p in self.store.projects()]}

@@ -1,0 +1,74 @@
+"""``labeljudge``: serve the backend, and run the no-key quickstart against a real Label Studio."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="labeljudge", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the ML backend (gunicorn; --dev for Flask's server)")
+    serve.add_argument("--host", default=os.environ.get("HOST_BIND", "0.0.0.0"))
+    serve.add_argument("--port", type=int, default=int(os.environ.get("LABELJUDGE_PORT", 9090)))
+    serve.add_argument("--threads", type=int, default=8)
+    serve.add_argument("--dev", action="store_true", help="Flask's development server instead of gunicorn")
+
+    quick = sub.add_parser("quickstart", help="start Label Studio + backend, create a demo project, pre-label it")
+    quick.add_argument("--config", default="pass_fail", help="label config name in label_configs/")
+    quick.add_argument("--ls-port", type=int, default=8080)
+    quick.add_argument("--port", type=int, default=9090, help="backend port")
+    quick.add_argument("--home", default=".labeljudge", help="where data, logs and models live")
+    quick.add_argument("--stop", action="store_true", help="stop what a previous quickstart started")
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO").upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "serve":
+        return _serve(args)
+    if args.command == "quickstart":
+        from .quickstart import run_quickstart, stop_quickstart
+
+        if args.stop:
+            return stop_quickstart(Path(args.home))
+        return run_quickstart(args.config, Path(args.home), ls_port=args.ls_port, port=args.port)
+    return 2
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .server import create_app
+    from .settings import ConfigError, Settings
+
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        print(f"labeljudge: {exc}", file=sys.stderr)
+        return 2
+    logging.getLogger().setLevel(settings.log_level)
+    if args.dev:
+        create_app(settings).run(host=args.host, port=args.port, threaded=True)
+        return 0
+    from gunicorn.app.base import BaseApplication
+
+    class _App(BaseApplication):
+        def load_config(self) -> None:
+            # One worker: models load once per process; threads serve concurrent requests.
+            self.cfg.set("bind", f"{args.host}:{args.port}")
+            self.cfg.set("workers", 1)
+            self.cfg.set("threads", args.threads)
+            self.cfg.set("timeout", 300)
+            self.cfg.set("accesslog", "-")
+
+        def load(self):  # noqa: ANN201
+            return create_app(settings)
+
+    _App().run()
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""The only module that talks to Label Studio's API (through label-studio-sdk 2.x)."""
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Iterable
+
+from label_studio_sdk import LabelStudio
+
+log = logging.getLogger(__name__)
+
+
+class LabelStudioAPI:
+    def __init__(self, url: str, api_key: str, *, timeout: float = 60.0) -> None:
+        if not url or not api_key:
+            raise ValueError("LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY are both needed to reach Label Studio")
+        self.url = url.rstrip("/")
+        self.client = LabelStudio(base_url=self.url, api_key=api_key, timeout=timeout)
+
+    # -- projects and tasks ----------------------------------------------------------------------
+    def create_project(self, title: str, label_config: str, **kwargs: Any) -> int:
+        return int(self.client.projects.create(title=title, label_config=label_config, **kwargs).id)
+
+    def find_project(self, title: str) -> int | None:
+        for project in self.client.projects.list():
+            if project.title == title:
+                return int(project.id)
+        return None
+
+    def import_tasks(self, project: int, tasks: list[dict]) -> list[int]:
+        res = self.client.projects.import_tasks(id=project, request=tasks, return_task_ids=True)
+        return [int(i) for i in (getattr(res, "task_ids", None) or [])]
+
+    def task_ids(self, project: int) -> list[int]:
+        return [int(t.id) for t in self.client.tasks.list(project=project, fields="all")]
+
+    def tasks(self, project: int, *, only_annotated: bool = False) -> Iterable[Any]:
+        return self.client.tasks.list(project=project, fields="all", only_annotated=only_annotated)
+
+    # -- the ML backend connection ---------------------------------------------------------------
+    def connect_backend(self, project: int, url: str, *, title: str = "LabelJudge",
+                        extra_params: dict | None = None, basic_auth: tuple[str, str] | None = None,
+                        is_interactive: bool = False) -> int:
+        """Create (or update) the project's connection to the backend; Label Studio calls /health
+        and /setup while doing it and registers its own webhook."""
+        kwargs: dict[str, Any] = {"project": project, "url": url, "title": title,
+                                  "is_interactive": is_interactive, "auto_update": True,
+                                  "extra_params": json.dumps(extra_params or {})}
+        if basic_auth:
+            kwargs.update(auth_method="BASIC_AUTH", basic_auth_user=basic_auth[0],
+                          basic_auth_pass=basic_auth[1])
+        existing = [b for b in self.client.ml.list(project=project) if b.url.rstrip("/") == url.rstrip("/")]
+        if existing:
+            return int(self.client.ml.update(id=existing[0].id, **kwargs).id)
+        return int(self.client.ml.create(**kwargs).id)
+
+    def set_extra_params(self, project: int, ml_id: int, url: str, extra_params: dict) -> None:
+        # Label Studio 1.23.2 answers 500 unless url and project come with the PATCH.
+        self.client.ml.update(id=ml_id, project=project, url=url, extra_params=json.dumps(extra_params))
+
+    def backends(self, project: int) -> list[Any]:
+        return list(self.client.ml.list(project=project))
+
+    def retrieve_predictions(self, project: int) -> None:
+        """The Data Manager's "Retrieve predictions" action on every task (goes through /predict)."""
+        self.client.actions.create(id="retrieve_tasks_predictions", project=project,
+                                   selected_items={"all": True, "excluded": []})
+
+    def predictions(self, project: int) -> list[Any]:
+        return list(self.client.predictions.list(project=project))
+
+    def ensure_webhook(self, project: int, url: str, headers: dict[str, str]) -> int:
+        """A webhook that carries our auth header (Label Studio's auto-registered one carries none)."""
+        for hook in self.client.webhooks.list(project=project):
+            if hook.url == url and (hook.headers or {}) == headers:
+                return int(hook.id)
+        hook = self.client.webhooks.create(url=url, project=project, headers=headers, send_payload=True,
+                                           send_for_all_actions=True, is_active=True)
+        return int(hook.id)

@@ -1,0 +1,129 @@
+"""A small deterministic server that speaks OpenAI's chat-completions protocol over real HTTP.
+
+Answers: the option named by ``EXPECT=<option>`` in the last user message, else the first option of
+the JSON schema's enum (or "Pass"). Confidence is carried in the log-probabilities: the answer's
+tokens get log(``p_answer``). Faults are queued (``server.faults.append("429")``) and each is used
+by one request: "429", "500", "timeout" (sleeps past the client's timeout), "invalid_label",
+"malformed_json", "no_logprobs". ``latency`` adds a fixed delay per call.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+import threading
+import time
+from collections import deque
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable
+
+_EXPECT = re.compile(r"EXPECT=([A-Za-z0-9_\- ]+?)(?:\s*$|\s*\n|\s*[.;,])", re.MULTILINE)
+
+
+class FakeOpenAI:
+    def __init__(self, *, p_answer: float = 0.9, latency: float = 0.0,
+                 decide: Callable[[dict, list[str]], str | None] | None = None) -> None:
+        self.p_answer = p_answer
+        self.latency = latency
+        self.decide = decide
+        self.faults: deque[str] = deque()
+        self.requests: list[dict] = []
+        self.timeout_sleep = 3.0
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+
+    def __enter__(self) -> "FakeOpenAI":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _next_fault(self) -> str | None:
+        with self._lock:
+            return self.faults.popleft() if self.faults else None
+
+    def _handler(self):
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length) or b"{}")
+                with outer._lock:
+                    outer.requests.append({"path": self.path, "body": body, "headers": dict(self.headers)})
+                if not self.path.endswith("/chat/completions"):
+                    return self._send(404, {"error": {"message": "not found"}})
+                if outer.latency:
+                    time.sleep(outer.latency)
+                fault = outer._next_fault()
+                if fault == "429":
+                    return self._send(429, {"error": {"message": "rate limited"}}, {"Retry-After": "0"})
+                if fault == "500":
+                    return self._send(500, {"error": {"message": "upstream exploded"}})
+                if fault == "timeout":
+                    time.sleep(outer.timeout_sleep)
+                    return self._send(504, {"error": {"message": "too late"}})
+                options = _options(body)
+                answer = outer.decide(body, options) if outer.decide else None
+                if answer is None:
+                    last = next((m["content"] for m in reversed(body["messages"]) if m["role"] == "user"), "")
+                    found = _EXPECT.findall(last)
+                    answer = found[-1].strip() if found else (options[0] if options else "Pass")
+                if fault == "invalid_label":
+                    answer = "Maybe"
+                content = json.dumps({"rationale": f"Judged {answer}.", "answer": answer}) \
+                    if "rationale" in json.dumps(body.get("response_format") or {}) or not body.get("response_format") \
+                    else json.dumps({"answer": answer})
+                if fault == "malformed_json":
+                    content = '{"answer": "' + answer + '", "rationale": '
+                choice: dict[str, Any] = {"index": 0, "finish_reason": "stop",
+                                          "message": {"role": "assistant", "content": content}}
+                if body.get("logprobs") and fault != "no_logprobs":
+                    choice["logprobs"] = {"content": _tokens(content, answer, outer.p_answer)}
+                self._send(200, {
+                    "id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()),
+                    "model": body.get("model", "fake"), "choices": [choice],
+                    "usage": {"prompt_tokens": sum(len(m["content"].split()) for m in body["messages"]),
+                              "completion_tokens": len(content.split()), "total_tokens": 0},
+                })
+
+            def _send(self, status: int, payload: dict, headers: dict | None = None) -> None:
+                data = json.dumps(payload).encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    for k, v in (headers or {}).items():
+                        self.send_header(k, v)
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+        return Handler
+
+
+def _options(body: dict) -> list[str]:
+    fmt = body.get("response_format") or {}
+    schema = (fmt.get("json_schema") or {}).get("schema") or {}
+    answer = (schema.get("properties") or {}).get("answer") or {}
+    return list(answer.get("enum") or (answer.get("items") or {}).get("enum") or [])
+
+
+def _tokens(content: str, answer: str, p: float) -> list[dict]:
+    """Split content into tokens; the answer itself is one token with log-probability log(p)."""
+    at = content.find('"answer": "') + len('"answer": "')
+    pieces = re.findall(r"\w+|\W", content[:at]) + [answer] + re.findall(r"\w+|\W", content[at + len(answer):])
+    return [{"token": t, "logprob": math.log(p) if t == answer else -0.01, "bytes": None, "top_logprobs": []}
+            for t in pieces]
