@@ -135,9 +135,9 @@ class LabelJudgeBackend:
 
     # -- predict ---------------------------------------------------------------------------------
     def predict(self, tasks: Sequence[dict], *, project: Any, label_config: str | None = None,
-                context: dict | None = None) -> list[dict]:
-        """One prediction per task, in order. A task the judge cannot label gets an empty result
-        (an abstention) with the reason logged; it never fails the batch."""
+                context: dict | None = None) -> list[dict | list]:
+        """One entry per task, in order. A task the judge cannot label gets an empty list (an
+        abstention) with the reason logged; it never fails the batch."""
         state = self.state(project, label_config)
         verdicts = list(self._pool.map(lambda t: self._judge_one(state, t), tasks))
         return [self._prediction(state, v) for v in verdicts]
@@ -156,9 +156,11 @@ class LabelJudgeBackend:
             log.warning("project %s task %s: abstained: %s", state.project_id, task.get("id"), verdict.error)
         return verdict
 
-    def _prediction(self, state: ProjectState, verdict: Verdict) -> dict:
+    def _prediction(self, state: ProjectState, verdict: Verdict) -> dict | list:
         if not verdict.usable:
-            return {"result": [], "score": 0.0, "model_version": state.version}
+            # An empty list is "no prediction for this task": Label Studio keeps the batch aligned,
+            # stores nothing, and asks again next time (right for a provider outage).
+            return []
         out: dict[str, Any] = {"result": state.schema.build_result(verdict), "model_version": state.version}
         if verdict.score is not None:
             out["score"] = round(verdict.score, 4)

@@ -112,8 +112,9 @@ def create_app(settings: Settings | None = None, backend: LabelJudgeBackend | No
         except (ConfigError, SchemaError, TemplateError, ValueError) as exc:
             return jsonify(error=str(exc)), 400
         stats.count("tasks_predicted", len(tasks))
-        stats.count("abstentions", sum(1 for r in results if not r["result"]))
-        return jsonify(results=results, model_version=results[0]["model_version"])
+        stats.count("abstentions", sum(1 for r in results if not r))
+        version = backend.state(data.get("project") or _project_of(tasks)).version
+        return jsonify(results=results, model_version=version)
 
     @app.post("/webhook")
     def webhook() -> Any:

@@ -1,0 +1,79 @@
+"""Fixtures that start real servers on free ports and always stop them."""
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from werkzeug.serving import make_server
+
+from ml_backend.backend import LabelJudgeBackend
+from ml_backend.server import create_app
+from ml_backend.settings import Settings
+from ml_backend.store import Store
+
+from .fake_openai import FakeOpenAI
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "label_configs"
+
+
+@pytest.fixture
+def fake_llm() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI() as server:
+        yield server
+
+
+def judge_settings(tmp_path: Path, fake: FakeOpenAI | None = None, **env: str) -> Settings:
+    base = {"MODEL_DIR": str(tmp_path / "models"), "PRELOAD_MODEL": "false", "JUDGE_MAX_RETRIES": "2",
+            "JUDGE_TIMEOUT": "1"}
+    if fake is not None:
+        base.update(JUDGE_PROVIDER="openai", JUDGE_MODEL="fake-judge", OPENAI_BASE_URL=fake.url,
+                    OPENAI_API_KEY="sk-test-secret-key-123456")
+    base.update(env)
+    return Settings.from_env(base)
+
+
+class RunningBackend:
+    def __init__(self, url: str, backend: LabelJudgeBackend, app) -> None:
+        self.url, self.backend, self.app = url, backend, app
+
+
+@contextmanager
+def serve_backend(settings: Settings) -> Iterator[RunningBackend]:
+    """The real Flask app on a real socket (werkzeug's threaded server), stopped afterwards."""
+    backend = LabelJudgeBackend(settings, Store(settings.model_dir / "labeljudge.sqlite3"))
+    app = create_app(settings, backend)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield RunningBackend(f"http://127.0.0.1:{server.server_port}", backend, app)
+    finally:
+        server.shutdown()
+        backend.worker.stop()
+
+
+@pytest.fixture(scope="session")
+def label_studio(tmp_path_factory):
+    """A real Label Studio 1.23.2 (from .venv-ls), started once per test session."""
+    from ml_backend.lsserver import LocalLabelStudio, find_ls_venv
+
+    try:
+        venv = find_ls_venv(ROOT)
+    except FileNotFoundError as exc:
+        pytest.fail(f"{exc} (the README's setup installs it)")
+    ls = LocalLabelStudio(data_dir=tmp_path_factory.mktemp("ls-data"), venv=venv).start()
+    try:
+        yield ls
+    finally:
+        ls.stop()
+
+
+@pytest.fixture(scope="session")
+def ls_api(label_studio):
+    from ml_backend.labelstudio import LabelStudioAPI
+
+    return LabelStudioAPI(label_studio.url, label_studio.token)

@@ -1,0 +1,171 @@
+"""End to end: a real Label Studio 1.23.2 calls the real backend over HTTP; the judge is a real
+OpenAI-compatible HTTP server (deterministic). Everything is checked through Label Studio's API."""
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+import pytest
+
+from ml_backend.schema import parse_label_config
+
+from .conftest import CONFIGS, judge_settings, serve_backend
+
+pytestmark = pytest.mark.e2e
+
+PASS_FAIL = (CONFIGS / "pass_fail.xml").read_text()
+
+
+def _tasks(n: int, start: int = 0) -> list[dict]:
+    tasks = []
+    for i in range(start, start + n):
+        label = "Fail" if i % 3 == 0 else "Pass"
+        tasks.append({"data": {"input": f"question {i}", "context": f"context {i} {{braces}}",
+                               "output": f"answer {i}. EXPECT={label}"}})
+    return tasks
+
+
+def _wait(predicate, timeout: float = 15.0, what: str = "condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _by_task(ls_api, project: int, version: str | None = None) -> dict[int, list]:
+    out: dict[int, list] = {}
+    for p in ls_api.predictions(project):
+        if version is None or p.model_version == version:
+            out.setdefault(int(p.task), []).append(p)
+    return out
+
+
+def test_retrieve_predictions_labels_every_task_then_prompt_change_repredicts(
+        tmp_path, fake_llm, ls_api):
+    settings = judge_settings(tmp_path, fake_llm)
+    with serve_backend(settings) as srv:
+        project = ls_api.create_project("e2e pass/fail", PASS_FAIL)
+        ls_api.import_tasks(project, _tasks(9))
+        ls_api.connect_backend(project, srv.url, extra_params={"metric": "faithfulness"})
+        version = srv.backend.state(project).version
+
+        ls_api.retrieve_predictions(project)
+        preds = _by_task(ls_api, project)
+        task_ids = ls_api.task_ids(project)
+        assert sorted(preds) == sorted(task_ids)
+        schema = parse_label_config(PASS_FAIL)
+        for task in ls_api.tasks(project):
+            (p,) = preds[int(task.id)]
+            assert p.model_version == version and version.startswith("judge-")
+            assert p.score == pytest.approx(0.9, abs=1e-3)  # the fake's answer probability
+            verdict = [r for r in p.result if r["from_name"] == "verdict"][0]
+            expected = "Fail" if "EXPECT=Fail" in task.data["output"] else "Pass"
+            assert verdict["value"]["choices"] == [expected]
+            assert verdict["value"]["choices"][0] in schema.controls["verdict"].question.options
+            assert any(r["from_name"] == "reason" for r in p.result)
+        # the prompt went to the LLM with the task's braces intact and no model secret in it
+        sent = fake_llm.requests[-1]["body"]["messages"][-1]["content"]
+        assert "{braces}" in sent and "Context:" in sent
+
+        # Same config again: Label Studio keeps the version, nothing is re-predicted.
+        calls = len(fake_llm.requests)
+        ls_api.retrieve_predictions(project)
+        assert len(fake_llm.requests) == calls
+        assert sum(len(v) for v in _by_task(ls_api, project).values()) == len(task_ids)
+
+        # A new prompt in extra_params -> a new version -> every task predicted again.
+        ml_id = ls_api.backends(project)[0].id
+        ls_api.set_extra_params(project, ml_id, srv.url,
+                                {"prompt": "Is this answer any good? {output}"})
+        new_version = _wait(lambda: (v := srv.backend.state(project).version) != version and v,
+                            what="the new version")
+        ls_api.retrieve_predictions(project)
+        fresh = _by_task(ls_api, project, new_version)
+        assert sorted(fresh) == sorted(task_ids)
+        assert all(len(v) == 1 for v in fresh.values())
+
+
+def test_two_projects_keep_their_own_config_and_version(tmp_path, fake_llm, ls_api):
+    settings = judge_settings(tmp_path, fake_llm)
+    rating = (CONFIGS / "rating.xml").read_text()
+    with serve_backend(settings) as srv:
+        a = ls_api.create_project("e2e project A", PASS_FAIL)
+        b = ls_api.create_project("e2e project B", rating)
+        ls_api.import_tasks(a, _tasks(3))
+        ls_api.import_tasks(b, [{"data": {"input": "q", "output": f"a {i} EXPECT=4"}} for i in range(3)])
+        ls_api.connect_backend(a, srv.url, extra_params={"metric": "faithfulness"})
+        ls_api.connect_backend(b, srv.url, extra_params={"metric": "answer_relevance", "temperature": 0.5})
+        ls_api.retrieve_predictions(a)
+        ls_api.retrieve_predictions(b)
+        va, vb = srv.backend.state(a).version, srv.backend.state(b).version
+        assert va != vb
+        pa, pb = ls_api.predictions(a), ls_api.predictions(b)
+        assert len(pa) == 3 and {p.model_version for p in pa} == {va}
+        assert len(pb) == 3 and {p.model_version for p in pb} == {vb}
+        assert all(r["value"] == {"rating": 4} for p in pb for r in p.result if r["type"] == "rating")
+        temps = {r["body"]["temperature"] for r in fake_llm.requests}
+        assert temps == {0.0, 0.5}
+
+
+def test_missing_field_abstains_without_breaking_the_batch(tmp_path, fake_llm, ls_api):
+    settings = judge_settings(tmp_path, fake_llm)
+    with serve_backend(settings) as srv:
+        project = ls_api.create_project("e2e missing field", PASS_FAIL)
+        tasks = _tasks(3)
+        for t in tasks[:2]:
+            t["data"]["ground_truth"] = "the reference"  # the third task lacks the prompt's field
+        ids = ls_api.import_tasks(project, tasks)
+        ls_api.connect_backend(project, srv.url, extra_params={"metric": "correctness"})
+        ls_api.retrieve_predictions(project)
+        predicted = {int(p.task) for p in ls_api.predictions(project)}
+        # the two complete tasks are labeled; the broken one gets no prediction (never a made-up one)
+        assert predicted == set(ids[:2]) and all(p.result for p in ls_api.predictions(project))
+        # and the server is still serving
+        assert httpx.get(f"{srv.url}/health").json()["status"] == "UP"
+
+
+def test_annotation_webhook_reaches_the_backend_and_is_acknowledged_fast(tmp_path, fake_llm, ls_api):
+    settings = judge_settings(tmp_path, fake_llm)
+    with serve_backend(settings) as srv:
+        project = ls_api.create_project("e2e webhook", PASS_FAIL)
+        ls_api.import_tasks(project, _tasks(2))
+        ls_api.connect_backend(project, srv.url)
+        task = ls_api.task_ids(project)[0]
+        result = [{"from_name": "verdict", "to_name": "output", "type": "choices",
+                   "value": {"choices": ["Fail"]}}]
+        ann = ls_api.client.annotations.create(id=task, result=result, ground_truth=True)
+        stored = _wait(lambda: srv.backend.store.annotations(str(project)), what="the synced annotation")
+        assert stored[0]["id"] == ann.id and stored[0]["result"] == result and stored[0]["ground_truth"] == 1
+        events = srv.backend.store.events(str(project))
+        assert "ANNOTATION_CREATED" in {e["action"] for e in events}
+        assert all(e["error"] is None for e in events)
+        webhook = httpx.get(f"{srv.url}/metrics").json()["latency"]["/webhook"]
+        assert webhook["p50_ms"] < 1000  # Label Studio's own webhook timeout is 1 s
+
+        ls_api.client.annotations.delete(id=ann.id)
+        _wait(lambda: not srv.backend.store.annotations(str(project)), what="the deletion to sync")
+
+
+def test_basic_auth_predictions_and_webhooks_get_through(tmp_path, fake_llm, ls_api, label_studio):
+    settings = judge_settings(tmp_path, fake_llm, BASIC_AUTH_USER="labeljudge", BASIC_AUTH_PASS="s3cret-pass",
+                              LABEL_STUDIO_URL=label_studio.url, LABEL_STUDIO_API_KEY=label_studio.token)
+    with serve_backend(settings) as srv:
+        assert httpx.post(f"{srv.url}/setup", json={}).status_code == 401
+        project = ls_api.create_project("e2e basic auth", PASS_FAIL)
+        ls_api.import_tasks(project, _tasks(2))
+        ls_api.connect_backend(project, srv.url, basic_auth=("labeljudge", "s3cret-pass"))
+        ls_api.retrieve_predictions(project)
+        assert len(ls_api.predictions(project)) == 2
+        # the backend registered a webhook that carries its credentials
+        _wait(lambda: any((h.headers or {}).get("Authorization", "").startswith("Basic ")
+                          for h in ls_api.client.webhooks.list(project=project)), what="the auth webhook")
+        task = ls_api.task_ids(project)[0]
+        ls_api.client.annotations.create(id=task, result=[{"from_name": "verdict", "to_name": "output",
+                                                           "type": "choices", "value": {"choices": ["Pass"]}}])
+        _wait(lambda: srv.backend.store.annotations(str(project)), what="the webhook through auth")
+        log_text = json.dumps(srv.backend.store.events(str(project)))
+        assert "s3cret-pass" not in log_text
