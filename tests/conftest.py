@@ -20,6 +20,21 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "label_configs"
 
 
+def pytest_addoption(parser):
+    parser.addoption("--all", action="store_true", help="also run the e2e (real Label Studio) and slow "
+                     "(real local model) tests; the README's test command passes it")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Fast unit tests by default; ``-m e2e`` / ``-m slow`` pick those; ``--all`` runs everything."""
+    if config.getoption("--all") or config.getoption("-m"):
+        return
+    skip = pytest.mark.skip(reason="needs --all (or -m e2e / -m slow)")
+    for item in items:
+        if "e2e" in item.keywords or "slow" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture
 def fake_llm() -> Iterator[FakeOpenAI]:
     with FakeOpenAI() as server:
@@ -47,7 +62,7 @@ def serve_backend(settings: Settings) -> Iterator[RunningBackend]:
     backend = LabelJudgeBackend(settings, Store(settings.model_dir / "labeljudge.sqlite3"))
     app = create_app(settings, backend)
     server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
         yield RunningBackend(f"http://127.0.0.1:{server.server_port}", backend, app)

@@ -4,7 +4,7 @@ Answers: the option named by ``EXPECT=<option>`` in the last user message, else 
 the JSON schema's enum (or "Pass"). Confidence is carried in the log-probabilities: the answer's
 tokens get log(``p_answer``). Faults are queued (``server.faults.append("429")``) and each is used
 by one request: "429", "500", "timeout" (sleeps past the client's timeout), "invalid_label",
-"malformed_json", "no_logprobs". ``latency`` adds a fixed delay per call.
+"malformed_json", "no_logprobs", "reject_format" (400 on response_format). ``latency`` adds a fixed delay per call.
 """
 from __future__ import annotations
 
@@ -20,6 +20,11 @@ from typing import Any, Callable
 _EXPECT = re.compile(r"EXPECT=([A-Za-z0-9_\- ]+?)(?:\s*$|\s*\n|\s*[.;,])", re.MULTILINE)
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 256  # the default backlog of 5 drops connections under concurrency
+    daemon_threads = True
+
+
 class FakeOpenAI:
     def __init__(self, *, p_answer: float = 0.9, latency: float = 0.0,
                  decide: Callable[[dict, list[str]], str | None] | None = None) -> None:
@@ -29,10 +34,11 @@ class FakeOpenAI:
         self.faults: deque[str] = deque()
         self.requests: list[dict] = []
         self.timeout_sleep = 3.0
+        self.reject_format = False  # behave like a server without structured output
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._server = _Server(("127.0.0.1", 0), self._handler())
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        daemon=True)
 
     @property
     def url(self) -> str:
@@ -71,6 +77,8 @@ class FakeOpenAI:
                     return self._send(429, {"error": {"message": "rate limited"}}, {"Retry-After": "0"})
                 if fault == "500":
                     return self._send(500, {"error": {"message": "upstream exploded"}})
+                if fault == "reject_format" or (outer.reject_format and body.get("response_format")):
+                    return self._send(400, {"error": {"message": "response_format is not supported"}})
                 if fault == "timeout":
                     time.sleep(outer.timeout_sleep)
                     return self._send(504, {"error": {"message": "too late"}})
@@ -79,7 +87,9 @@ class FakeOpenAI:
                 if answer is None:
                     last = next((m["content"] for m in reversed(body["messages"]) if m["role"] == "user"), "")
                     found = _EXPECT.findall(last)
-                    answer = found[-1].strip() if found else (options[0] if options else "Pass")
+                    answer = found[-1].strip() if found else None
+                    if answer is None or (options and answer not in options):
+                        answer = options[0] if options else (answer or "Pass")
                 if fault == "invalid_label":
                     answer = "Maybe"
                 content = json.dumps({"rationale": f"Judged {answer}.", "answer": answer}) \

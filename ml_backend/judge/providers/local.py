@@ -129,7 +129,10 @@ class LocalProvider:
             if p_yes > 0.5:
                 chosen.append(label)
             confidences.append(max(p_yes, 1 - p_yes))
-        return Answer(value=chosen, confidence=min(confidences), usage=usage, raw=", ".join(chosen))
+        answer = Answer(value=chosen, confidence=min(confidences), usage=usage, raw=", ".join(chosen))
+        if decoding.rationale:
+            answer.rationale = self._explain(messages, answer.raw or "none of them", decoding, usage)
+        return answer
 
     def _number(self, messages, question: Question, decoding: Decoding) -> Answer:
         usage = Usage(calls=1)

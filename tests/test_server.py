@@ -1,0 +1,150 @@
+"""The HTTP contract and bad input, over real HTTP (werkzeug server) with the fake LLM server."""
+from __future__ import annotations
+
+import base64
+import logging
+
+import httpx
+import pytest
+
+from .conftest import CONFIGS, judge_settings, serve_backend
+
+PASS_FAIL = (CONFIGS / "pass_fail.xml").read_text()
+KEY = "sk-test-secret-key-123456"
+
+
+def setup_body(project="1.1700000000", config=PASS_FAIL, extra=None):
+    return {"project": project, "schema": config, "hostname": "http://localhost:8080",
+            "access_token": "legacy-token-abc", "extra_params": extra}
+
+
+def predict_body(tasks, project="1.1700000000", config=PASS_FAIL):
+    return {"tasks": tasks, "project": project, "label_config": config, "params": {"context": None}}
+
+
+TASK = {"id": 1, "data": {"input": "q", "context": "c", "output": "o EXPECT=Fail"}}
+
+
+@pytest.fixture
+def srv(tmp_path, fake_llm):
+    with serve_backend(judge_settings(tmp_path, fake_llm)) as running:
+        yield running
+
+
+def test_health_setup_predict_versions_metrics(srv):
+    assert httpx.get(f"{srv.url}/health").json()["status"] == "UP"
+    version = httpx.post(f"{srv.url}/setup", json=setup_body()).json()["model_version"]
+    r = httpx.post(f"{srv.url}/predict", json=predict_body([TASK, TASK]))
+    assert r.status_code == 200
+    results = r.json()["results"]
+    assert len(results) == 2 and all(p["model_version"] == version for p in results)
+    assert results[0]["result"][0]["value"] == {"choices": ["Fail"]}
+    versions = httpx.get(f"{srv.url}/versions").json()
+    assert versions["projects"][0]["model_version"] == version
+    metrics = httpx.get(f"{srv.url}/metrics").json()
+    assert metrics["counters"]["tasks_predicted"] == 2
+
+
+def test_extra_params_as_string_or_object_give_the_same_version(srv):
+    a = httpx.post(f"{srv.url}/setup", json=setup_body(extra='{"metric": "toxicity"}')).json()
+    b = httpx.post(f"{srv.url}/setup", json=setup_body(extra={"metric": "toxicity"})).json()
+    c = httpx.post(f"{srv.url}/setup", json=setup_body(extra=None)).json()
+    assert a == b and a != c
+
+
+@pytest.mark.parametrize("body,status,needle", [
+    (setup_body(config="<View><Text name='a' value='$a'/>"), 400, "not valid XML"),
+    (setup_body(config="<View><Text name='a' value='$a'/><Labels name='l' toName='a'><Label value='X'/></Labels></View>"),
+     400, "no control the judge can fill"),
+    (setup_body(extra='{"temprature": 0.1}'), 400, "unknown extra_params key"),
+    (setup_body(extra='{"prompt": "{input"}'), 400, "unbalanced braces"),
+    (setup_body(extra='{"control": "nope"}'), 400, "not in the label config"),
+    (setup_body(extra='{"metric": "vibes"}'), 400, "unknown metric"),
+])
+def test_setup_rejects_bad_config_with_a_clear_message(srv, body, status, needle):
+    r = httpx.post(f"{srv.url}/setup", json=body)
+    assert r.status_code == status and needle in r.json()["error"]
+    assert httpx.get(f"{srv.url}/health").status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/setup", "/predict", "/webhook"])
+def test_non_json_body_is_a_400(srv, path):
+    r = httpx.post(f"{srv.url}{path}", content=b"not json{", headers={"Content-Type": "application/json"})
+    assert r.status_code == 400 and "JSON" in r.json()["error"]
+
+
+def test_predict_bad_requests(srv):
+    assert httpx.post(f"{srv.url}/predict", json={"tasks": []}).status_code == 400
+    r = httpx.post(f"{srv.url}/predict", json={"tasks": [TASK], "project": "77.1"})
+    assert r.status_code == 409 and "not set up" in r.json()["error"]
+    assert httpx.get(f"{srv.url}/nope").json()["error"]
+
+
+def test_task_missing_field_abstains_and_oversized_text_is_truncated(srv, fake_llm, caplog):
+    httpx.post(f"{srv.url}/setup", json=setup_body(extra={"metric": "correctness"}))
+    huge = {"id": 3, "data": {"input": "q", "context": "c", "output": "x" * 100_000 + " EXPECT=Pass",
+                              "ground_truth": "g"}}
+    with caplog.at_level(logging.WARNING):
+        r = httpx.post(f"{srv.url}/predict", json=predict_body([TASK, huge]))
+    assert r.status_code == 200
+    missing, big = r.json()["results"]
+    assert missing == []  # no ground_truth in the task: abstain, label nothing
+    assert big["result"][0]["value"]["choices"][0] in ("Pass", "Fail")
+    sent = fake_llm.requests[-1]["body"]["messages"][-1]["content"]
+    assert len(sent) < 10_000 and "[truncated 92012 characters]" in sent
+    assert "missing field 'ground_truth'" in caplog.text and "truncated" in caplog.text
+
+
+def test_provider_outage_abstains_and_leaks_no_key(srv, fake_llm, caplog):
+    httpx.post(f"{srv.url}/setup", json=setup_body())
+    fake_llm.faults.extend(["500"] * 10)
+    with caplog.at_level(logging.WARNING):
+        r = httpx.post(f"{srv.url}/predict", json=predict_body([TASK]))
+    assert r.status_code == 200 and r.json()["results"] == [[]]
+    assert "500" in caplog.text and KEY not in caplog.text
+
+
+def test_unhandled_error_is_json_500_without_secrets(srv, monkeypatch):
+    def boom(*a, **k):
+        raise RuntimeError(f"exploded with {KEY}")
+    monkeypatch.setattr(srv.backend, "predict", boom)
+    httpx.post(f"{srv.url}/setup", json=setup_body())
+    r = httpx.post(f"{srv.url}/predict", json=predict_body([TASK]))
+    assert r.status_code == 500 and "RuntimeError" in r.json()["error"] and KEY not in r.text
+
+
+def test_webhook_acknowledges_every_event_and_survives_bad_ones(srv):
+    for payload in ({"action": "PROJECT_UPDATED", "project": {"id": 1}},
+                    {"action": "ANNOTATION_CREATED", "project": {"id": 1}, "annotation": {}},
+                    {"action": "ANNOTATION_CREATED", "project": {"id": 1}, "task": {"id": 5, "data": {"a": 1}},
+                     "annotation": {"id": 9, "task": 5, "result": [], "completed_by": 1}}):
+        assert httpx.post(f"{srv.url}/webhook", json=payload).status_code == 201
+    assert srv.backend.worker.wait_idle(10)
+    errors = [e["error"] for e in srv.backend.store.events("1")]
+    assert sum(e is not None for e in errors) == 1  # the malformed one, recorded with its reason
+    assert [a["id"] for a in srv.backend.store.annotations("1")] == [9]
+
+
+def test_restart_keeps_project_config(tmp_path, fake_llm):
+    settings = judge_settings(tmp_path, fake_llm)
+    with serve_backend(settings) as first:
+        v = httpx.post(f"{first.url}/setup", json=setup_body(extra={"metric": "toxicity"})).json()
+    with serve_backend(settings) as second:
+        r = httpx.post(f"{second.url}/predict", json={"tasks": [TASK], "project": "1.1700000000"})
+        assert r.status_code == 200 and r.json()["results"][0]["model_version"] == v["model_version"]
+
+
+def test_basic_auth_and_webhook_secret(tmp_path, fake_llm):
+    settings = judge_settings(tmp_path, fake_llm, BASIC_AUTH_USER="u", BASIC_AUTH_PASS="p4ss-word",
+                              WEBHOOK_SECRET="hook-secret")
+    with serve_backend(settings) as s:
+        assert httpx.get(f"{s.url}/health").status_code == 200  # open for health checks
+        r = httpx.post(f"{s.url}/setup", json=setup_body())
+        assert r.status_code == 401 and "p4ss-word" not in r.text
+        assert httpx.post(f"{s.url}/setup", json=setup_body(), auth=("u", "wrong")).status_code == 401
+        assert httpx.post(f"{s.url}/setup", json=setup_body(), auth=("u", "p4ss-word")).status_code == 200
+        hook = {"action": "PROJECT_UPDATED", "project": {"id": 1}}
+        assert httpx.post(f"{s.url}/webhook", json=hook).status_code == 401
+        assert httpx.post(f"{s.url}/webhook", json=hook, headers={"X-Webhook-Secret": "hook-secret"}).status_code == 201
+        token = base64.b64encode(b"u:p4ss-word").decode()
+        assert httpx.post(f"{s.url}/webhook", json=hook, headers={"Authorization": f"Basic {token}"}).status_code == 201
