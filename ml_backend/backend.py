@@ -16,9 +16,9 @@ from typing import Any, Sequence
 
 from .judge import Judge, JudgeSpec, resolve_template
 from .judge.providers import LocalProvider, OpenAIProvider, Provider, ProviderError, scrub
-from .judge.types import Verdict
+from .judge.types import Example, Verdict
 from .jobs import EventWorker
-from .schema import TaskSchema, parse_label_config
+from .schema import TaskSchema, is_correction, parse_label_config
 from .settings import ProjectConfig, Settings, parse_extra_params
 from .store import Store
 
@@ -44,6 +44,13 @@ class ProjectState:
         return self.judge.version
 
 
+def json_loads_key(text: str) -> dict:
+    """Inverse of the params part of a state key (repr of sorted items)."""
+    import ast
+
+    return dict(ast.literal_eval(text))
+
+
 def project_key(project: Any) -> str:
     """Label Studio sends "<id>.<created_ts>"; the id alone names the project everywhere else."""
     if project is None or project == "":
@@ -61,6 +68,7 @@ class LabelJudgeBackend:
         self._lock = threading.RLock()
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="labeljudge-judge")
         self.worker = EventWorker(self.store, self.fit)
+        self._pool_generation: dict[str, int] = {}  # bumped when a project's human labels change
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -100,7 +108,7 @@ class LabelJudgeBackend:
         return state
 
     def _build(self, pid: str, label_config: str, params: dict) -> ProjectState:
-        key = (label_config, repr(sorted(params.items())))
+        key = (label_config, repr(sorted(params.items())), self._pool_generation.get(pid, 0))
         with self._lock:
             cached = self._projects.get(pid)
             if cached is not None and cached.key == key:
@@ -113,6 +121,8 @@ class LabelJudgeBackend:
             model=config.model, temperature=config.temperature, max_tokens=config.max_tokens,
             rationale=config.rationale and schema.rationale_control is not None,
             field_map=config.fields, questions=questions,
+            examples=self.examples(pid, schema) if config.few_shot_k > 0 else (),
+            few_shot_k=config.few_shot_k,
         )
         judge = Judge(spec, self.provider(config), input_keys=schema.data_fields,
                       max_field_chars=self.settings.max_field_chars)
@@ -121,16 +131,45 @@ class LabelJudgeBackend:
             self._projects[pid] = state
         return state
 
+    def examples(self, pid: str, schema: TaskSchema) -> tuple[Example, ...]:
+        """The few-shot pool: one reference annotation per task (ground truth first, then the latest),
+        as answers to the config's questions."""
+        chosen: dict[int, dict] = {}
+        for ann in self.store.annotations(pid):
+            if not ann["task_data"]:
+                continue
+            best = chosen.get(ann["task_id"])
+            if best is None or (ann["ground_truth"], ann["updated_at"]) >= (best["ground_truth"], best["updated_at"]):
+                chosen[ann["task_id"]] = ann
+        out = []
+        for ann in sorted(chosen.values(), key=lambda a: a["id"]):
+            answers, rationale = schema.answers_from_result(ann["result"])
+            if answers:
+                out.append(Example(f"ann-{ann['id']}", ann["task_data"], answers, rationale,
+                                   correction=bool(ann.get("correction"))))
+        return tuple(out)
+
+    def labels_changed(self, pid: str) -> None:
+        """Human labels changed: the next state() rebuilds the judge with the new few-shot pool
+        (a new version, so Label Studio re-predicts)."""
+        with self._lock:
+            self._pool_generation[pid] = self._pool_generation.get(pid, 0) + 1
+
     def state(self, project: Any, label_config: str | None = None) -> ProjectState:
         pid = project_key(project)
         with self._lock:
             state = self._projects.get(pid)
-        if state is not None and (label_config is None or state.schema.config == label_config):
+            generation = self._pool_generation.get(pid, 0)
+        if state is not None and (label_config is None or state.schema.config == label_config) \
+                and state.key[2] == generation:
             return state
         stored = self.store.project(pid)
         if stored is None and label_config is None:
             raise UnknownProject(f"project {pid} is not set up: connect the backend in Label Studio first")
-        params = stored["extra_params"] if stored else {}
+        if stored is not None:
+            params = stored["extra_params"]
+        else:
+            params = json_loads_key(state.key[1]) if state is not None else {}
         return self._build(pid, label_config or stored["label_config"], params)
 
     # -- predict ---------------------------------------------------------------------------------
@@ -140,7 +179,7 @@ class LabelJudgeBackend:
         abstention) with the reason logged; it never fails the batch."""
         state = self.state(project, label_config)
         verdicts = list(self._pool.map(lambda t: self._judge_one(state, t), tasks))
-        return [self._prediction(state, v) for v in verdicts]
+        return [self.prediction_for(state, v) for v in verdicts]
 
     def _judge_one(self, state: ProjectState, task: dict) -> Verdict:
         data = task.get("data") if isinstance(task, dict) else None
@@ -156,7 +195,7 @@ class LabelJudgeBackend:
             log.warning("project %s task %s: abstained: %s", state.project_id, task.get("id"), verdict.error)
         return verdict
 
-    def _prediction(self, state: ProjectState, verdict: Verdict) -> dict | list:
+    def prediction_for(self, state: ProjectState, verdict: Verdict) -> dict | list:
         if not verdict.usable:
             # An empty list is "no prediction for this task": Label Studio keeps the batch aligned,
             # stores nothing, and asks again next time (right for a provider outage).
@@ -190,12 +229,61 @@ class LabelJudgeBackend:
             if annotation.get("id") is None or annotation.get("task") is None:
                 raise ValueError(f"{event} without annotation id/task")
             task = data.get("task") or {}
-            self.store.upsert_annotation(pid, annotation, task.get("data"))
+            if annotation.get("was_cancelled"):
+                self.store.delete_annotations([int(annotation["id"])])
+            else:
+                self.store.upsert_annotation(pid, annotation, task.get("data"),
+                                             self._correction(pid, annotation, project))
+            self.labels_changed(pid)
         elif event == "ANNOTATIONS_DELETED":
             ids = [int(a["id"]) for a in data.get("annotations") or [] if a.get("id") is not None]
             self.store.delete_annotations(ids)
+            if pid:
+                self.labels_changed(pid)
+        elif event == "START_TRAINING" and pid:
+            self.resync(int(pid))
         # START_TRAINING and the evaluator's training are handled by the evaluator issue's code;
         # every other project event is acknowledged and ignored.
+
+    def _correction(self, pid: str, annotation: dict, project: dict) -> bool | None:
+        """Did the human change the judge's answer? Needs Label Studio's API (the webhook payload
+        carries no predictions); None when it cannot be known."""
+        api = self.api()
+        if api is None:
+            return None
+        try:
+            preds = [p for p in api.client.predictions.list(task=int(annotation["task"]))
+                     if str(p.model_version or "").startswith("judge-")]
+            if not preds:
+                return None
+            schema = self.state(pid, project.get("label_config")).schema
+            return is_correction(schema, annotation.get("result") or [], preds[-1].result)
+        except Exception as exc:  # the sync must not fail because of this hint
+            log.warning("could not compare annotation %s with the judge: %s", annotation.get("id"),
+                        scrub(str(exc), self._secrets()))
+            return None
+
+    def api(self):
+        """A Label Studio API client when LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY are set."""
+        s = self.settings
+        if not (s.label_studio_url and s.label_studio_api_key):
+            return None
+        if getattr(self, "_api", None) is None:
+            from .labelstudio import LabelStudioAPI
+
+            self._api = LabelStudioAPI(s.label_studio_url, s.label_studio_api_key)
+        return self._api
+
+    def resync(self, project: int) -> dict:
+        """Re-read every annotation of a project from Label Studio (START_TRAINING, CLI, recovery)."""
+        api = self.api()
+        if api is None:
+            raise RuntimeError("resync needs LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY")
+        from .sync import resync_project
+
+        out = resync_project(api, self.store, project, self)
+        self.labels_changed(str(project))
+        return out
 
     # -- info ------------------------------------------------------------------------------------
     def versions(self) -> dict:

@@ -87,6 +87,46 @@ class TaskSchema:
         return regions
 
 
+    def answers_from_result(self, result: list[dict]) -> tuple[dict[str, Any], str | None]:
+        """A human annotation's result as the judge's answers (per control) and its rationale text.
+        Values the config no longer allows are dropped, so an old annotation cannot teach a stale label."""
+        answers: dict[str, Any] = {}
+        rationale = None
+        for region in result or []:
+            name, value = region.get("from_name"), region.get("value") or {}
+            if name == self.rationale_control and value.get("text"):
+                text = value["text"]
+                rationale = " ".join(text) if isinstance(text, list) else str(text)
+                continue
+            spec = self.controls.get(name)
+            if spec is None:
+                continue
+            q = spec.question
+            if spec.tag == "Choices" and value.get("choices"):
+                picked = [c for c in value["choices"] if c in q.options]
+                answers[name] = picked if q.kind == "multiple" else (picked[0] if len(picked) == 1 else None)
+            elif spec.tag == "Rating" and value.get("rating") is not None:
+                answers[name] = str(int(value["rating"]))
+            elif spec.tag == "Number" and value.get("number") is not None:
+                answers[name] = str(int(value["number"])) if q.kind == "single" else float(value["number"])
+            elif spec.tag == "Taxonomy" and value.get("taxonomy"):
+                answers[name] = " / ".join(value["taxonomy"][0])
+            elif spec.tag == "Pairwise" and value.get("selected"):
+                answers[name] = value["selected"]
+            if name in answers and q.kind == "single" and answers[name] not in q.options:
+                answers.pop(name)
+            elif answers.get(name) is None:
+                answers.pop(name, None)
+        return answers, rationale
+
+
+def is_correction(schema: TaskSchema, human: list[dict], judge: list[dict]) -> bool:
+    """True when the human's answers differ from the judge's on any control the judge filled."""
+    mine, _ = schema.answers_from_result(human)
+    theirs, _ = schema.answers_from_result(judge)
+    return any(mine.get(name) != value for name, value in theirs.items())
+
+
 def _region_for(spec: ControlSpec, control: Any, value: Any) -> dict[str, Any]:
     q = spec.question
     if spec.tag == "Choices":

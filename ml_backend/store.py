@@ -38,9 +38,48 @@ CREATE TABLE IF NOT EXISTS annotations (
     ground_truth INTEGER NOT NULL DEFAULT 0,
     completed_by INTEGER,
     task_data TEXT,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    correction INTEGER
 );
 CREATE INDEX IF NOT EXISTS annotations_project ON annotations(project_id);
+CREATE TABLE IF NOT EXISTS verdict_cache (
+    version TEXT NOT NULL,
+    content_hash TEXT NOT NULL,
+    verdict TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (version, content_hash)
+);
+CREATE TABLE IF NOT EXISTS ledger (
+    project_id TEXT NOT NULL,
+    version TEXT NOT NULL,
+    model TEXT NOT NULL,
+    calls INTEGER NOT NULL DEFAULT 0,
+    tokens_in INTEGER NOT NULL DEFAULT 0,
+    tokens_out INTEGER NOT NULL DEFAULT 0,
+    cost REAL NOT NULL DEFAULT 0,
+    cache_hits INTEGER NOT NULL DEFAULT 0,
+    failures INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (project_id, version)
+);
+CREATE TABLE IF NOT EXISTS label_failures (
+    project_id TEXT NOT NULL,
+    task_id INTEGER NOT NULL,
+    version TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (project_id, task_id, version)
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    project_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    status TEXT NOT NULL,
+    progress TEXT NOT NULL DEFAULT '{}',
+    result TEXT,
+    error TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
 """
 
 
@@ -120,18 +159,25 @@ class Store:
         return [dict(r) for r in rows]
 
     # -- annotations ---------------------------------------------------------------------------
-    def upsert_annotation(self, project_id: str, annotation: dict, task_data: dict | None) -> None:
+    def upsert_annotation(self, project_id: str, annotation: dict, task_data: dict | None,
+                          correction: bool | None = None) -> None:
         with self._tx() as db:
             db.execute(
-                "INSERT INTO annotations VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+                "INSERT INTO annotations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
                 "result=excluded.result, ground_truth=excluded.ground_truth, "
                 "completed_by=excluded.completed_by, task_data=COALESCE(excluded.task_data, task_data), "
-                "updated_at=excluded.updated_at",
+                "updated_at=excluded.updated_at, correction=COALESCE(excluded.correction, correction)",
                 (int(annotation["id"]), project_id, int(annotation["task"]),
                  json.dumps(annotation.get("result") or []), int(bool(annotation.get("ground_truth"))),
                  _user_id(annotation.get("completed_by")),
-                 json.dumps(task_data) if task_data is not None else None, time.time()),
+                 json.dumps(task_data) if task_data is not None else None, time.time(),
+                 None if correction is None else int(correction)),
             )
+
+    def replace_annotations(self, project_id: str, keep_ids: set[int]) -> int:
+        """Drop synced annotations that Label Studio no longer has (deleted while we were down)."""
+        rows = self._conn().execute("SELECT id FROM annotations WHERE project_id=?", (project_id,)).fetchall()
+        return self.delete_annotations([r["id"] for r in rows if r["id"] not in keep_ids])
 
     def delete_annotations(self, ids: list[int]) -> int:
         if not ids:
@@ -146,6 +192,90 @@ class Store:
         ).fetchall()
         return [{**dict(r), "result": json.loads(r["result"]),
                  "task_data": json.loads(r["task_data"]) if r["task_data"] else None} for r in rows]
+
+
+    # -- verdict cache (judge version x task content) --------------------------------------------
+    def get_verdict(self, version: str, content_hash: str) -> dict | None:
+        row = self._conn().execute("SELECT verdict FROM verdict_cache WHERE version=? AND content_hash=?",
+                                   (version, content_hash)).fetchone()
+        return json.loads(row["verdict"]) if row else None
+
+    def put_verdict(self, version: str, content_hash: str, verdict: dict) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO verdict_cache VALUES (?, ?, ?, ?)",
+                       (version, content_hash, json.dumps(verdict), time.time()))
+
+    # -- ledger: what each judge version cost --------------------------------------------------
+    def add_ledger(self, project_id: str, version: str, model: str, *, calls: int = 0, tokens_in: int = 0,
+                   tokens_out: int = 0, cost: float = 0.0, cache_hits: int = 0, failures: int = 0) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO ledger VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(project_id, version) DO UPDATE "
+                "SET calls=calls+excluded.calls, tokens_in=tokens_in+excluded.tokens_in, "
+                "tokens_out=tokens_out+excluded.tokens_out, cost=cost+excluded.cost, "
+                "cache_hits=cache_hits+excluded.cache_hits, failures=failures+excluded.failures",
+                (project_id, version, model, calls, tokens_in, tokens_out, cost, cache_hits, failures))
+
+    def ledger(self, project_id: str | None = None) -> list[dict[str, Any]]:
+        sql, args = "SELECT * FROM ledger", ()
+        if project_id is not None:
+            sql, args = sql + " WHERE project_id=?", (project_id,)
+        return [dict(r) for r in self._conn().execute(sql + " ORDER BY version", args).fetchall()]
+
+    # -- failures of bulk labeling (retried on the next run) -----------------------------------
+    def record_failure(self, project_id: str, task_id: int, version: str, reason: str) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO label_failures VALUES (?, ?, ?, ?, ?)",
+                       (project_id, task_id, version, reason[:500], time.time()))
+
+    def clear_failure(self, project_id: str, task_id: int, version: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM label_failures WHERE project_id=? AND task_id=? AND version=?",
+                       (project_id, task_id, version))
+
+    def failures(self, project_id: str, version: str | None = None) -> list[dict[str, Any]]:
+        sql, args = "SELECT * FROM label_failures WHERE project_id=?", (project_id,)
+        if version is not None:
+            sql, args = sql + " AND version=?", args + (version,)
+        return [dict(r) for r in self._conn().execute(sql + " ORDER BY task_id", args).fetchall()]
+
+    # -- jobs (status over HTTP) ---------------------------------------------------------------
+    def create_job(self, project_id: str, kind: str) -> int:
+        now = time.time()
+        with self._tx() as db:
+            cur = db.execute("INSERT INTO jobs (project_id, kind, status, created_at, updated_at) "
+                             "VALUES (?, ?, 'queued', ?, ?)", (project_id, kind, now, now))
+            return int(cur.lastrowid)
+
+    def update_job(self, job_id: int, *, status: str | None = None, progress: dict | None = None,
+                   result: dict | None = None, error: str | None = None) -> None:
+        sets, args = ["updated_at=?"], [time.time()]
+        for col, val in (("status", status), ("progress", progress), ("result", result), ("error", error)):
+            if val is not None:
+                sets.append(f"{col}=?")
+                args.append(json.dumps(val) if isinstance(val, dict) else val)
+        with self._tx() as db:
+            db.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE id=?", (*args, job_id))
+
+    def job(self, job_id: int) -> dict[str, Any] | None:
+        row = self._conn().execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
+        if row is None:
+            return None
+        out = dict(row)
+        out["progress"] = json.loads(out["progress"] or "{}")
+        out["result"] = json.loads(out["result"]) if out["result"] else None
+        return out
+
+    def jobs(self, project_id: str | None = None, kind: str | None = None) -> list[dict[str, Any]]:
+        sql, args = "SELECT id FROM jobs WHERE 1=1", []
+        if project_id is not None:
+            sql += " AND project_id=?"
+            args.append(project_id)
+        if kind is not None:
+            sql += " AND kind=?"
+            args.append(kind)
+        ids = [r["id"] for r in self._conn().execute(sql + " ORDER BY id DESC LIMIT 100", args).fetchall()]
+        return [self.job(i) for i in ids]
 
 
 def _user_id(value: Any) -> int | None:

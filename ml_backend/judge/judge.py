@@ -9,9 +9,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
+from .embeddings import embed
+from .fewshot import FewShotSelector
 from .prompting import build_messages
 from .providers.base import Decoding, Provider, ProviderError
 from .templates import render, template_fields
@@ -31,6 +34,7 @@ class JudgeSpec:
     field_map: Mapping[str, str] = field(default_factory=dict)
     questions: tuple[Question, ...] = ()
     examples: tuple[Example, ...] = ()
+    few_shot_k: int = 8
 
     def __post_init__(self) -> None:
         template_fields(self.template)  # raises TemplateError early, at /setup, not per task
@@ -45,6 +49,8 @@ class JudgeSpec:
                           for q in self.questions],
             "examples": sorted(e.id for e in self.examples),
         }
+        if self.examples:
+            payload["few_shot_k"] = self.few_shot_k
         digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
         return f"judge-{digest}"
 
@@ -59,6 +65,26 @@ class Judge:
         self.input_keys = tuple(input_keys)
         self.max_field_chars = max_field_chars
         self.decoding = Decoding(spec.temperature, spec.max_tokens, spec.rationale)
+        self._selector: FewShotSelector | None = None
+        self._selector_lock = threading.Lock()
+
+    def selector(self) -> FewShotSelector | None:
+        """Built on first use (it embeds the example pool), then shared by every task."""
+        if not self.spec.examples or self.spec.few_shot_k <= 0:
+            return None
+        with self._selector_lock:
+            if self._selector is None:
+                usable, texts = [], []
+                for ex in self.spec.examples:
+                    try:
+                        texts.append(self.render(ex.data)[0])
+                        usable.append(ex)
+                    except JudgeError:
+                        continue
+                first = self.spec.questions[0].name if self.spec.questions else ""
+                self._selector = FewShotSelector(usable, texts, self.spec.few_shot_k,
+                                                 label_of=lambda e: str(e.answers.get(first)), embed=embed)
+            return self._selector
 
     @property
     def version(self) -> str:
@@ -78,9 +104,11 @@ class Judge:
         except JudgeError as exc:
             verdict.error = str(exc)
             return verdict
+        selector = self.selector()
+        shots = selector.select(criterion) if selector is not None else []
         for index, question in enumerate(self.spec.questions):
             want_rationale = self.spec.rationale and index == 0
-            answer = self._ask(criterion, question, want_rationale)
+            answer = self._ask(criterion, question, want_rationale, shots)
             verdict.answers[question.name] = answer
             verdict.usage.add(answer.usage)
             if answer.rationale and verdict.rationale is None:
@@ -90,9 +118,10 @@ class Judge:
             verdict.error = "; ".join(errors) or "no usable answer"
         return verdict
 
-    def _ask(self, criterion: str, question: Question, want_rationale: bool) -> Answer:
+    def _ask(self, criterion: str, question: Question, want_rationale: bool,
+             shots: Sequence[Example] = ()) -> Answer:
         examples = []
-        for ex in self.spec.examples:
+        for ex in shots:
             if question.name not in ex.answers:
                 continue
             try:

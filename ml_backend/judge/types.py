@@ -41,6 +41,7 @@ class Example:
     data: dict[str, Any]
     answers: dict[str, Any]  # question name -> label (str), labels (list) or number
     rationale: str | None = None
+    correction: bool = False  # the human changed the judge's answer
 
 
 @dataclass
@@ -94,3 +95,20 @@ class Verdict:
 
 class JudgeError(Exception):
     """A per-task problem the user must fix (e.g. a missing field); the task is skipped, not retried."""
+
+
+def verdict_to_dict(v: Verdict) -> dict[str, Any]:
+    """Plain JSON for the cache: everything needed to rebuild the prediction without paying again."""
+    return {
+        "answers": {k: {"value": a.value, "confidence": a.confidence, "rationale": a.rationale,
+                        "error": a.error} for k, a in v.answers.items()},
+        "rationale": v.rationale, "error": v.error, "warnings": v.warnings,
+        "usage": {"tokens_in": v.usage.tokens_in, "tokens_out": v.usage.tokens_out, "calls": v.usage.calls},
+    }
+
+
+def verdict_from_dict(d: dict[str, Any]) -> Verdict:
+    answers = {k: Answer(value=a["value"], confidence=a["confidence"], rationale=a["rationale"],
+                         error=a["error"]) for k, a in d["answers"].items()}
+    return Verdict(answers=answers, rationale=d["rationale"], error=d["error"], warnings=list(d["warnings"]),
+                   usage=Usage(**d["usage"]))

@@ -1,0 +1,148 @@
+"""Bulk labeling of a whole Label Studio project (or a diverse sample of it), outside /predict.
+
+Label Studio's own "Retrieve predictions" goes through /predict with a 100 s limit; this writes
+predictions through the API in batches instead, with progress, a cost ledger and resumability:
+
+- Label Studio's predictions are the record of what is done: a task that already has a prediction of
+  the current judge version is skipped, so a re-run after Ctrl-C, a crash or SIGKILL continues and
+  never writes a task twice.
+- every usable verdict is cached (sqlite, keyed by judge version x task content) before it is
+  written, so nothing paid for is paid again;
+- a task the judge could not label is recorded as failed with its reason and retried next run.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+from .backend import LabelJudgeBackend, ProjectState
+from .judge.pricing import cost as price
+from .judge.runner import Outcome, RateLimiter, run_judge
+from .labelstudio import LabelStudioAPI
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LabelSummary:
+    project: int
+    model_version: str
+    total: int = 0
+    labeled: int = 0
+    skipped: int = 0
+    failed: int = 0
+    cached: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost: float = 0.0
+    seconds: float = 0.0
+    failures: list[dict] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["cost"] = round(self.cost, 6)
+        out["seconds"] = round(self.seconds, 2)
+        return out
+
+
+ProgressFn = Callable[[LabelSummary, int], None]  # (summary so far, tasks to do)
+
+
+def resolve_state(backend: LabelJudgeBackend, api: LabelStudioAPI, project: int,
+                  overrides: dict | None = None) -> ProjectState:
+    """The same configuration Label Studio's own calls use: the project's label config and the
+    connected backend's extra_params (plus CLI overrides), so both agree on the version."""
+    label_config = api.client.projects.get(id=project).label_config
+    params: dict = {}
+    for ml in api.backends(project):
+        raw = ml.extra_params
+        if raw:
+            from .settings import parse_extra_params
+
+            params = parse_extra_params(raw)
+            break
+    params.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return backend.setup(project, label_config, params)
+
+
+def label_project(backend: LabelJudgeBackend, api: LabelStudioAPI, project: int, *,
+                  overrides: dict | None = None, sample: int | None = None, concurrency: int = 8,
+                  rpm: float | None = None, tpm: float | None = None, batch_size: int = 50,
+                  progress: ProgressFn | None = None, stop: threading.Event | None = None) -> LabelSummary:
+    t0 = time.time()
+    from .sync import resync_project
+
+    resync_project(api, backend.store, project)  # few-shot pool = Label Studio's current annotations
+    backend.labels_changed(str(project))
+    state = resolve_state(backend, api, project, overrides)
+    version = state.version
+    pid = str(project)
+    tasks = {int(t.id): t.data for t in api.tasks(project)}
+    done = {int(p.task) for p in api.predictions(project) if p.model_version == version}
+    chosen = list(tasks)
+    if sample:
+        from .judge.embeddings import diverse_sample
+
+        ids = sorted(tasks)
+        texts = [state.judge.render(tasks[i])[0] if _renders(state, tasks[i]) else str(tasks[i]) for i in ids]
+        chosen = [ids[i] for i in diverse_sample(texts, sample)]
+    todo = [t for t in chosen if t not in done]
+    summary = LabelSummary(project, version, total=len(chosen), skipped=len(chosen) - len(todo))
+    model = state.config.model
+    buffer: list[dict] = []
+    lock = threading.Lock()
+
+    def flush() -> None:
+        if buffer:
+            api.client.projects.import_predictions(id=project, request=list(buffer))
+            for p in buffer:
+                backend.store.clear_failure(pid, p["task"], version)
+            buffer.clear()
+
+    def on_outcome(o: Outcome) -> None:
+        with lock:
+            usage = o.verdict.usage if o.verdict is not None else None
+            if usage is not None and not o.cached:
+                c = price(model, usage.tokens_in, usage.tokens_out)
+                summary.tokens_in += usage.tokens_in
+                summary.tokens_out += usage.tokens_out
+                summary.cost += c
+                backend.store.add_ledger(pid, version, model, calls=usage.calls, tokens_in=usage.tokens_in,
+                                         tokens_out=usage.tokens_out, cost=c)
+            if o.cached:
+                summary.cached += 1
+                backend.store.add_ledger(pid, version, model, cache_hits=1)
+            prediction = backend.prediction_for(state, o.verdict) if o.verdict is not None else []
+            if prediction:
+                buffer.append({"task": o.key, **prediction})
+                summary.labeled += 1
+                if len(buffer) >= batch_size:
+                    flush()
+            else:
+                reason = o.error or "no usable answer"
+                summary.failed += 1
+                summary.failures.append({"task": o.key, "reason": reason})
+                backend.store.record_failure(pid, o.key, version, reason)
+                backend.store.add_ledger(pid, version, model, failures=1)
+            if progress is not None:
+                progress(summary, len(todo))
+
+    try:
+        run_judge(state.judge, ((t, tasks[t]) for t in todo), on_outcome, concurrency=concurrency,
+                  cache=backend.store, limiter=RateLimiter(rpm, tpm), stop=stop)
+    finally:
+        with lock:
+            flush()
+        summary.seconds = time.time() - t0
+    return summary
+
+
+def _renders(state: ProjectState, data: dict) -> bool:
+    try:
+        state.judge.render(data)
+        return True
+    except Exception:
+        return False
