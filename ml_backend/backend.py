@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 from .judge import Judge, JudgeSpec, resolve_template
 from .judge.providers import LocalProvider, OpenAIProvider, Provider, ProviderError, scrub
+from .judge.pricing import cost as price
 from .judge.types import Example, Verdict
 from .jobs import EventWorker
 from .schema import TaskSchema, is_correction, parse_label_config
@@ -68,6 +69,7 @@ class LabelJudgeBackend:
         self._lock = threading.RLock()
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="labeljudge-judge")
         self.worker = EventWorker(self.store, self.fit)
+        self._live_jobs: set[int] = set()
         self._pool_generation: dict[str, int] = {}  # bumped when a project's human labels change
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -127,6 +129,9 @@ class LabelJudgeBackend:
         judge = Judge(spec, self.provider(config), input_keys=schema.data_fields,
                       max_field_chars=self.settings.max_field_chars)
         state = ProjectState(pid, config, schema, judge, key)
+        self.store.save_version(pid, spec.version, {
+            "template": spec.template, "metric": config.metric, "provider": spec.provider, "model": spec.model,
+            "temperature": spec.temperature, "few_shot": [e.id for e in spec.examples], "k": spec.few_shot_k})
         with self._lock:
             self._projects[pid] = state
         return state
@@ -179,6 +184,12 @@ class LabelJudgeBackend:
         abstention) with the reason logged; it never fails the batch."""
         state = self.state(project, label_config)
         verdicts = list(self._pool.map(lambda t: self._judge_one(state, t), tasks))
+        calls = sum(v.usage.calls for v in verdicts)
+        if calls:
+            t_in, t_out = sum(v.usage.tokens_in for v in verdicts), sum(v.usage.tokens_out for v in verdicts)
+            self.store.add_ledger(state.project_id, state.version, state.config.model, calls=calls, tokens_in=t_in,
+                                  tokens_out=t_out, cost=price(state.config.model, t_in, t_out),
+                                  failures=sum(1 for v in verdicts if not v.usable))
         return [self.prediction_for(state, v) for v in verdicts]
 
     def _judge_one(self, state: ProjectState, task: dict) -> Verdict:
@@ -284,6 +295,43 @@ class LabelJudgeBackend:
         out = resync_project(api, self.store, project, self)
         self.labels_changed(str(project))
         return out
+
+    def start_label_job(self, project: int, *, sample: int | None = None, concurrency: int = 8,
+                        overrides: dict | None = None) -> dict:
+        """Bulk-label a project in a background thread; status is readable at /jobs/<id>.
+        One labeling job per project at a time: a second request returns the running one."""
+        api = self.api()
+        if api is None:
+            raise RuntimeError("labeling jobs need LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY on the backend")
+        pid = str(project)
+        with self._lock:
+            running = [j for j in self.store.jobs(pid, "label") if j["status"] in ("queued", "running")
+                       and j["id"] in self._live_jobs]
+            if running:
+                return running[0]
+            job_id = self.store.create_job(pid, "label")
+            self._live_jobs.add(job_id)
+
+        def progress(summary, todo: int) -> None:
+            self.store.update_job(job_id, progress={"done": summary.labeled + summary.failed, "total": todo,
+                                                    "failed": summary.failed, "cost": round(summary.cost, 6)})
+
+        def run() -> None:
+            from .labeling import label_project
+
+            self.store.update_job(job_id, status="running")
+            try:
+                summary = label_project(self, api, project, overrides=overrides, sample=sample,
+                                        concurrency=concurrency, progress=progress)
+                self.store.update_job(job_id, status="finished", result=summary.as_dict())
+            except Exception as exc:
+                log.exception("labeling job %s failed", job_id)
+                self.store.update_job(job_id, status="failed", error=scrub(str(exc), self._secrets())[:500])
+            finally:
+                self._live_jobs.discard(job_id)
+
+        threading.Thread(target=run, name=f"labeljudge-label-{job_id}", daemon=True).start()
+        return self.store.job(job_id)
 
     # -- info ------------------------------------------------------------------------------------
     def versions(self) -> dict:

@@ -25,6 +25,38 @@ def main(argv: list[str] | None = None) -> int:
     quick.add_argument("--home", default=".labeljudge", help="where data, logs and models live")
     quick.add_argument("--stop", action="store_true", help="stop what a previous quickstart started")
 
+    def project_cmd(name: str, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help)
+        p.add_argument("--project", type=int, required=True, help="Label Studio project id")
+        p.add_argument("--url", default=os.environ.get("LABEL_STUDIO_URL"), help="Label Studio URL")
+        p.add_argument("--api-key", default=os.environ.get("LABEL_STUDIO_API_KEY"), help="Label Studio token")
+        return p
+
+    label = project_cmd("label", "label every task without a prediction of the current judge version")
+    label.add_argument("--sample", type=int, help="only a diverse sample of N tasks")
+    label.add_argument("--concurrency", type=int, default=8)
+    label.add_argument("--rpm", type=float, help="max requests per minute")
+    label.add_argument("--tpm", type=float, help="max (estimated) tokens per minute")
+    label.add_argument("--batch-size", type=int, default=50, help="predictions written per API call")
+    label.add_argument("--prompt", help="file with a prompt template (overrides extra_params)")
+    label.add_argument("--metric", help="built-in metric (overrides extra_params)")
+    label.add_argument("--model", help="judge model (overrides extra_params)")
+    label.add_argument("--json", action="store_true", help="print one JSON object at the end")
+
+    project_cmd("sync", "re-read all annotations of a project into the backend's store")
+
+    report = project_cmd("report", "accuracy of every model version against the human reference")
+    report.add_argument("--json", action="store_true")
+    report.add_argument("--out", help="write the HTML report to this file")
+
+    prompt = project_cmd("prompt", "change the project's prompt (the connection's extra_params)")
+    prompt.add_argument("action", choices=["set", "show"])
+    prompt.add_argument("--file", help="prompt template file (for set)")
+    prompt.add_argument("--metric", help="a built-in metric instead of a prompt (for set)")
+
+    prompts = project_cmd("prompts", "list the judge versions of a project with their scores")
+    prompts.add_argument("--json", action="store_true")
+
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO").upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -36,7 +68,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.stop:
             return stop_quickstart(Path(args.home))
         return run_quickstart(args.config, Path(args.home), ls_port=args.ls_port, port=args.port)
-    return 2
+    from . import commands
+
+    try:
+        return getattr(commands, args.command)(args)
+    except commands.UserError as exc:
+        print(f"labeljudge {args.command}: {exc}", file=sys.stderr)
+        return 2
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -122,6 +122,42 @@ def create_app(settings: Settings | None = None, backend: LabelJudgeBackend | No
         event_id = backend.record_event(data)
         return jsonify(status="ok", event_id=event_id), 201
 
+    @app.get("/report/<int:project>")
+    def report(project: int) -> Any:
+        """The accuracy report as HTML (default) or JSON (?format=json); needs Label Studio's API."""
+        api = backend.api()
+        if api is None:
+            return jsonify(error="the report needs LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY on the backend"), 503
+        from .quality.html import render_html
+        from .reporting import project_report
+
+        rep = project_report(api, backend.store, project, public_url=request.args.get("ls_url"))
+        if request.args.get("format") == "json":
+            return jsonify(rep)
+        return Response(render_html(rep, title=f"LabelJudge report: project {project}"), mimetype="text/html")
+
+    @app.post("/jobs/label")
+    def start_label_job() -> Any:
+        data = body()
+        if not isinstance(data.get("project"), int):
+            return jsonify(error="'project' (an integer Label Studio project id) is required"), 400
+        try:
+            job = backend.start_label_job(data["project"], sample=data.get("sample"),
+                                          concurrency=int(data.get("concurrency") or 8),
+                                          overrides={k: data.get(k) for k in ("prompt", "metric", "model")})
+        except RuntimeError as exc:
+            return jsonify(error=str(exc)), 503
+        return jsonify(job), 202
+
+    @app.get("/jobs/<int:job_id>")
+    def job_status(job_id: int) -> Any:
+        job = backend.store.job(job_id)
+        return (jsonify(job), 200) if job else (jsonify(error=f"no job {job_id}"), 404)
+
+    @app.get("/jobs")
+    def jobs() -> Any:
+        return jsonify(jobs=backend.store.jobs(request.args.get("project"), request.args.get("kind")))
+
     @app.get("/versions")
     def versions() -> Any:
         return jsonify(model_class="LabelJudge", version=__version__, **backend.versions())

@@ -69,6 +69,13 @@ CREATE TABLE IF NOT EXISTS label_failures (
     at REAL NOT NULL,
     PRIMARY KEY (project_id, task_id, version)
 );
+CREATE TABLE IF NOT EXISTS versions (
+    project_id TEXT NOT NULL,
+    version TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (project_id, version)
+);
 CREATE TABLE IF NOT EXISTS jobs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     project_id TEXT NOT NULL,
@@ -238,6 +245,17 @@ class Store:
         if version is not None:
             sql, args = sql + " AND version=?", args + (version,)
         return [dict(r) for r in self._conn().execute(sql + " ORDER BY task_id", args).fetchall()]
+
+    # -- judge versions: what each version asked (for `labeljudge prompts`) ----------------------
+    def save_version(self, project_id: str, version: str, spec: dict) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR IGNORE INTO versions VALUES (?, ?, ?, ?)",
+                       (project_id, version, json.dumps(spec), time.time()))
+
+    def versions(self, project_id: str) -> list[dict[str, Any]]:
+        rows = self._conn().execute("SELECT * FROM versions WHERE project_id=? ORDER BY created_at",
+                                    (project_id,)).fetchall()
+        return [{**dict(r), "spec": json.loads(r["spec"])} for r in rows]
 
     # -- jobs (status over HTTP) ---------------------------------------------------------------
     def create_job(self, project_id: str, kind: str) -> int:

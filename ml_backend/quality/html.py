@@ -1,0 +1,132 @@
+"""The report as one self-contained HTML page with matplotlib plots (PNG, inlined as data URIs)."""
+from __future__ import annotations
+
+import base64
+import html
+import io
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def accuracy_plot(versions: list[dict]) -> str | None:
+    rows = [v for v in versions if v["accuracy"] is not None][:12]
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 0.5 + 0.45 * len(rows)))
+    y = np.arange(len(rows))[::-1]
+    acc = [v["accuracy"] for v in rows]
+    lo = [v["accuracy"] - (v["ci_low"] if v["ci_low"] is not None else v["accuracy"]) for v in rows]
+    hi = [(v["ci_high"] if v["ci_high"] is not None else v["accuracy"]) - v["accuracy"] for v in rows]
+    ax.barh(y, acc, xerr=[lo, hi], color="#4C72B0", capsize=4)
+    ax.set_yticks(y, [v["model_version"] for v in rows])
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("accuracy vs reference (95% bootstrap CI)")
+    return _png(fig)
+
+
+def confusion_plot(version: dict) -> str | None:
+    cm = np.array(version.get("confusion") or [])
+    if cm.size == 0:
+        return None
+    labels = version["labels"]
+    fig, ax = plt.subplots(figsize=(1.2 + 0.7 * len(labels), 1 + 0.6 * len(labels)))
+    ax.imshow(cm, cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("judge")
+    ax.set_ylabel("reference")
+    for i in range(cm.shape[0]):
+        for j in range(cm.shape[1]):
+            ax.text(j, i, int(cm[i, j]), ha="center", va="center",
+                    color="white" if cm[i, j] > cm.max() / 2 else "black")
+    ax.set_title(version["model_version"])
+    return _png(fig)
+
+
+def reliability_plot(versions: list[dict]) -> str | None:
+    rows = [v for v in versions if v.get("reliability")][:5]
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
+    for v in rows:
+        pts = v["reliability"]
+        ax.plot([p["confidence"] for p in pts], [p["accuracy"] for p in pts], "o-",
+                label=f"{v['model_version']} (ECE {v['ece']:.3f})")
+    ax.set_xlabel("score (judge's probability)")
+    ax.set_ylabel("fraction correct")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def _fmt(x: Any, digits: int = 3) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, float):
+        return f"{x:.{digits}f}"
+    return html.escape(str(x))
+
+
+def _task_link(row: dict) -> str:
+    if not row.get("url"):
+        return str(row["task"])
+    return f'<a href="{html.escape(row["url"], quote=True)}">{row["task"]}</a>'
+
+
+def render_html(report: dict, *, title: str = "LabelJudge report") -> str:
+    versions = report["versions"]
+    plots = [accuracy_plot(versions), confusion_plot(versions[0]) if versions else None, reliability_plot(versions)]
+    rows = "".join(
+        f"<tr><td>{_fmt(v['model_version'])}</td><td>{v['n']}</td><td>{_fmt(v['accuracy'])}</td>"
+        f"<td>{_fmt(v['ci_low'])} – {_fmt(v['ci_high'])}</td><td>{_fmt(v['macro_f1'])}</td>"
+        f"<td>{_fmt(v['kappa'])}</td><td>{_fmt(v['coverage'])}</td><td>{_fmt(v['ece'])}</td>"
+        f"<td>{v.get('tokens_in', 0)}/{v.get('tokens_out', 0)}</td><td>{_fmt(float(v.get('cost') or 0), 4)}</td></tr>"
+        for v in versions)
+    per_label = ""
+    if versions:
+        per_label = "".join(f"<tr><td>{_fmt(lab)}</td><td>{_fmt(m['precision'])}</td><td>{_fmt(m['recall'])}</td>"
+                            f"<td>{_fmt(m['f1'])}</td><td>{m['support']}</td></tr>"
+                            for lab, m in versions[0]["per_label"].items())
+    ann = "".join(f"<tr><td>{_fmt(a['annotator'])}</td><td>{a['n']}</td><td>{_fmt(a['agreement'])}</td>"
+                  f"<td>{_fmt(a['kappa'])}</td></tr>" for a in report["annotators"])
+    iaa = "".join(f"<tr><td>{_fmt(a['a'])} / {_fmt(a['b'])}</td><td>{a['n']}</td><td>{_fmt(a['agreement'])}</td>"
+                  f"<td>{_fmt(a['kappa'])}</td></tr>" for a in report["inter_annotator"])
+    dis = "".join(
+        f"<tr><td>{_task_link(d)}</td>"
+        f"<td>{_fmt(d['reference'])}</td><td>{_fmt(d['predicted'])}</td><td>{_fmt(d['score'])}</td></tr>"
+        for d in report["disagreements"])
+    cmp_msg = html.escape(report["comparison"]["message"]) if report.get("comparison") else \
+        "Only one version has predicted on reference tasks so far."
+    imgs = "".join(f'<img class="plot" src="{p}" alt="plot">' for p in plots if p)
+    empty = "" if versions else ("<p class='warn'>No version has predictions on tasks with a human reference yet: "
+                                 "label a sample, review it in Label Studio, then come back.</p>")
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse;margin:1em 0}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child,th:first-child{{text-align:left}}
+.plot{{max-width:48%;margin:0.5em;border:1px solid #eee;vertical-align:top}}.warn{{color:#a33}}.note{{background:#f6f6f6;padding:0.6em}}</style>
+</head><body><h1>{html.escape(title)}</h1>
+<p>Project {_fmt(report.get('project'))}: {report['n_tasks']} tasks, {report['n_reference']} with a human reference
+({html.escape(report['reference'])}); control <b>{html.escape(report['primary_control'])}</b>.</p>{empty}
+<p class="note" id="comparison">{cmp_msg}</p>
+<h2>Versions (best first)</h2><table id="versions"><tr><th>model version</th><th>n</th><th>accuracy</th><th>95% CI</th>
+<th>macro-F1</th><th>kappa</th><th>coverage</th><th>ECE</th><th>tokens in/out</th><th>cost $</th></tr>{rows}</table>
+<div>{imgs}</div>
+<h2>Per label (best version)</h2><table><tr><th>label</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>{per_label}</table>
+<h2>Annotators vs the judge (best version)</h2><table><tr><th>annotator</th><th>n</th><th>agreement</th><th>kappa</th></tr>{ann}</table>
+<h2>Between annotators (overlapping tasks)</h2><table><tr><th>pair</th><th>n</th><th>agreement</th><th>kappa</th></tr>{iaa}</table>
+<h2>Most confident disagreements (worth a second look)</h2><table id="disagreements"><tr><th>task</th><th>reference</th><th>judge</th><th>score</th></tr>{dis}</table>
+<p>Built in {report['seconds']} s.</p></body></html>"""

@@ -1,0 +1,46 @@
+"""Fetch a project's annotations and predictions from Label Studio and build its report (the edge
+around quality/, which works on plain data)."""
+from __future__ import annotations
+
+from typing import Any
+
+from .labelstudio import LabelStudioAPI
+from .quality.report import build_report
+from .schema import parse_label_config
+from .store import Store
+
+
+def project_records(api: LabelStudioAPI, project: int) -> tuple[list[dict], list[dict]]:
+    schema = parse_label_config(api.client.projects.get(id=project).label_config)
+    controls = [{"name": n, "kind": c.question.kind, "options": list(c.question.options),
+                 "ordinal": c.tag == "Rating" or (c.tag == "Number" and c.question.kind == "single")}
+                for n, c in schema.controls.items()]
+    tasks = []
+    for t in api.tasks(project):
+        anns = []
+        for a in t.annotations or []:
+            a = a if isinstance(a, dict) else a.dict()
+            if a.get("was_cancelled"):
+                continue
+            answers, _ = schema.answers_from_result(a.get("result") or [])
+            who = a.get("completed_by")
+            anns.append({"id": a["id"], "annotator": who.get("id") if isinstance(who, dict) else who,
+                         "ground_truth": bool(a.get("ground_truth")), "answers": answers})
+        preds = []
+        for p in sorted(t.predictions or [], key=lambda p: _get(p, "id") or 0):
+            answers, _ = schema.answers_from_result(_get(p, "result") or [])
+            preds.append({"model_version": _get(p, "model_version") or "", "answers": answers,
+                          "score": _get(p, "score")})
+        tasks.append({"id": int(t.id), "annotations": anns, "predictions": preds})
+    return tasks, controls
+
+
+def project_report(api: LabelStudioAPI, store: Store, project: int, *, public_url: str | None = None) -> dict:
+    tasks, controls = project_records(api, project)
+    ledger = {row["version"]: row for row in store.ledger(str(project))}
+    url = (public_url or api.url).rstrip("/") + f"/projects/{project}/data?task={{id}}"
+    return build_report(tasks, controls, ledger=ledger, task_url=url, project=project)
+
+
+def _get(obj: Any, key: str) -> Any:
+    return obj.get(key) if isinstance(obj, dict) else getattr(obj, key, None)
