@@ -17,7 +17,7 @@ from typing import Any, Sequence
 from .judge import Judge, JudgeSpec, resolve_template
 from .judge.providers import LocalProvider, OpenAIProvider, Provider, ProviderError, scrub
 from .judge.pricing import cost as price
-from .judge.types import Example, Verdict
+from .judge.types import Answer, Example, Verdict
 from .jobs import EventWorker
 from .schema import TaskSchema, is_correction, parse_label_config
 from .settings import ProjectConfig, Settings, parse_extra_params
@@ -33,15 +33,41 @@ class UnknownProject(LookupError):
 
 
 @dataclass
+class Evaluator:
+    """A promoted evaluator, loaded once: its version, scorer and what it was trained to answer."""
+
+    version: str
+    scorer: Any
+    control: str
+    positive: str
+    negative: str
+    text_a: tuple[str, ...]
+    text_b: tuple[str, ...]
+    mtime: int = 0
+
+
+@dataclass
 class ProjectState:
     project_id: str
     config: ProjectConfig
     schema: TaskSchema
     judge: Judge
     key: tuple
+    evaluator: Evaluator | None = None
+
+    @property
+    def mode(self) -> str:
+        """judge, evaluator or cascade; with no promoted evaluator it is always the judge."""
+        if self.evaluator is None:
+            return "judge"
+        return self.config.mode or "cascade"
 
     @property
     def version(self) -> str:
+        if self.mode == "evaluator":
+            return self.evaluator.version
+        if self.mode == "cascade":
+            return f"{self.evaluator.version}+{self.judge.version}"
         return self.judge.version
 
 
@@ -69,6 +95,11 @@ class LabelJudgeBackend:
         self._lock = threading.RLock()
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="labeljudge-judge")
         self.worker = EventWorker(self.store, self.fit)
+        self._evaluators: dict[str, Evaluator | None] = {}
+        self._train_timers: dict[str, threading.Timer] = {}
+        from .training import TrainingScheduler
+
+        self.trainer = TrainingScheduler(self)
         self._live_jobs: set[int] = set()
         self._pool_generation: dict[str, int] = {}  # bumped when a project's human labels change
 
@@ -128,7 +159,7 @@ class LabelJudgeBackend:
         )
         judge = Judge(spec, self.provider(config), input_keys=schema.data_fields,
                       max_field_chars=self.settings.max_field_chars)
-        state = ProjectState(pid, config, schema, judge, key)
+        state = ProjectState(pid, config, schema, judge, key, self.evaluator_for(pid, schema))
         self.store.save_version(pid, spec.version, {
             "template": spec.template, "metric": config.metric, "provider": spec.provider, "model": spec.model,
             "temperature": spec.temperature, "few_shot": [e.id for e in spec.examples], "k": spec.few_shot_k})
@@ -167,6 +198,7 @@ class LabelJudgeBackend:
             generation = self._pool_generation.get(pid, 0)
         if state is not None and (label_config is None or state.schema.config == label_config) \
                 and state.key[2] == generation:
+            state.evaluator = self.evaluator_for(pid, state.schema)
             return state
         stored = self.store.project(pid)
         if stored is None and label_config is None:
@@ -177,20 +209,116 @@ class LabelJudgeBackend:
             params = json_loads_key(state.key[1]) if state is not None else {}
         return self._build(pid, label_config or stored["label_config"], params)
 
+    # -- evaluator serving -----------------------------------------------------------------------
+    def registry(self, pid: str):
+        from .evaluator.registry import Registry
+
+        return Registry(self.settings.model_dir / "evaluators", pid)
+
+    def evaluator_for(self, pid: str, schema: TaskSchema) -> Evaluator | None:
+        """The promoted evaluator, reloaded only when the registry's pointer changed (a stat per call).
+        Only served for a two-option control: its score picks one of the two labels."""
+        directory = self.settings.model_dir / "evaluators" / pid / "current.json"
+        try:
+            mtime = directory.stat().st_mtime_ns
+        except FileNotFoundError:
+            return None
+        cached = self._evaluators.get(pid)
+        if cached is not None and cached.mtime == mtime:
+            return cached
+        registry = self.registry(pid)
+        version = registry.current()
+        if version is None:
+            return None
+        import json as _json
+
+        from .evaluator.scorer import Scorer
+
+        path = registry.path(version)
+        manifest = _json.loads((path / "manifest.json").read_text())
+        spec = schema.controls.get(manifest["control"])
+        if spec is None or spec.question.kind != "single" or len(spec.question.options) != 2 \
+                or manifest["positive"][0] not in spec.question.options:
+            log.warning("evaluator %s of project %s answers %s, which this config cannot take as two labels; "
+                        "serving the judge", version, pid, manifest["control"])
+            return None
+        positive = manifest["positive"][0]
+        negative = [o for o in spec.question.options if o != positive][0]
+        ev = Evaluator(version, Scorer(path), manifest["control"], positive, negative,
+                       tuple(manifest["input"]["text_a"]), tuple(manifest["input"]["text_b"]), mtime)
+        with self._lock:
+            self._evaluators[pid] = ev  # atomic swap: requests in flight keep the old object
+        log.info("project %s now serves %s", pid, version)
+        return ev
+
+    def evaluator_changed(self, pid: str) -> None:
+        with self._lock:
+            self._evaluators.pop(pid, None)
+
+    def score_tasks(self, state: ProjectState, tasks: Sequence[dict]) -> list[float]:
+        from .evaluator.data import InputSpec
+
+        ev = state.evaluator
+        spec = InputSpec(text_a=ev.text_a, text_b=ev.text_b)
+        pairs = [spec.pair(t.get("data") or {}) for t in tasks]
+        return [float(p) for p in ev.scorer.score([a for a, _ in pairs], [b for _, b in pairs])]
+
+    def _evaluator_verdict(self, state: ProjectState, p: float) -> Verdict:
+        ev = state.evaluator
+        label, conf = (ev.positive, p) if p >= 0.5 else (ev.negative, 1 - p)
+        return Verdict(answers={ev.control: Answer(value=label, confidence=conf)})
+
+    def maybe_train(self, pid: str) -> None:
+        """Called per annotation event: decide once the burst is over (TRAIN_DEBOUNCE seconds of quiet),
+        so 200 webhooks in a row produce one training run, not one per threshold crossing."""
+        with self._lock:
+            timer = self._train_timers.pop(pid, None)
+            if timer is not None:
+                timer.cancel()
+            timer = threading.Timer(self.settings.train_debounce, self._check_training, args=(pid,))
+            timer.daemon = True
+            self._train_timers[pid] = timer
+        timer.start()
+
+    def _check_training(self, pid: str) -> None:
+        """Enough new human labels since the last training: start one (coalesced) in the background."""
+        with self._lock:
+            self._train_timers.pop(pid, None)
+        try:
+            every = self.state(pid).config.train_every
+        except Exception:
+            every = self.settings.train_every
+        if every <= 0 or self.api() is None:
+            return
+        labeled = self.store.count_labeled_tasks(pid)
+        if labeled - self.store.trained_labels(pid) >= every:
+            self.trainer.request(pid, f"{labeled - self.store.trained_labels(pid)} new labels")
+
     # -- predict ---------------------------------------------------------------------------------
     def predict(self, tasks: Sequence[dict], *, project: Any, label_config: str | None = None,
                 context: dict | None = None) -> list[dict | list]:
         """One entry per task, in order. A task the judge cannot label gets an empty list (an
         abstention) with the reason logged; it never fails the batch."""
         state = self.state(project, label_config)
-        verdicts = list(self._pool.map(lambda t: self._judge_one(state, t), tasks))
+        version = state.version
+        if state.mode == "judge":
+            verdicts = list(self._pool.map(lambda t: self._judge_one(state, t), tasks))
+        else:
+            scores = self.score_tasks(state, tasks)
+            low, high = state.config.cascade_band
+            verdicts = [self._evaluator_verdict(state, p) for p in scores]
+            unsure = [i for i, p in enumerate(scores) if low < p < high] if state.mode == "cascade" else []
+            for i, v in zip(unsure, self._pool.map(lambda i: self._judge_one(state, tasks[i]), unsure)):
+                verdicts[i] = v
+            self.store.add_ledger(state.project_id, version, state.config.model,
+                                  evaluator_answered=len(tasks) - len(unsure))
         calls = sum(v.usage.calls for v in verdicts)
         if calls:
             t_in, t_out = sum(v.usage.tokens_in for v in verdicts), sum(v.usage.tokens_out for v in verdicts)
-            self.store.add_ledger(state.project_id, state.version, state.config.model, calls=calls, tokens_in=t_in,
+            self.store.add_ledger(state.project_id, version, state.config.model, calls=calls, tokens_in=t_in,
                                   tokens_out=t_out, cost=price(state.config.model, t_in, t_out),
                                   failures=sum(1 for v in verdicts if not v.usable))
-        return [self.prediction_for(state, v) for v in verdicts]
+        return [self.prediction_for(state, v, version) for v in verdicts]
 
     def _judge_one(self, state: ProjectState, task: dict) -> Verdict:
         data = task.get("data") if isinstance(task, dict) else None
@@ -206,12 +334,13 @@ class LabelJudgeBackend:
             log.warning("project %s task %s: abstained: %s", state.project_id, task.get("id"), verdict.error)
         return verdict
 
-    def prediction_for(self, state: ProjectState, verdict: Verdict) -> dict | list:
+    def prediction_for(self, state: ProjectState, verdict: Verdict, version: str | None = None) -> dict | list:
         if not verdict.usable:
             # An empty list is "no prediction for this task": Label Studio keeps the batch aligned,
             # stores nothing, and asks again next time (right for a provider outage).
             return []
-        out: dict[str, Any] = {"result": state.schema.build_result(verdict), "model_version": state.version}
+        out: dict[str, Any] = {"result": state.schema.build_result(verdict),
+                               "model_version": version or state.judge.version}
         if verdict.score is not None:
             out["score"] = round(verdict.score, 4)
         return out
@@ -246,13 +375,17 @@ class LabelJudgeBackend:
                 self.store.upsert_annotation(pid, annotation, task.get("data"),
                                              self._correction(pid, annotation, project))
             self.labels_changed(pid)
+            self.maybe_train(pid)
         elif event == "ANNOTATIONS_DELETED":
             ids = [int(a["id"]) for a in data.get("annotations") or [] if a.get("id") is not None]
             self.store.delete_annotations(ids)
             if pid:
                 self.labels_changed(pid)
         elif event == "START_TRAINING" and pid:
+            if self.api() is None:
+                raise RuntimeError("Start Training needs LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY on the backend")
             self.resync(int(pid))
+            self.trainer.request(pid, "Start Training")
         # START_TRAINING and the evaluator's training are handled by the evaluator issue's code;
         # every other project event is acknowledged and ignored.
 

@@ -57,6 +57,35 @@ def main(argv: list[str] | None = None) -> int:
     prompts = project_cmd("prompts", "list the judge versions of a project with their scores")
     prompts.add_argument("--json", action="store_true")
 
+    imp = sub.add_parser("import", help="import a CSV/JSONL/Parquet dataset (or Labelbox JSON) as tasks")
+    imp.add_argument("file")
+    imp.add_argument("--project", type=int, help="existing project id (else --config creates one)")
+    imp.add_argument("--config", help="label config name in label_configs/ (or a path) for a new project")
+    imp.add_argument("--title", help="title of the new project")
+    imp.add_argument("--format", default="table", choices=["table", "labelbox"])
+    imp.add_argument("--url", default=os.environ.get("LABEL_STUDIO_URL"))
+    imp.add_argument("--api-key", default=os.environ.get("LABEL_STUDIO_API_KEY"))
+
+    exp = project_cmd("export", "export tasks with judge and human labels to CSV/JSONL/Parquet")
+    exp.add_argument("--out", required=True, help="file.csv, file.jsonl or file.parquet")
+
+    train = project_cmd("train", "fine-tune an evaluator now from the project's labels")
+    train.add_argument("--json", action="store_true")
+
+    evs = project_cmd("evaluators", "list a project's evaluator versions; promote or roll back")
+    evs.add_argument("--rollback", action="store_true")
+    evs.add_argument("--promote", help="serve this version")
+    evs.add_argument("--json", action="store_true")
+
+    ev = sub.add_parser("evaluate", help="score a CSV/JSONL/Parquet file with an evaluator (adds a score column)")
+    ev.add_argument("data")
+    ev.add_argument("--model", required=True, help="evaluator version (with --project) or a model directory")
+    ev.add_argument("--project", type=int, help="project whose registry holds --model")
+    ev.add_argument("--out", help="write the scored table here (default: print CSV)")
+
+    worker = sub.add_parser("worker", help="run an RQ worker for training jobs (needs REDIS_URL)")
+    worker.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO").upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -71,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     from . import commands
 
     try:
-        return getattr(commands, args.command)(args)
+        return getattr(commands, {"import": "import_"}.get(args.command, args.command))(args)
     except commands.UserError as exc:
         print(f"labeljudge {args.command}: {exc}", file=sys.stderr)
         return 2

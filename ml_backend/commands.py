@@ -162,3 +162,116 @@ def prompts(args: argparse.Namespace) -> int:
         first = (r["template"] or "").strip().splitlines()[0][:60] if r.get("template") else ""
         print(f"{r['model_version']:<20} {acc:<18} {r['model']:<16} shots={len(r['few_shot'])} {first}")
     return 0
+
+
+def import_(args: argparse.Namespace) -> int:
+    from .io import read_table, rows_to_tasks
+
+    _, _, api = _context(args)
+    if args.format == "labelbox":
+        from .conversations import labelbox_to_tasks
+
+        tasks = labelbox_to_tasks(json.loads(Path(args.file).read_text()))
+    else:
+        tasks = rows_to_tasks(read_table(args.file))
+    project = args.project
+    if project is None:
+        if not args.config:
+            raise UserError("give --project to import into, or --config to create a project")
+        config = Path(args.config)
+        if not config.exists():
+            config = Path(__file__).resolve().parents[1] / "label_configs" / f"{args.config}.xml"
+        project = api.create_project(args.title or Path(args.file).stem, config.read_text())
+    ids = api.import_tasks(project, tasks)
+    print(json.dumps({"project": project, "imported": len(ids) or len(tasks)}))
+    return 0
+
+
+def export(args: argparse.Namespace) -> int:
+    from .io import records_to_frame, write_table
+    from .reporting import project_records
+
+    _, _, api = _context(args)
+    tasks, controls = project_records(api, args.project)
+    df = records_to_frame(tasks, {t["id"]: t["data"] for t in tasks}, controls)
+    write_table(df, args.out)
+    print(json.dumps({"project": args.project, "rows": len(df), "out": args.out}))
+    return 0
+
+
+def train(args: argparse.Namespace) -> int:
+    from .training import train_project
+
+    settings, backend, _ = _context(args)
+    bar = tqdm(desc="training", unit="epoch", disable=args.json and not sys.stderr.isatty())
+
+    def progress(row: dict) -> None:
+        bar.update(1)
+        bar.set_postfix(train_loss=f"{row['train_loss']:.3f}", val_acc=row["val_accuracy"])
+
+    try:
+        result = train_project(backend, args.project, progress=progress)
+    except (RuntimeError, ValueError) as exc:
+        raise UserError(scrub(str(exc), (settings.openai_api_key, args.api_key))) from None
+    finally:
+        bar.close()
+    if args.json:
+        print(json.dumps(result, default=str))
+    else:
+        print(f"{result['version']}: accuracy {result['accuracy']:.3f}, F1 {result['f1']:.3f}, AUC "
+              f"{result['auc'] if result['auc'] is None else round(result['auc'], 3)}, {result['n_train']} train / "
+              f"{result['n_test']} test, {result['seconds']} s on {result['device']}, serving {result['runtime']}")
+        print(("promoted: " if result["promoted"] else "not promoted: ") + result["reason"])
+    return 0
+
+
+def evaluators(args: argparse.Namespace) -> int:
+    from .evaluator.registry import Registry
+
+    settings = Settings.from_env()
+    registry = Registry(settings.model_dir / "evaluators", str(args.project))
+    if args.rollback:
+        print(f"now serving {registry.rollback()}")
+    if args.promote:
+        registry.promote(args.promote, "promoted by hand")
+        print(f"now serving {args.promote}")
+    rows = [{k: v.get(k) for k in ("version", "accuracy", "f1", "auc", "n_train", "n_test", "device", "runtime",
+                                   "seconds")} for v in registry.versions()]
+    current = registry.current()
+    if args.json:
+        print(json.dumps({"current": current, "versions": rows}))
+        return 0
+    for r in rows:
+        mark = "*" if r["version"] == current else " "
+        print(f"{mark} {r['version']}  acc {r['accuracy']:.3f}  f1 {r['f1']:.3f}  n_train {r['n_train']}  "
+              f"{r['runtime']}  {r['device']}")
+    return 0
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    from .api import score_dataframe
+    from .io import read_table, write_table
+
+    df = read_table(args.data)
+    try:
+        out = score_dataframe(df, model=args.model, project=args.project)
+    except (KeyError, FileNotFoundError) as exc:
+        raise UserError(str(exc)) from None
+    if args.out:
+        write_table(out, args.out)
+        print(json.dumps({"rows": len(out), "out": args.out, "model": args.model}))
+    else:
+        out.to_csv(sys.stdout, index=False)
+    return 0
+
+
+def worker(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    if not settings.redis_url:
+        raise UserError("set REDIS_URL to the Redis that the backend queues training jobs on")
+    from redis import Redis
+    from rq import Queue, Worker
+
+    conn = Redis.from_url(settings.redis_url)
+    Worker([Queue("labeljudge", connection=conn)], connection=conn).work(burst=args.burst)
+    return 0

@@ -78,7 +78,7 @@ def label_project(backend: LabelJudgeBackend, api: LabelStudioAPI, project: int,
     resync_project(api, backend.store, project)  # few-shot pool = Label Studio's current annotations
     backend.labels_changed(str(project))
     state = resolve_state(backend, api, project, overrides)
-    version = state.version
+    version = state.judge.version  # bulk labeling is the judge's work, whatever /predict serves
     pid = str(project)
     tasks = {int(t.id): t.data for t in api.tasks(project)}
     done = {int(p.task) for p in api.predictions(project) if p.model_version == version}

@@ -31,7 +31,7 @@ def project_records(api: LabelStudioAPI, project: int) -> tuple[list[dict], list
             answers, _ = schema.answers_from_result(_get(p, "result") or [])
             preds.append({"model_version": _get(p, "model_version") or "", "answers": answers,
                           "score": _get(p, "score")})
-        tasks.append({"id": int(t.id), "annotations": anns, "predictions": preds})
+        tasks.append({"id": int(t.id), "annotations": anns, "predictions": preds, "data": t.data})
     return tasks, controls
 
 

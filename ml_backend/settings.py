@@ -68,6 +68,15 @@ class Settings:
     webhook_secret: str | None = None
     backend_url: str | None = None
     few_shot_k: int = 8
+    serving_mode: str | None = None
+    train_every: int = 50
+    judge_weight: float = 0.3
+    cascade_low: float = 0.2
+    cascade_high: float = 0.8
+    train_epochs: int = 4
+    train_max_length: int = 256
+    train_debounce: float = 2.0
+    redis_url: str | None = None
     preload_model: bool = True
     log_level: str = "INFO"
 
@@ -100,6 +109,15 @@ class Settings:
             webhook_secret=env.get("WEBHOOK_SECRET") or None,
             backend_url=env.get("LABELJUDGE_URL") or None,
             few_shot_k=_env_num(env, "FEW_SHOT_K", 8, int),
+            serving_mode=_mode(env.get("SERVING_MODE")),
+            train_every=_env_num(env, "TRAIN_EVERY", 50, int),
+            judge_weight=_env_num(env, "JUDGE_WEIGHT", 0.3),
+            cascade_low=_env_num(env, "CASCADE_LOW", 0.2),
+            cascade_high=_env_num(env, "CASCADE_HIGH", 0.8),
+            train_epochs=_env_num(env, "TRAIN_EPOCHS", 4, int),
+            train_max_length=_env_num(env, "TRAIN_MAX_LENGTH", 256, int),
+            train_debounce=_env_num(env, "TRAIN_DEBOUNCE", 2.0),
+            redis_url=env.get("REDIS_URL") or None,
             preload_model=_env_bool(env, "PRELOAD_MODEL", True),
             log_level=(env.get("LOG_LEVEL") or "INFO").upper(),
         )
@@ -112,6 +130,14 @@ class Settings:
                 out[key] = "***"
         out["model_dir"] = str(out["model_dir"])
         return out
+
+
+def _mode(raw: str | None) -> str | None:
+    if not raw or raw == "auto":
+        return None
+    if raw not in MODES:
+        raise ConfigError(f"SERVING_MODE must be auto or one of {', '.join(MODES)}, got {raw!r}")
+    return raw
 
 
 @dataclass(frozen=True)
@@ -128,7 +154,11 @@ class ProjectConfig:
     control: tuple[str, ...] = ()
     fields: Mapping[str, str] = field(default_factory=dict)
     few_shot_k: int = 8
-    mode: str = "judge"
+    mode: str | None = None  # None: cascade once an evaluator is promoted, else judge
+    train_every: int = 50
+    judge_weight: float = 0.3
+    cascade_band: tuple[float, float] = (0.2, 0.8)
+    evaluator_input: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def resolve(cls, settings: Settings, extra_params: Any = None) -> "ProjectConfig":
@@ -142,7 +172,8 @@ class ProjectConfig:
             temperature=settings.judge_temperature,
             max_tokens=settings.judge_max_tokens,
             rationale=settings.judge_rationale,
-            few_shot_k=settings.few_shot_k,
+            few_shot_k=settings.few_shot_k, mode=settings.serving_mode, train_every=settings.train_every,
+            judge_weight=settings.judge_weight, cascade_band=(settings.cascade_low, settings.cascade_high),
         )
         return base.with_params(parse_extra_params(extra_params))
 
@@ -167,7 +198,9 @@ class ProjectConfig:
             "provider": self.provider, "model": self.model, "prompt": self.prompt,
             "metric": self.metric, "temperature": self.temperature, "max_tokens": self.max_tokens,
             "rationale": self.rationale, "control": list(self.control), "fields": dict(self.fields),
-            "few_shot_k": self.few_shot_k, "mode": self.mode,
+            "few_shot_k": self.few_shot_k, "mode": self.mode, "train_every": self.train_every,
+            "judge_weight": self.judge_weight, "cascade_band": list(self.cascade_band),
+            "evaluator_input": dict(self.evaluator_input),
         }
 
 
@@ -178,7 +211,8 @@ def _default_model(provider: str) -> str:
 _PARAM_TYPES: dict[str, type | tuple[type, ...]] = {
     "provider": str, "model": str, "prompt": str, "metric": str, "temperature": (int, float),
     "max_tokens": int, "rationale": bool, "control": (str, list), "fields": dict,
-    "few_shot_k": int, "mode": str,
+    "few_shot_k": int, "mode": str, "train_every": int, "judge_weight": (int, float),
+    "cascade_band": list, "evaluator_input": dict,
 }
 
 
@@ -192,13 +226,26 @@ def _coerce(key: str, value: Any) -> Any:
         raise ConfigError(f"extra_params[{key!r}] has the wrong type: got {type(value).__name__}")
     if key == "provider" and value not in PROVIDERS:
         raise ConfigError(f"extra_params['provider'] must be one of {', '.join(PROVIDERS)}, got {value!r}")
-    if key == "mode" and value not in MODES:
-        raise ConfigError(f"extra_params['mode'] must be one of {', '.join(MODES)}, got {value!r}")
+    if key == "mode":
+        if value == "auto":
+            return None
+        if value not in MODES:
+            raise ConfigError(f"extra_params['mode'] must be auto or one of {', '.join(MODES)}, got {value!r}")
+    if key == "cascade_band":
+        if len(value) != 2 or not all(isinstance(v, (int, float)) for v in value) or not 0 <= value[0] <= value[1] <= 1:
+            raise ConfigError("extra_params['cascade_band'] must be [low, high] with 0 <= low <= high <= 1")
+        return (float(value[0]), float(value[1]))
+    if key == "judge_weight" and not 0 <= value <= 1:
+        raise ConfigError("extra_params['judge_weight'] must be between 0 and 1")
+    if key == "evaluator_input":
+        allowed = {"text_a", "text_b", "positive"}
+        if set(value) - allowed or not all(isinstance(v, list) for v in value.values()):
+            raise ConfigError("extra_params['evaluator_input'] takes lists under text_a, text_b, positive")
     if key == "temperature":
         if not 0 <= value <= 2:
             raise ConfigError("extra_params['temperature'] must be between 0 and 2")
         return float(value)
-    if key in ("max_tokens", "few_shot_k") and value < 0:
+    if key in ("max_tokens", "few_shot_k", "train_every") and value < 0:
         raise ConfigError(f"extra_params[{key!r}] must not be negative")
     if key == "control":
         names = [value] if isinstance(value, str) else value

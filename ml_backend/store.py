@@ -59,7 +59,12 @@ CREATE TABLE IF NOT EXISTS ledger (
     cost REAL NOT NULL DEFAULT 0,
     cache_hits INTEGER NOT NULL DEFAULT 0,
     failures INTEGER NOT NULL DEFAULT 0,
+    evaluator_answered INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (project_id, version)
+);
+CREATE TABLE IF NOT EXISTS train_state (
+    project_id TEXT PRIMARY KEY,
+    labels_at_last_train INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS label_failures (
     project_id TEXT NOT NULL,
@@ -214,14 +219,17 @@ class Store:
 
     # -- ledger: what each judge version cost --------------------------------------------------
     def add_ledger(self, project_id: str, version: str, model: str, *, calls: int = 0, tokens_in: int = 0,
-                   tokens_out: int = 0, cost: float = 0.0, cache_hits: int = 0, failures: int = 0) -> None:
+                   tokens_out: int = 0, cost: float = 0.0, cache_hits: int = 0, failures: int = 0,
+                   evaluator_answered: int = 0) -> None:
         with self._tx() as db:
             db.execute(
-                "INSERT INTO ledger VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(project_id, version) DO UPDATE "
+                "INSERT INTO ledger VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(project_id, version) DO UPDATE "
                 "SET calls=calls+excluded.calls, tokens_in=tokens_in+excluded.tokens_in, "
                 "tokens_out=tokens_out+excluded.tokens_out, cost=cost+excluded.cost, "
-                "cache_hits=cache_hits+excluded.cache_hits, failures=failures+excluded.failures",
-                (project_id, version, model, calls, tokens_in, tokens_out, cost, cache_hits, failures))
+                "cache_hits=cache_hits+excluded.cache_hits, failures=failures+excluded.failures, "
+                "evaluator_answered=evaluator_answered+excluded.evaluator_answered",
+                (project_id, version, model, calls, tokens_in, tokens_out, cost, cache_hits, failures,
+                 evaluator_answered))
 
     def ledger(self, project_id: str | None = None) -> list[dict[str, Any]]:
         sql, args = "SELECT * FROM ledger", ()
@@ -245,6 +253,21 @@ class Store:
         if version is not None:
             sql, args = sql + " AND version=?", args + (version,)
         return [dict(r) for r in self._conn().execute(sql + " ORDER BY task_id", args).fetchall()]
+
+    # -- training trigger bookkeeping ----------------------------------------------------------
+    def set_trained_labels(self, project_id: str, n: int) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO train_state VALUES (?, ?)", (project_id, n))
+
+    def trained_labels(self, project_id: str) -> int:
+        row = self._conn().execute("SELECT labels_at_last_train FROM train_state WHERE project_id=?",
+                                   (project_id,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def count_labeled_tasks(self, project_id: str) -> int:
+        row = self._conn().execute("SELECT COUNT(DISTINCT task_id) FROM annotations WHERE project_id=?",
+                                   (project_id,)).fetchone()
+        return int(row[0])
 
     # -- judge versions: what each version asked (for `labeljudge prompts`) ----------------------
     def save_version(self, project_id: str, version: str, spec: dict) -> None:

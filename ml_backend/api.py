@@ -1,0 +1,97 @@
+"""The Python API: label a pandas DataFrame with a prompt or a built-in metric, outside Label Studio.
+
+    from ml_backend.api import label_dataframe
+    out = label_dataframe(df, metric="faithfulness", labels=["Pass", "Fail"],
+                          provider="openai", model="gpt-4o-mini")
+    out[["judge_label", "judge_score", "judge_rationale"]]
+
+The same engine as `labeljudge label` (concurrency, retries, rate limits, the persistent cache).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from .judge import Judge, JudgeSpec, resolve_template
+from .judge.providers import LocalProvider, OpenAIProvider, Provider
+from .judge.runner import Outcome, RateLimiter, run_judge
+from .judge.types import Question
+from .settings import ProjectConfig, Settings
+from .store import Store
+
+
+def make_provider(config: ProjectConfig, settings: Settings) -> Provider:
+    if config.provider == "local":
+        return LocalProvider(config.model, cache_dir=settings.model_dir / "cache")
+    return OpenAIProvider(config.model, api_key=settings.openai_api_key, base_url=settings.openai_base_url,
+                          timeout=settings.request_timeout, max_retries=settings.max_retries)
+
+
+def label_dataframe(df: pd.DataFrame, *, prompt: str | None = None, metric: str | None = None,
+                    labels: Sequence[str] = ("Pass", "Fail"), provider: str | None = None,
+                    model: str | None = None, temperature: float | None = None, rationale: bool = True,
+                    concurrency: int = 8, rpm: float | None = None, tpm: float | None = None,
+                    cache: Store | str | Path | None = None, prefix: str = "judge_") -> pd.DataFrame:
+    """A copy of ``df`` with ``judge_label``, ``judge_score``, ``judge_rationale``, ``judge_error``
+    columns. Each row's columns are the template's fields ({input}, {output}, {context}, ...)."""
+    settings = Settings.from_env()
+    params = {k: v for k, v in {"provider": provider, "model": model, "prompt": prompt, "metric": metric,
+                                "temperature": temperature}.items() if v is not None}
+    config = ProjectConfig.resolve(settings, params)
+    spec = JudgeSpec(resolve_template(config.prompt, config.metric), config.provider, config.model,
+                     temperature=config.temperature, max_tokens=config.max_tokens, rationale=rationale,
+                     questions=(Question("label", "single", tuple(labels)),))
+    judge = Judge(spec, make_provider(config, settings), input_keys=list(df.columns),
+                  max_field_chars=settings.max_field_chars)
+    store = cache if isinstance(cache, Store) or cache is None else Store(cache)
+    out = df.copy()
+    cols = {name: [None] * len(df) for name in ("label", "score", "rationale", "error")}
+
+    def on_outcome(o: Outcome) -> None:
+        answer = o.verdict.answers.get("label") if o.verdict else None
+        if answer is not None and answer.value is not None:
+            cols["label"][o.key], cols["score"][o.key] = answer.value, answer.confidence
+            cols["rationale"][o.key] = o.verdict.rationale
+        else:
+            cols["error"][o.key] = o.error or "no usable answer"
+
+    rows = ((i, {k: v for k, v in rec.items() if not _missing(v)}) for i, rec in enumerate(df.to_dict("records")))
+    run_judge(judge, rows, on_outcome, concurrency=concurrency, cache=store, limiter=RateLimiter(rpm, tpm))
+    for name, values in cols.items():
+        out[prefix + name] = values
+    out.attrs["judge_version"] = judge.version
+    return out
+
+
+def _missing(value) -> bool:
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def score_dataframe(df: pd.DataFrame, *, model: str | Path, project: int | str | None = None,
+                    column: str = "score", batch_size: int = 64) -> pd.DataFrame:
+    """A copy of ``df`` with the evaluator's 0..1 score per row (input/output/context/... columns).
+    ``model`` is a model directory, or a version (``evaluator-0003``) of ``project``'s registry."""
+    import json as _json
+
+    from .evaluator.data import InputSpec
+    from .evaluator.registry import Registry
+    from .evaluator.scorer import Scorer
+
+    path = Path(model)
+    if not path.is_dir():
+        if project is None:
+            raise FileNotFoundError(f"{model} is not a model directory; give project= to look it up by version")
+        path = Registry(Settings.from_env().model_dir / "evaluators", str(project)).path(str(model))
+    manifest = _json.loads((path / "manifest.json").read_text()) if (path / "manifest.json").exists() else {}
+    spec = InputSpec(text_a=tuple(manifest.get("input", {}).get("text_a", ("output",))),
+                     text_b=tuple(manifest.get("input", {}).get("text_b", ("input", "context"))))
+    pairs = [spec.pair({k: v for k, v in rec.items() if not _missing(v)}) for rec in df.to_dict("records")]
+    scores = Scorer(path).score([a for a, _ in pairs], [b for _, b in pairs], batch_size=batch_size)
+    out = df.copy()
+    out[column] = scores
+    return out

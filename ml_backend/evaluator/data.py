@@ -1,0 +1,88 @@
+"""Training data for the evaluator from a project's records: human labels as gold, judge labels weak.
+
+The evaluator answers one binary question with a 0..1 score: "is the primary control's answer the
+positive label?" (Pass, Faithful, ... or a rating at or above a threshold). Its input is a text pair:
+``text_a`` (what is judged, e.g. the response) and ``text_b`` (what it is judged against, e.g. the
+question and the context), which lets the encoder attend across them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+from ..quality.report import norm, reference_labels
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """Which task fields form the pair, and what counts as positive."""
+
+    text_a: tuple[str, ...] = ("output",)
+    text_b: tuple[str, ...] = ("input", "context")
+    positive: tuple[str, ...] = ()  # empty: the control's first option
+    judge_weight: float = 0.3  # 0 trains on human labels only
+    extra: dict = field(default_factory=dict)
+
+    def pair(self, data: dict) -> tuple[str, str]:
+        a = "\n".join(_text(data.get(k)) for k in self.text_a if data.get(k) is not None)
+        b = "\n".join(_text(data.get(k)) for k in self.text_b if data.get(k) is not None)
+        if not a:  # configs whose fields have other names: use every field
+            a = "\n".join(f"{k}: {_text(v)}" for k, v in data.items())
+        return a, b
+
+
+def _text(v: Any) -> str:
+    if isinstance(v, list) and v and all(isinstance(m, dict) and "content" in m for m in v):
+        return "\n".join(f"{m.get('role', 'message')}: {m['content']}" for m in v)
+    return str(v)
+
+
+def positive_labels(control: dict, spec: InputSpec) -> set[str]:
+    if spec.positive:
+        return set(spec.positive)
+    options = list(control.get("options") or [])
+    if control.get("ordinal") and options:
+        top = max(float(o) for o in options)
+        return {o for o in options if float(o) >= top - 1}  # 4 and 5 of a 1-5 rating
+    return {options[0]} if options else set()
+
+
+def build_dataset(tasks: Sequence[dict], control: dict, spec: InputSpec) -> pd.DataFrame:
+    """One row per task that has a human reference (gold) or, failing that, a judge label (weak).
+    Columns: task_id, text_a, text_b, label (0/1), weight, source, ground_truth."""
+    ref, _ = reference_labels(tasks, control["name"])
+    positives = positive_labels(control, spec)
+    rows = []
+    for t in tasks:
+        data = t.get("data") or {}
+        a, b = spec.pair(data)
+        if t["id"] in ref:
+            gt = any(x.get("ground_truth") for x in t["annotations"])
+            rows.append({"task_id": t["id"], "text_a": a, "text_b": b, "label": int(ref[t["id"]] in positives),
+                         "weight": 1.0, "source": "human", "ground_truth": gt})
+            continue
+        judged = [p for p in t["predictions"] if p["model_version"].startswith("judge-")]
+        value = norm(judged[-1]["answers"].get(control["name"])) if judged else None
+        if value is not None and spec.judge_weight > 0:
+            rows.append({"task_id": t["id"], "text_a": a, "text_b": b, "label": int(value in positives),
+                         "weight": spec.judge_weight, "source": "judge", "ground_truth": False})
+    return pd.DataFrame(rows, columns=["task_id", "text_a", "text_b", "label", "weight", "source", "ground_truth"])
+
+
+def split(df: pd.DataFrame, *, test_size: float = 0.2, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Held-out rows are human labels only: Label Studio's ground-truth annotations when the project
+    marks enough of them, else a stratified seeded split of the human rows. Judge rows only train."""
+    human = df[df.source == "human"]
+    gt = human[human.ground_truth]
+    if len(gt) >= 10 and gt.label.nunique() == 2:
+        test = gt
+    else:
+        stratify = human.label if human.label.value_counts().min() >= 2 else None
+        if len(human) < 5:
+            raise ValueError(f"need at least 5 human labels to hold out a test set, have {len(human)}")
+        _, test = train_test_split(human, test_size=test_size, random_state=seed, stratify=stratify)
+    train = df.drop(index=test.index)
+    return train.reset_index(drop=True), test.reset_index(drop=True)

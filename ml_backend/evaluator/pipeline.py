@@ -1,0 +1,114 @@
+"""One training run: dataset -> train (in a staging dir) -> ONNX (+ int8 if it keeps accuracy) ->
+commit a version -> promote only if it beats the served one on the same held-out human labels."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .data import InputSpec, build_dataset, split
+from .registry import Registry
+from .scorer import Scorer, export_onnx
+from .train import TrainConfig, binary_metrics, train_evaluator
+
+INT8_TOLERANCE = 0.01  # int8 serves only if its held-out accuracy is within 1 point of fp32
+
+
+def training_curve(history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not history:
+        return
+    ep = [h["epoch"] for h in history]
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.plot(ep, [h["train_loss"] for h in history], "o-", label="train loss")
+    ax.plot(ep, [h["val_loss"] for h in history], "o-", label="validation loss")
+    ax.set_xlabel("epoch")
+    ax2 = ax.twinx()
+    ax2.plot(ep, [h["val_accuracy"] or 0 for h in history], "s--", color="green", label="validation accuracy")
+    ax2.set_ylim(0, 1)
+    fig.legend(loc="upper right", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def run_training(tasks: Sequence[dict], control: dict, registry: Registry, *, spec: InputSpec | None = None,
+                 cfg: TrainConfig | None = None, progress: Callable[[dict], None] | None = None) -> dict:
+    spec = spec or InputSpec()
+    registry.cleanup_staging()
+    data = build_dataset(tasks, control, spec)
+    if data.label.nunique() < 2:
+        raise ValueError("the labels hold a single class: the evaluator needs examples of both")
+    train, test = split(data, seed=(cfg or TrainConfig()).seed)
+    staging = registry.staging()
+    try:
+        metrics = train_evaluator(train, test, staging, cfg, progress)
+        export_onnx(staging)
+        runtime = _choose_runtime(staging, test, metrics)
+        metrics["runtime"] = runtime
+        (staging / "serving.json").write_text(json.dumps({"runtime": runtime}))
+        (staging / "manifest.json").write_text(json.dumps({
+            "control": control["name"], "positive": sorted(_positives(control, spec)), "input": {
+                "text_a": list(spec.text_a), "text_b": list(spec.text_b)}, "judge_weight": spec.judge_weight,
+            "train_tasks": train.task_id.tolist(), "test_tasks": test.task_id.tolist(),
+            "train_sources": train.source.value_counts().to_dict()}, indent=1))
+        training_curve(metrics["history"], staging / "curve.png")
+        (staging / "metrics.json").write_text(json.dumps(metrics, indent=1))
+        version = registry.commit(staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    promoted, reason, current_metrics = _gate(registry, version, test, metrics)
+    if promoted:
+        registry.promote(version, reason)
+    result = {"version": version, "promoted": promoted, "reason": reason, "current": registry.current(),
+              "n_train": metrics["n_train"], "n_test": metrics["n_test"], "accuracy": metrics["accuracy"],
+              "f1": metrics["f1"], "auc": metrics["auc"], "ece": metrics["ece"], "seconds": metrics["seconds"],
+              "device": metrics["device"], "runtime": metrics["runtime"], "compared_with": current_metrics,
+              "n_human_train": metrics["n_human_train"], "n_judge_train": metrics["n_judge_train"]}
+    path = registry.path(version) / "result.json"
+    path.write_text(json.dumps(result, indent=1))
+    return result
+
+
+def _positives(control: dict, spec: InputSpec) -> set[str]:
+    from .data import positive_labels
+
+    return positive_labels(control, spec)
+
+
+def _choose_runtime(model_dir: Path, test, metrics: dict) -> str:
+    fp32 = Scorer(model_dir, runtime="onnx").score(list(test.text_a), list(test.text_b))
+    int8 = Scorer(model_dir, runtime="onnx-int8").score(list(test.text_a), list(test.text_b))
+    y = test.label.to_numpy()
+    acc32 = binary_metrics(fp32, y)["accuracy"]
+    acc8 = binary_metrics(int8, y)["accuracy"]
+    metrics["onnx_accuracy"], metrics["int8_accuracy"] = acc32, acc8
+    return "onnx-int8" if acc8 is not None and acc8 >= acc32 - INT8_TOLERANCE else "onnx"
+
+
+def _gate(registry: Registry, version: str, test, metrics: dict) -> tuple[bool, str, dict | None]:
+    """Promote only a model that beats the served one on the same held-out human labels; the first
+    one must beat always answering the majority class."""
+    y = test.label.to_numpy()
+    new_acc = metrics["accuracy"] or 0.0
+    current = registry.current()
+    if current is None:
+        majority = float(max(np.mean(y), 1 - np.mean(y)))
+        if new_acc > majority:
+            return True, f"first evaluator: accuracy {new_acc:.3f} beats the majority class ({majority:.3f})", None
+        return False, f"accuracy {new_acc:.3f} does not beat the majority class ({majority:.3f})", None
+    old = Scorer(registry.path(current)).score(list(test.text_a), list(test.text_b))
+    old_m = binary_metrics(old, y)
+    old_m["version"] = current
+    if new_acc > (old_m["accuracy"] or 0) or (new_acc == old_m["accuracy"] and (metrics["auc"] or 0) > (old_m["auc"] or 0)):
+        return True, f"accuracy {new_acc:.3f} beats {current} ({old_m['accuracy']:.3f}) on {len(y)} held-out labels", old_m
+    return False, (f"accuracy {new_acc:.3f} does not beat {current} ({old_m['accuracy']:.3f}) on {len(y)} "
+                   "held-out labels: the current evaluator keeps serving"), old_m

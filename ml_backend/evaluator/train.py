@@ -1,0 +1,198 @@
+"""Fine-tune a BERT-like encoder (default: the packaged all-MiniLM-L6-v2) as a binary evaluator.
+
+A short torch loop rather than Trainer: sample weights (judge labels count less than human ones),
+class weighting, early stopping on a validation split, and temperature scaling afterwards so a
+score of 0.8 means about 80%. CUDA with bf16 autocast when present, then MPS, then CPU.
+No Flask, no Label Studio: it runs in a notebook, a worker or on a GPU box with only this package.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass
+class TrainConfig:
+    base_model: str | None = None  # None: the packaged MiniLM; else any HF path or hub id
+    max_length: int = 256
+    epochs: int = 4
+    batch_size: int = 16
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+    warmup: float = 0.1
+    patience: int = 1
+    val_fraction: float = 0.1
+    class_weighting: bool = True
+    seed: int = 0
+    device: str | None = None
+
+
+def pick_device(requested: str | None = None) -> str:
+    import torch
+
+    if requested:
+        return requested
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def base_model_path(cfg: TrainConfig) -> str:
+    if cfg.base_model:
+        return cfg.base_model
+    from ..judge.embeddings import default_encoder_path
+
+    return default_encoder_path()
+
+
+def train_evaluator(train: pd.DataFrame, test: pd.DataFrame, out_dir: Path, cfg: TrainConfig | None = None,
+                    progress: Callable[[dict], None] | None = None) -> dict:
+    """Train, calibrate, save (model, tokenizer, calibration.json, metrics.json) into ``out_dir``;
+    return the metrics. ``train``/``test`` have text_a, text_b, label, weight columns."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
+
+    cfg = cfg or TrainConfig()
+    t0 = time.time()
+    torch.manual_seed(cfg.seed)
+    device = pick_device(cfg.device)
+    path = base_model_path(cfg)
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2).to(device)
+
+    rng = np.random.default_rng(cfg.seed)
+    order = rng.permutation(len(train))
+    n_val = max(1, int(len(train) * cfg.val_fraction)) if len(train) >= 20 else 0
+    val = train.iloc[order[:n_val]] if n_val else test
+    fit = train.iloc[order[n_val:]] if n_val else train
+
+    # small projects: smaller batches, so each epoch still takes ~20 optimiser steps
+    batch_size = max(4, min(cfg.batch_size, len(fit) // 20))
+    counts = np.bincount(fit.label.to_numpy(), minlength=2).astype(float)
+    class_w = (counts.sum() / (2 * np.maximum(counts, 1))) if cfg.class_weighting else np.ones(2)
+    class_w_t = torch.tensor(class_w, dtype=torch.float32, device=device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps = cfg.epochs * math.ceil(len(fit) / batch_size)
+    sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup * steps), max(1, steps))
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else _null()
+
+    def batches(df: pd.DataFrame, shuffle: bool):
+        idx = rng.permutation(len(df)) if shuffle else np.arange(len(df))
+        for i in range(0, len(df), batch_size):
+            part = df.iloc[idx[i:i + batch_size]]
+            enc = tok(list(part.text_a), list(part.text_b), truncation="longest_first", max_length=cfg.max_length,
+                      padding=True, return_tensors="pt").to(device)
+            yield enc, torch.tensor(part.label.to_numpy(), device=device), \
+                torch.tensor(part.weight.to_numpy(), dtype=torch.float32, device=device)
+
+    def logits_of(df: pd.DataFrame) -> np.ndarray:
+        model.eval()
+        out = []
+        with torch.inference_mode(), amp:
+            for enc, _, _ in batches(df, False):
+                out.append(model(**enc).logits.float().cpu().numpy())
+        model.train()
+        return np.concatenate(out) if out else np.zeros((0, 2))
+
+    history, best_loss, best_state, bad = [], float("inf"), None, 0
+    model.train()
+    for epoch in range(cfg.epochs):
+        total, seen = 0.0, 0
+        for enc, y, w in batches(fit, True):
+            with amp:
+                logits = model(**enc).logits.float()
+            loss_vec = torch.nn.functional.cross_entropy(logits, y, weight=class_w_t, reduction="none")
+            loss = (loss_vec * w).sum() / w.sum()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad()
+            total += float(loss) * len(y)
+            seen += len(y)
+        v_logits = logits_of(val)
+        v_loss = _nll(v_logits, val.label.to_numpy(), 1.0)
+        v_acc = float((v_logits.argmax(1) == val.label.to_numpy()).mean()) if len(val) else None
+        row = {"epoch": epoch + 1, "train_loss": total / max(seen, 1), "val_loss": v_loss, "val_accuracy": v_acc,
+               "seconds": round(time.time() - t0, 1)}
+        history.append(row)
+        if progress:
+            progress(row)
+        if v_loss < best_loss - 1e-4:
+            best_loss, bad = v_loss, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            bad += 1
+            if bad > cfg.patience:
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+
+    temperature = fit_temperature(logits_of(val), val.label.to_numpy())
+    t_logits = logits_of(test)
+    metrics = binary_metrics(softmax_pos(t_logits, temperature), test.label.to_numpy())
+    metrics.update(n_train=int(len(train)), n_test=int(len(test)), n_human_train=int((train.source == "human").sum())
+                   if "source" in train else None, n_judge_train=int((train.source == "judge").sum())
+                   if "source" in train else None, temperature=temperature, device=device,
+                   seconds=round(time.time() - t0, 2), history=history, config=asdict(cfg), base_model=path)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.to("cpu").save_pretrained(out_dir)
+    tok.save_pretrained(out_dir)
+    (out_dir / "calibration.json").write_text(json.dumps({"temperature": temperature}))
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    return metrics
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+def softmax_pos(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    z = logits / temperature
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e[:, 1] / e.sum(axis=1)
+
+
+def _nll(logits: np.ndarray, y: np.ndarray, t: float) -> float:
+    if len(y) == 0:
+        return float("inf")
+    p = np.clip(softmax_pos(logits, t), 1e-7, 1 - 1e-7)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+
+def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
+    """The temperature minimising validation NLL (a 1-D search over a log grid, then refined)."""
+    if len(y) < 5:
+        return 1.0
+    grid = np.exp(np.linspace(np.log(0.25), np.log(8), 60))
+    best = min(grid, key=lambda t: _nll(logits, y, t))
+    fine = np.linspace(best * 0.9, best * 1.1, 21)
+    return float(min(fine, key=lambda t: _nll(logits, y, t)))
+
+
+def binary_metrics(p: np.ndarray, y: np.ndarray) -> dict:
+    from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
+
+    from ..quality.metrics import calibration
+
+    if len(y) == 0:
+        return {"accuracy": None, "f1": None, "auc": None, "ece": None}
+    pred = (p >= 0.5).astype(int)
+    conf = np.where(pred == 1, p, 1 - p)
+    ece, _ = calibration(conf, (pred == y).astype(float))
+    return {"accuracy": float(accuracy_score(y, pred)), "f1": float(f1_score(y, pred, zero_division=0)),
+            "auc": float(roc_auc_score(y, p)) if len(set(y)) == 2 else None, "ece": ece}

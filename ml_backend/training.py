@@ -1,0 +1,117 @@
+"""When and where the evaluator trains: one run at a time per project, bursts coalesced.
+
+In process by default (a background thread, so no annotation save waits); with REDIS_URL the run is
+queued to RQ and `labeljudge worker` (on a GPU machine, say) picks it up, sharing MODEL_DIR.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Callable
+
+from .evaluator.data import InputSpec
+from .evaluator.pipeline import run_training
+from .evaluator.registry import Registry
+from .evaluator.train import TrainConfig
+from .judge.providers import scrub
+
+log = logging.getLogger(__name__)
+
+
+def train_project(backend: Any, project: int, *, progress: Callable[[dict], None] | None = None) -> dict:
+    """Sync the project's labels from Label Studio, train, gate and (maybe) promote. Blocking."""
+    from .reporting import project_records
+
+    api = backend.api()
+    if api is None:
+        raise RuntimeError("training needs LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY")
+    pid = str(project)
+    state = backend.state(pid) if backend.store.project(pid) else None
+    tasks, controls = project_records(api, project)
+    if state is not None:
+        config = state.config
+    else:
+        from .settings import ProjectConfig
+
+        config = ProjectConfig.resolve(backend.settings)
+    spec_in = dict(config.evaluator_input)
+    spec = InputSpec(text_a=tuple(spec_in.get("text_a") or ("output",)),
+                     text_b=tuple(spec_in.get("text_b") or ("input", "context")),
+                     positive=tuple(spec_in.get("positive") or ()), judge_weight=config.judge_weight)
+    cfg = TrainConfig(epochs=backend.settings.train_epochs, max_length=backend.settings.train_max_length)
+    registry = Registry(backend.settings.model_dir / "evaluators", pid)
+    result = run_training(tasks, controls[0], registry, spec=spec, cfg=cfg, progress=progress)
+    human = sum(1 for t in tasks if t["annotations"])
+    backend.store.set_trained_labels(pid, human)
+    backend.evaluator_changed(pid)
+    return result
+
+
+class TrainingScheduler:
+    """``request(pid)`` starts a run, or, while one runs, asks for exactly one more afterwards."""
+
+    def __init__(self, backend: Any) -> None:
+        self.backend = backend
+        self._lock = threading.Lock()
+        self._running: set[str] = set()
+        self._again: set[str] = set()
+        self.runs = 0  # how many runs actually started (tests check coalescing with it)
+
+    def request(self, pid: str, reason: str) -> None:
+        with self._lock:
+            if pid in self._running:
+                self._again.add(pid)
+                return
+            self._running.add(pid)
+        if self.backend.settings.redis_url:
+            self._enqueue_rq(pid, reason)
+            with self._lock:
+                self._running.discard(pid)
+            return
+        threading.Thread(target=self._loop, args=(pid, reason), name=f"labeljudge-train-{pid}", daemon=True).start()
+
+    def busy(self, pid: str) -> bool:
+        with self._lock:
+            return pid in self._running
+
+    def _loop(self, pid: str, reason: str) -> None:
+        while True:
+            self._run_once(pid, reason)
+            with self._lock:
+                if pid in self._again:
+                    self._again.discard(pid)
+                    reason = "labels arrived during the previous run"
+                    continue
+                self._running.discard(pid)
+                return
+
+    def _run_once(self, pid: str, reason: str) -> None:
+        store = self.backend.store
+        job = store.create_job(pid, "train")
+        self.runs += 1
+        store.update_job(job, status="running", progress={"reason": reason})
+        try:
+            result = train_project(self.backend, int(pid),
+                                   progress=lambda row: store.update_job(job, progress={"reason": reason, **row}))
+            store.update_job(job, status="finished", result=result)
+        except Exception as exc:
+            log.exception("training project %s failed", pid)
+            store.update_job(job, status="failed", error=scrub(str(exc), self.backend._secrets())[:500])
+
+    def _enqueue_rq(self, pid: str, reason: str) -> None:
+        from redis import Redis
+        from rq import Queue
+
+        queue = Queue("labeljudge", connection=Redis.from_url(self.backend.settings.redis_url))
+        # one queued run per project: RQ drops a job id that is already queued
+        queue.enqueue("ml_backend.training.rq_train", int(pid), reason, job_id=f"train-{pid}",
+                      job_timeout=3600, result_ttl=86400, failure_ttl=86400)
+
+
+def rq_train(project: int, reason: str) -> dict:
+    """The RQ job: a worker process builds its own backend from its environment (same MODEL_DIR)."""
+    from .backend import LabelJudgeBackend
+    from .settings import Settings
+
+    backend = LabelJudgeBackend(Settings.from_env())
+    return train_project(backend, project)

@@ -1,0 +1,103 @@
+"""Bulk labeling throughput against a real Label Studio and an OpenAI-compatible server with a fixed
+per-call latency, compared with the ideal C / latency and with Label Studio's own "Retrieve
+predictions" path (/predict) on the same tasks; plus the per-task overhead with a zero-latency provider.
+Prints a table and writes JSON (default bench_results/labeling.json).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from ml_backend.backend import LabelJudgeBackend  # noqa: E402
+from ml_backend.labeling import label_project  # noqa: E402
+from ml_backend.labelstudio import LabelStudioAPI  # noqa: E402
+from ml_backend.lsserver import LocalLabelStudio, find_ls_venv  # noqa: E402
+from ml_backend.store import Store  # noqa: E402
+from scripts.bench_predict import InstantProvider  # noqa: E402
+from tests.conftest import judge_settings, serve_backend  # noqa: E402
+from tests.fake_openai import FakeOpenAI  # noqa: E402
+
+CONFIG = (ROOT / "label_configs" / "pass_fail.xml").read_text()
+
+
+def tasks(n: int) -> list[dict]:
+    return [{"data": {"input": f"q{i}", "context": f"c{i}", "output": f"o{i}"}} for i in range(n)]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tasks", type=int, default=1000)
+    ap.add_argument("--latency", type=float, default=0.2)
+    ap.add_argument("--concurrency", default="8,32,64")
+    ap.add_argument("--out", default=str(ROOT / "bench_results" / "labeling.json"))
+    args = ap.parse_args()
+    logging.disable(logging.WARNING)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp_s:
+        tmp = Path(tmp_s)
+        ls = LocalLabelStudio(data_dir=tmp / "ls", venv=find_ls_venv(ROOT)).start()
+        try:
+            api = LabelStudioAPI(ls.url, ls.token)
+            with FakeOpenAI(latency=args.latency) as fake:
+                for c in (int(x) for x in args.concurrency.split(",")):
+                    settings = judge_settings(tmp / f"c{c}", fake, LABEL_STUDIO_URL=ls.url,
+                                              LABEL_STUDIO_API_KEY=ls.token, FEW_SHOT_K="0")
+                    backend = LabelJudgeBackend(settings, Store(settings.model_dir / "s.sqlite3"))
+                    project = api.create_project(f"bench c={c}", CONFIG)
+                    api.import_tasks(project, tasks(args.tasks))
+                    s = label_project(backend, api, project, concurrency=c, batch_size=100)
+                    ideal = c / args.latency
+                    rows.append({"path": f"labeljudge label, C={c}", "tasks": s.labeled, "seconds": round(s.seconds, 2),
+                                 "tasks_per_s": round(s.labeled / s.seconds, 1), "ideal_per_s": ideal,
+                                 "of_ideal": round(s.labeled / s.seconds / ideal, 3)})
+                # Label Studio's own path: one /predict with every task (backend pool of 8 threads)
+                settings = judge_settings(tmp / "ls-path", fake, FEW_SHOT_K="0", JUDGE_TIMEOUT="30")
+                with serve_backend(settings) as srv:
+                    project = api.create_project("bench retrieve predictions", CONFIG)
+                    api.import_tasks(project, tasks(args.tasks))
+                    api.connect_backend(project, srv.url)
+                    t0 = time.time()
+                    try:
+                        api.retrieve_predictions(project)
+                    except Exception as exc:  # Label Studio gives up after 100 s
+                        print(f"retrieve predictions failed: {type(exc).__name__}")
+                    secs = time.time() - t0
+                    n = len(api.predictions(project))
+                    rows.append({"path": "Label Studio retrieve predictions (/predict)", "tasks": n,
+                                 "seconds": round(secs, 2), "tasks_per_s": round(n / secs, 1),
+                                 "ideal_per_s": 8 / args.latency, "of_ideal": round(n / secs / (8 / args.latency), 3)})
+            # overhead of the engine itself (includes the writes to Label Studio)
+            settings = judge_settings(tmp / "zero", None, LABEL_STUDIO_URL=ls.url, LABEL_STUDIO_API_KEY=ls.token,
+                                      JUDGE_PROVIDER="openai", FEW_SHOT_K="0")
+            backend = LabelJudgeBackend(settings, Store(settings.model_dir / "s.sqlite3"))
+            project = api.create_project("bench zero latency", CONFIG)
+            api.import_tasks(project, tasks(args.tasks))
+            state = backend.setup(project, CONFIG, {})
+            state.judge.provider = InstantProvider()
+            s = label_project(backend, api, project, concurrency=8, batch_size=100)
+            rows.append({"path": "labeljudge label, zero-latency provider", "tasks": s.labeled,
+                         "seconds": round(s.seconds, 2), "tasks_per_s": round(s.labeled / s.seconds, 1),
+                         "ideal_per_s": None, "of_ideal": None,
+                         "overhead_ms_per_task": round(1000 * s.seconds / max(1, s.labeled), 3)})
+        finally:
+            ls.stop()
+    print(f"{'path':<46}{'tasks':>6}{'seconds':>9}{'tasks/s':>9}{'ideal/s':>9}{'of ideal':>9}")
+    for r in rows:
+        print(f"{r['path']:<46}{r['tasks']:>6}{r['seconds']:>9}{r['tasks_per_s']:>9}"
+              f"{r['ideal_per_s'] if r['ideal_per_s'] else '-':>9}{r['of_ideal'] if r['of_ideal'] else '-':>9}")
+    print(f"engine overhead with a zero-latency provider: {rows[-1]['overhead_ms_per_task']} ms/task")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"latency_s": args.latency, "rows": rows}, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""The evaluator with the real packaged MiniLM: training beats chance, ONNX matches torch, the gate
+keeps a worse model out, rollback works, and a killed run leaves the registry consistent."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ml_backend.datasets import halueval_rows
+from ml_backend.evaluator.data import InputSpec, build_dataset, split
+from ml_backend.evaluator.pipeline import run_training
+from ml_backend.evaluator.registry import Registry
+from ml_backend.evaluator.scorer import Scorer
+from ml_backend.evaluator.train import TrainConfig
+
+from .conftest import ROOT
+
+pytestmark = pytest.mark.slow
+CONTROL = {"name": "verdict", "kind": "single", "options": ["Pass", "Fail"], "ordinal": False}
+FAST = TrainConfig(epochs=3, max_length=64, batch_size=8, lr=1e-4)
+
+
+def records(n: int, *, shuffle_labels: bool = False, seed: int = 0) -> list[dict]:
+    # HaluEval QA: real labels; its length cue makes a tiny, fast run clearly better than chance
+    df = halueval_rows("qa", n, seed=seed)
+    labels = df.label.sample(frac=1, random_state=1).tolist() if shuffle_labels else df.label.tolist()
+    return [{"id": i, "data": {"input": r.input, "context": r.context, "output": r.output},
+             "annotations": [{"id": i, "annotator": 1, "ground_truth": False, "answers": {"verdict": lab}}],
+             "predictions": []} for i, (r, lab) in enumerate(zip(df.itertuples(), labels))]
+
+
+def test_dataset_weights_humans_over_judge_and_holds_out_humans_only():
+    tasks = records(40)
+    for t in tasks[30:]:  # the judge labeled these, no human did
+        t["predictions"] = [{"model_version": "judge-x", "answers": t["annotations"][0]["answers"], "score": 0.9}]
+        t["annotations"] = []
+    df = build_dataset(tasks, CONTROL, InputSpec(judge_weight=0.25))
+    assert (df.source == "judge").sum() == 10 and set(df[df.source == "judge"].weight) == {0.25}
+    train, test = split(df)
+    assert set(test.source) == {"human"} and len(test) == 6
+    assert build_dataset(tasks, CONTROL, InputSpec(judge_weight=0)).source.eq("human").all()
+    assert df.iloc[0].label == (1 if tasks[0]["annotations"][0]["answers"]["verdict"] == "Pass" else 0)
+
+
+def test_training_beats_chance_onnx_matches_and_the_gate_keeps_a_worse_model_out(tmp_path):
+    registry = Registry(tmp_path / "evaluators", "1")
+    good = run_training(records(240), CONTROL, registry, cfg=FAST)
+    assert good["promoted"] and good["version"] == "evaluator-0001" and registry.current() == "evaluator-0001"
+    assert good["accuracy"] > 0.7 and good["auc"] > 0.75, good
+    path = registry.path(good["version"])
+    for name in ("model.onnx", "model_int8.onnx", "calibration.json", "manifest.json", "curve.png", "metrics.json"):
+        assert (path / name).exists(), name
+    metrics = json.loads((path / "metrics.json").read_text())
+    assert len(metrics["history"]) >= 1 and metrics["temperature"] > 0
+    a, b = ["Paris."] * 2 + ["It is a long answer that goes on and on."], ["Capital of France?"] * 3
+    torch_p = Scorer(path, runtime="torch").score(a, b)
+    onnx_p = Scorer(path, runtime="onnx").score(a, b)
+    assert np.allclose(torch_p, onnx_p, atol=1e-4)
+    assert ((Scorer(path).score(a, b) >= 0) & (Scorer(path).score(a, b) <= 1)).all()
+
+    bad = run_training(records(240, shuffle_labels=True), CONTROL, registry, cfg=FAST)
+    assert bad["version"] == "evaluator-0002" and not bad["promoted"]
+    assert registry.current() == "evaluator-0001" and "does not beat evaluator-0001" in bad["reason"]
+
+    registry.promote("evaluator-0002", "by hand")
+    assert registry.rollback() == "evaluator-0001" and registry.current() == "evaluator-0001"
+
+
+def test_score_dataframe_and_cli_evaluate(tmp_path):
+    registry = Registry(tmp_path / "evaluators", "3")
+    res = run_training(records(120), CONTROL, registry, cfg=TrainConfig(epochs=1, max_length=64))
+    from ml_backend.api import score_dataframe
+
+    df = pd.DataFrame({"input": ["q1", "q2"], "context": ["c", "c"], "output": ["short", "a much longer answer"]})
+    out = score_dataframe(df, model=registry.path(res["version"]))
+    assert list(out.columns) == ["input", "context", "output", "score"] and out.score.between(0, 1).all()
+    df.to_csv(tmp_path / "data.csv", index=False)
+    env = dict(os.environ, MODEL_DIR=str(tmp_path))
+    run = subprocess.run([sys.executable, "-m", "ml_backend.cli", "evaluate", str(tmp_path / "data.csv"),
+                          "--model", res["version"], "--project", "3", "--out", str(tmp_path / "scored.csv")],
+                         env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    scored = pd.read_csv(tmp_path / "scored.csv")
+    assert np.allclose(scored.score, out.score, atol=1e-5)
+
+
+def test_a_killed_training_leaves_registry_and_served_version_untouched(tmp_path):
+    registry = Registry(tmp_path / "evaluators", "2")
+    first = run_training(records(80), CONTROL, registry, cfg=TrainConfig(epochs=1, max_length=32))
+    before = (registry.current(), [v["version"] for v in registry.versions()])
+    script = (
+        "import sys; sys.path.insert(0, %r)\n"
+        "from tests.test_evaluator import records, CONTROL\n"
+        "from ml_backend.evaluator.pipeline import run_training\n"
+        "from ml_backend.evaluator.registry import Registry\n"
+        "from ml_backend.evaluator.train import TrainConfig\n"
+        "run_training(records(400), CONTROL, Registry(%r, '2'), cfg=TrainConfig(epochs=20, max_length=128),"
+        " progress=lambda r: print('epoch', flush=True))\n" % (str(ROOT), str(tmp_path / "evaluators")))
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().startswith("epoch")  # mid-training
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (registry.current(), [v["version"] for v in registry.versions()]) == before
+    assert any(d.name.startswith(".train-") for d in registry.dir.iterdir())  # the partial run, never served
+    assert registry.cleanup_staging() == 1
+    assert Scorer(registry.path(first["version"])).score(["x"], ["y"]).shape == (1,)
