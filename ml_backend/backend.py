@@ -148,14 +148,20 @@ class LabelJudgeBackend:
                 return cached
         config = ProjectConfig.resolve(self.settings, params)
         schema = parse_label_config(label_config)
-        questions = tuple(schema.questions(config.control))
+        pair = schema.pair_fields()
+        # a pairwise config: the judge fills the preference (both orders); checklists stay human
+        questions = tuple(schema.questions(config.control or ((pair[0],) if pair else ())))
+        metric = config.metric
+        if pair and not config.prompt and not metric:
+            metric = "preference" if "messages" in schema.data_fields else "preference_prompt"
         spec = JudgeSpec(
-            template=resolve_template(config.prompt, config.metric), provider=config.provider,
+            template=resolve_template(config.prompt, metric), provider=config.provider,
             model=config.model, temperature=config.temperature, max_tokens=config.max_tokens,
             rationale=config.rationale and schema.rationale_control is not None,
             field_map=config.fields, questions=questions,
             examples=self.examples(pid, schema) if config.few_shot_k > 0 else (),
             few_shot_k=config.few_shot_k,
+            pair=(pair[1], pair[2]) if pair else None, pair_question=pair[0] if pair else None,
         )
         judge = Judge(spec, self.provider(config), input_keys=schema.data_fields,
                       max_field_chars=self.settings.max_field_chars)
@@ -328,11 +334,18 @@ class LabelJudgeBackend:
             verdict = state.judge.judge(data)
         except ProviderError as exc:
             verdict = Verdict(error=scrub(str(exc), self._secrets()))
+        self.record_positions(state, task.get("id"), verdict)
         for warning in verdict.warnings:
             log.warning("project %s task %s: %s", state.project_id, task.get("id"), warning)
         if verdict.error:
             log.warning("project %s task %s: abstained: %s", state.project_id, task.get("id"), verdict.error)
         return verdict
+
+    def record_positions(self, state: ProjectState, task_id: Any, verdict: Verdict) -> None:
+        """Pairwise: keep both orders' answers, so the report can measure position bias."""
+        for answer in verdict.answers.values():
+            if answer.position is not None and task_id is not None:
+                self.store.add_pair_judgment(state.project_id, int(task_id), state.judge.version, answer.position)
 
     def prediction_for(self, state: ProjectState, verdict: Verdict, version: str | None = None) -> dict | list:
         if not verdict.usable:

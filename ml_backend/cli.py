@@ -68,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
 
     exp = project_cmd("export", "export tasks with judge and human labels to CSV/JSONL/Parquet")
     exp.add_argument("--out", required=True, help="file.csv, file.jsonl or file.parquet")
+    exp.add_argument("--preferences", action="store_true",
+                     help="pairwise projects: chosen/rejected JSONL for RLHF/DPO (human labels)")
+    exp.add_argument("--include-judge", action="store_true", help="with --preferences: judge labels too")
 
     train = project_cmd("train", "fine-tune an evaluator now from the project's labels")
     train.add_argument("--json", action="store_true")

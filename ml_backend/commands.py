@@ -193,6 +193,19 @@ def export(args: argparse.Namespace) -> int:
 
     _, _, api = _context(args)
     tasks, controls = project_records(api, args.project)
+    if args.preferences:
+        from .conversations import preference_records
+        from .schema import parse_label_config
+
+        pair = parse_label_config(api.client.projects.get(id=args.project).label_config).pair_fields()
+        if pair is None:
+            raise UserError(f"project {args.project} is not a pairwise project")
+        rows = preference_records(tasks, pair[0], use_judge=args.include_judge)
+        with open(args.out, "w") as fh:
+            for row in rows:
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        print(json.dumps({"project": args.project, "pairs": len(rows), "out": args.out}))
+        return 0
     df = records_to_frame(tasks, {t["id"]: t["data"] for t in tasks}, controls)
     write_table(df, args.out)
     print(json.dumps({"project": args.project, "rows": len(df), "out": args.out}))

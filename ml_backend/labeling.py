@@ -115,6 +115,8 @@ def label_project(backend: LabelJudgeBackend, api: LabelStudioAPI, project: int,
             if o.cached:
                 summary.cached += 1
                 backend.store.add_ledger(pid, version, model, cache_hits=1)
+            if o.verdict is not None:
+                backend.record_positions(state, o.key, o.verdict)
             prediction = backend.prediction_for(state, o.verdict) if o.verdict is not None else []
             if prediction:
                 buffer.append({"task": o.key, **prediction})

@@ -39,7 +39,14 @@ def project_report(api: LabelStudioAPI, store: Store, project: int, *, public_ur
     tasks, controls = project_records(api, project)
     ledger = {row["version"]: row for row in store.ledger(str(project))}
     url = (public_url or api.url).rstrip("/") + f"/projects/{project}/data?task={{id}}"
-    return build_report(tasks, controls, ledger=ledger, task_url=url, project=project)
+    report = build_report(tasks, controls, ledger=ledger, task_url=url, project=project)
+    schema = parse_label_config(api.client.projects.get(id=project).label_config)
+    pair = schema.pair_fields()
+    if pair:
+        from .quality.pairwise import pairwise_report
+
+        report["pairwise"] = pairwise_report(tasks, pair[0], store.pair_judgments(str(project)))
+    return report
 
 
 def _get(obj: Any, key: str) -> Any:

@@ -87,6 +87,22 @@ class TaskSchema:
         return regions
 
 
+    def pair_fields(self) -> tuple[str, str, str] | None:
+        """(preference control, data key of response A, of response B) when the config compares two
+        responses: a Pairwise tag, or a Choices whose options are A/B (and maybe Tie)."""
+        for name, spec in self.controls.items():
+            if spec.tag == "Pairwise":
+                return name, self.inputs[spec.to_name[0]], self.inputs[spec.to_name[1]]
+        for name, spec in self.controls.items():
+            opts = {o.lower() for o in spec.question.options}
+            if spec.tag == "Choices" and spec.question.kind == "single" and opts in ({"a", "b"}, {"a", "b", "tie"}):
+                keys = list(self.inputs.values())
+                a = next((k for k in keys if k.lower().endswith("_a")), None)
+                b = next((k for k in keys if k.lower().endswith("_b")), None)
+                if a and b:
+                    return name, a, b
+        return None
+
     def answers_from_result(self, result: list[dict]) -> tuple[dict[str, Any], str | None]:
         """A human annotation's result as the judge's answers (per control) and its rationale text.
         Values the config no longer allows are dropped, so an old annotation cannot teach a stale label."""

@@ -62,6 +62,15 @@ CREATE TABLE IF NOT EXISTS ledger (
     evaluator_answered INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (project_id, version)
 );
+CREATE TABLE IF NOT EXISTS pair_judgments (
+    project_id TEXT NOT NULL,
+    task_id INTEGER NOT NULL,
+    version TEXT NOT NULL,
+    first TEXT NOT NULL,
+    second TEXT NOT NULL,
+    consistent INTEGER NOT NULL,
+    PRIMARY KEY (project_id, task_id, version)
+);
 CREATE TABLE IF NOT EXISTS train_state (
     project_id TEXT PRIMARY KEY,
     labels_at_last_train INTEGER NOT NULL
@@ -253,6 +262,17 @@ class Store:
         if version is not None:
             sql, args = sql + " AND version=?", args + (version,)
         return [dict(r) for r in self._conn().execute(sql + " ORDER BY task_id", args).fetchall()]
+
+    # -- pairwise: both orders' answers (position bias) -------------------------------------------
+    def add_pair_judgment(self, project_id: str, task_id: int, version: str, position: dict) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO pair_judgments VALUES (?, ?, ?, ?, ?, ?)",
+                       (project_id, task_id, version, str(position["first"]), str(position["second"]),
+                        int(bool(position["consistent"]))))
+
+    def pair_judgments(self, project_id: str) -> list[dict[str, Any]]:
+        rows = self._conn().execute("SELECT * FROM pair_judgments WHERE project_id=?", (project_id,)).fetchall()
+        return [dict(r) for r in rows]
 
     # -- training trigger bookkeeping ----------------------------------------------------------
     def set_trained_labels(self, project_id: str, n: int) -> None:

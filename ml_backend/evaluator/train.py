@@ -117,7 +117,7 @@ def train_evaluator(train: pd.DataFrame, test: pd.DataFrame, out_dir: Path, cfg:
             opt.step()
             sched.step()
             opt.zero_grad()
-            total += float(loss) * len(y)
+            total += float(loss.detach()) * len(y)
             seen += len(y)
         v_logits = logits_of(val)
         v_loss = _nll(v_logits, val.label.to_numpy(), 1.0)

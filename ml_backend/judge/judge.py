@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -18,7 +19,7 @@ from .fewshot import FewShotSelector
 from .prompting import build_messages
 from .providers.base import Decoding, Provider, ProviderError
 from .templates import render, template_fields
-from .types import Answer, Example, JudgeError, Question, Verdict
+from .types import Answer, Example, JudgeError, Question, Usage, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,8 @@ class JudgeSpec:
     questions: tuple[Question, ...] = ()
     examples: tuple[Example, ...] = ()
     few_shot_k: int = 8
+    pair: tuple[str, str] | None = None  # data keys of responses A and B: judge both orders
+    pair_question: str | None = None
 
     def __post_init__(self) -> None:
         template_fields(self.template)  # raises TemplateError early, at /setup, not per task
@@ -51,6 +54,8 @@ class JudgeSpec:
         }
         if self.examples:
             payload["few_shot_k"] = self.few_shot_k
+        if self.pair:
+            payload["pair"] = [list(self.pair), self.pair_question]
         digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
         return f"judge-{digest}"
 
@@ -108,7 +113,10 @@ class Judge:
         shots = selector.select(criterion) if selector is not None else []
         for index, question in enumerate(self.spec.questions):
             want_rationale = self.spec.rationale and index == 0
-            answer = self._ask(criterion, question, want_rationale, shots)
+            if self.spec.pair and question.name == self.spec.pair_question:
+                answer = self._ask_both_orders(data, criterion, question, want_rationale, shots)
+            else:
+                answer = self._ask(criterion, question, want_rationale, shots)
             verdict.answers[question.name] = answer
             verdict.usage.add(answer.usage)
             if answer.rationale and verdict.rationale is None:
@@ -117,6 +125,35 @@ class Judge:
             errors = [f"{name}: {a.error}" for name, a in verdict.answers.items() if a.error]
             verdict.error = "; ".join(errors) or "no usable answer"
         return verdict
+
+    def _ask_both_orders(self, data: Mapping[str, Any], criterion: str, question: Question,
+                         want_rationale: bool, shots: Sequence[Example]) -> Answer:
+        """Ask with the responses in both orders. Agreement keeps the answer (confidence: geometric
+        mean); disagreement is position bias, so the answer is a tie (or none) with low confidence."""
+        a, b = self.spec.pair
+        swapped_text, _ = self.render({**data, a: data.get(b), b: data.get(a)})
+        first = self._ask(criterion, question, want_rationale, shots)
+        second = self._ask(swapped_text, question, False, shots)
+        usage = Usage()
+        usage.add(first.usage)
+        usage.add(second.usage)
+        if first.value is None or second.value is None:
+            return Answer(error=first.error or second.error, usage=usage)
+        back = _swap_side(question, second.value)
+        position = {"first": first.value, "second": back, "consistent": first.value == back}
+        if first.value == back:
+            conf = math.sqrt(first.confidence * second.confidence) \
+                if first.confidence is not None and second.confidence is not None else None
+            return Answer(value=first.value, confidence=conf, rationale=first.rationale, usage=usage,
+                          position=position)
+        tie = next((o for o in question.options if o.lower() == "tie"), None)
+        low = 0.5 * min(first.confidence or 1.0, second.confidence or 1.0)
+        if tie is None:
+            return Answer(error="the verdict flipped with the order of the responses (position bias)",
+                          usage=usage, position=position)
+        return Answer(value=tie, confidence=low, usage=usage, position=position,
+                      rationale=f"Inconsistent across orders ({first.value} first, {back} swapped): "
+                                f"counted as a tie. {first.rationale or ''}".strip())
 
     def _ask(self, criterion: str, question: Question, want_rationale: bool,
              shots: Sequence[Example] = ()) -> Answer:
@@ -133,6 +170,15 @@ class Judge:
                                   as_json=self.provider.as_json, rationale=want_rationale)
         decoding = Decoding(self.decoding.temperature, self.decoding.max_tokens, want_rationale)
         return self.provider.answer(messages, question, decoding)
+
+
+def _swap_side(question: Question, value: Any) -> Any:
+    """The answer given with the responses swapped, expressed in the original order."""
+    pairs = {"a": "b", "b": "a", "left": "right", "right": "left"}
+    for option in question.options:
+        if option.lower() == pairs.get(str(value).lower()):
+            return option
+    return value
 
 
 __all__ = ["Judge", "JudgeSpec", "ProviderError"]
