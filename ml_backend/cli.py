@@ -19,7 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--dev", action="store_true", help="Flask's development server instead of gunicorn")
 
     quick = sub.add_parser("quickstart", help="start Label Studio + backend, create a demo project, pre-label it")
-    quick.add_argument("--config", default="pass_fail", help="label config name in label_configs/")
+    quick.add_argument("--config", default="halueval",
+                       help="halueval (real data, the default) or a label config name in label_configs/")
     quick.add_argument("--ls-port", type=int, default=8080)
     quick.add_argument("--port", type=int, default=9090, help="backend port")
     quick.add_argument("--home", default=".labeljudge", help="where data, logs and models live")

@@ -20,6 +20,10 @@ from .lsserver import LocalLabelStudio, find_ls_venv
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "label_configs"
 BATCH = 4  # tasks per /predict call: the local judge takes ~3-5 s a task, Label Studio waits 100 s
+HALUEVAL_TASKS = 200
+SAMPLE = 12
+DEMO_PARAMS = {"halueval": {"metric": "faithfulness"}, "pass_fail": {"metric": "faithfulness"},
+               "rag_faithfulness": {"metric": "faithfulness"}, "rating": {"metric": "answer_relevance"}}
 
 
 def _up(url: str) -> bool:
@@ -38,7 +42,9 @@ def run_quickstart(config: str, home: Path, *, ls_port: int, port: int) -> int:
     home = home.resolve()
     home.mkdir(parents=True, exist_ok=True)
     state = _pids(home)
-    xml_path, tasks_path = CONFIGS / f"{config}.xml", CONFIGS / "demo" / f"{config}.json"
+    halueval = config == "halueval"
+    xml_path = CONFIGS / ("pass_fail.xml" if halueval else f"{config}.xml")
+    tasks_path = CONFIGS / "demo" / f"{config}.json"
     if not xml_path.exists():
         print(f"no label config {xml_path}", file=sys.stderr)
         return 2
@@ -73,13 +79,17 @@ def run_quickstart(config: str, home: Path, *, ls_port: int, port: int) -> int:
     (home / "quickstart.json").write_text(json.dumps(state))
 
     api = LabelStudioAPI(ls.url, ls.token)
-    title = f"LabelJudge demo ({config})"
+    title = "LabelJudge demo (HaluEval dialogue)" if halueval else f"LabelJudge demo ({config})"
     project = api.find_project(title)
     if project is None:
         project = api.create_project(title, xml_path.read_text())
-        api.import_tasks(project, json.loads(tasks_path.read_text()))
-        print(f"Created project {project} with demo tasks from {tasks_path.name}")
-    api.connect_backend(project, backend_url, title="LabelJudge (local judge)")
+        api.import_tasks(project, halueval_tasks(HALUEVAL_TASKS) if halueval else json.loads(tasks_path.read_text()))
+        print(f"Created project {project}: {title}")
+    api.connect_backend(project, backend_url, title="LabelJudge (local judge)", extra_params=DEMO_PARAMS.get(config, {}))
+    if halueval:
+        missing = _label_sample(backend_url, project, SAMPLE)
+        _summary(ls, project, backend_url, home, f"a diverse sample of {SAMPLE} of {HALUEVAL_TASKS} tasks", missing)
+        return 0 if not missing else 1
 
     task_ids = api.task_ids(project)
     have = {int(p.task) for p in api.predictions(project)}
@@ -91,19 +101,52 @@ def run_quickstart(config: str, home: Path, *, ls_port: int, port: int) -> int:
                                       selected_items={"all": False, "included": chunk})
             bar.update(len(chunk))
     done = {int(p.task) for p in api.predictions(project)}
-    missing = [t for t in task_ids if t not in done]
+    missing = len([t for t in task_ids if t not in done])
+    _summary(ls, project, backend_url, home, f"{len(done)} of {len(task_ids)} tasks", missing)
+    return 0 if not missing else 1
 
+
+def halueval_tasks(n: int) -> list[dict]:
+    from .datasets import halueval_rows
+
+    df = halueval_rows("dialogue", n, seed=7)
+    return [{"data": {"input": r.input, "context": r.context, "output": r.output, "halueval_label": r.label}}
+            for r in df.itertuples()]
+
+
+def _label_sample(backend_url: str, project: int, sample: int) -> int:
+    """Pre-label a diverse sample through the backend's labeling job, with a progress bar."""
+    job = httpx.post(f"{backend_url}/jobs/label", json={"project": project, "sample": sample}, timeout=30).json()
+    with tqdm(total=sample, desc="pre-labeling a sample", unit="task") as bar:
+        while job.get("status") not in ("finished", "failed"):
+            time.sleep(1)
+            job = httpx.get(f"{backend_url}/jobs/{job['id']}", timeout=10).json()
+            bar.n = (job.get("progress") or {}).get("done", bar.n) + (job.get("result") or {}).get("skipped", 0)
+            bar.refresh()
+    if job["status"] == "failed":
+        print(f"labeling failed: {job.get('error')}", file=sys.stderr)
+        return sample
+    result = job["result"]
+    return result["failed"]
+
+
+def _summary(ls: LocalLabelStudio, project: int, backend_url: str, home: Path, what: str, missing: int) -> None:
     print(f"""
 Label Studio : {ls.url}/projects/{project}/data
 Login        : {ls.username} / {ls.password}
 Backend      : {backend_url}  (logs: {home / 'backend.log'})
-Predictions  : {len(done)} of {len(task_ids)} tasks{'  (missing: ' + str(missing) + ')' if missing else ''}
+Report       : {backend_url}/report/{project}
+Pre-labeled  : {what}{f'  ({missing} failed, run again to retry)' if missing else ''}
 
-Next: open the project, click a task to see the judge's label, score and reason; correct it and
-submit. Point the judge at your own LLM with JUDGE_PROVIDER=openai OPENAI_BASE_URL=... JUDGE_MODEL=...
+Next:
+ 1. Open the project, click a task: the prediction shows the judge's label, score and reason.
+ 2. Correct or accept a few (Submit): they become the judge's few-shot examples.
+ 3. labeljudge label --project {project} --sample 16   (or the report page) to compare prompt versions.
+ 4. Project settings > Model > Start Training: fine-tune the fast evaluator from your labels.
+ 5. Your own data: labeljudge import data.csv --config pass_fail; your own LLM:
+    JUDGE_PROVIDER=openai OPENAI_BASE_URL=... JUDGE_MODEL=... labeljudge serve
 Stop everything with: labeljudge quickstart --stop
 """)
-    return 0 if not missing else 1
 
 
 def stop_quickstart(home: Path) -> int:

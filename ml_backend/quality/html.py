@@ -109,6 +109,7 @@ def render_html(report: dict, *, title: str = "LabelJudge report") -> str:
         f"<tr><td>{_task_link(d)}</td>"
         f"<td>{_fmt(d['reference'])}</td><td>{_fmt(d['predicted'])}</td><td>{_fmt(d['score'])}</td></tr>"
         for d in report["disagreements"])
+    pairwise = _pairwise_html(report.get("pairwise"))
     cmp_msg = html.escape(report["comparison"]["message"]) if report.get("comparison") else \
         "Only one version has predicted on reference tasks so far."
     imgs = "".join(f'<img class="plot" src="{p}" alt="plot">' for p in plots if p)
@@ -129,4 +130,21 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child,th
 <h2>Annotators vs the judge (best version)</h2><table><tr><th>annotator</th><th>n</th><th>agreement</th><th>kappa</th></tr>{ann}</table>
 <h2>Between annotators (overlapping tasks)</h2><table><tr><th>pair</th><th>n</th><th>agreement</th><th>kappa</th></tr>{iaa}</table>
 <h2>Most confident disagreements (worth a second look)</h2><table id="disagreements"><tr><th>task</th><th>reference</th><th>judge</th><th>score</th></tr>{dis}</table>
-<p>Built in {report['seconds']} s.</p></body></html>"""
+{pairwise}<p>Built in {report['seconds']} s.</p></body></html>"""
+
+
+def _pairwise_html(pw: dict | None) -> str:
+    if not pw:
+        return ""
+    def rates(rows):
+        return "".join(f"<tr><td>{_fmt(r['model'])}</td><td>{r['comparisons']}</td><td>{_fmt(r['win_rate'])}</td>"
+                       f"<td>{_fmt(r['ci_low'])} – {_fmt(r['ci_high'])}</td></tr>" for r in rows)
+    bias = "".join(f"<tr><td>{_fmt(v)}</td><td>{b['n']}</td><td>{_fmt(b['flip_rate'])}</td>"
+                   f"<td>{_fmt(b['first_position_rate'])}</td></tr>" for v, b in pw["position_bias"].items())
+    jh = pw["judge_vs_human"]
+    head = "<tr><th>model</th><th>comparisons</th><th>win rate</th><th>95% CI</th></tr>"
+    return (f"<h2 id='pairwise'>Pairwise</h2><h3>Win rate by the judge</h3><table>{head}{rates(pw['win_rates_judge'])}</table>"
+            f"<h3>Win rate by humans</h3><table>{head}{rates(pw['win_rates_human'])}</table>"
+            f"<p>Judge vs human on {jh['n']} pairs: agreement {_fmt(jh['agreement'])}, kappa {_fmt(jh['kappa'])}.</p>"
+            "<h3>Position bias (verdict flips when the responses swap)</h3><table><tr><th>judge version</th><th>pairs</th>"
+            f"<th>flip rate</th><th>first-position rate</th></tr>{bias}</table>")
