@@ -117,6 +117,11 @@ class LabelJudgeBackend:
         except Exception:
             log.exception("preloading the local model failed; it will be retried on first use")
 
+    def register_provider(self, provider_name: str, model: str, provider: Provider) -> None:
+        """Use ``provider`` for (provider_name, model): a custom provider from Python, or a benchmark's."""
+        with self._lock:
+            self._providers[(provider_name, model, self.settings.openai_base_url)] = provider
+
     def provider(self, config: ProjectConfig) -> Provider:
         s = self.settings
         key = (config.provider, config.model, s.openai_base_url)

@@ -13,6 +13,7 @@ predictions through the API in batches instead, with progress, a cost ledger and
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -39,12 +40,14 @@ class LabelSummary:
     tokens_out: int = 0
     cost: float = 0.0
     seconds: float = 0.0
+    labeling_seconds: float = 0.0  # the judge calls and the writes, without listing the project
     failures: list[dict] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["cost"] = round(self.cost, 6)
         out["seconds"] = round(self.seconds, 2)
+        out["labeling_seconds"] = round(self.labeling_seconds, 2)
         return out
 
 
@@ -93,14 +96,39 @@ def label_project(backend: LabelJudgeBackend, api: LabelStudioAPI, project: int,
     summary = LabelSummary(project, version, total=len(chosen), skipped=len(chosen) - len(todo))
     model = state.config.model
     buffer: list[dict] = []
+    pending_ledger: dict[str, float] = {}
     lock = threading.Lock()
 
+    writes: queue.Queue = queue.Queue(maxsize=4)
+    write_errors: list[BaseException] = []
+
+    def writer() -> None:
+        """Writes batches to Label Studio while the judge keeps working (one batch in flight)."""
+        while (item := writes.get()) is not None:
+            batch, ledger = item
+            try:
+                if batch:
+                    api.client.projects.import_predictions(id=project, request=batch)
+                    for p in batch:
+                        backend.store.clear_failure(pid, p["task"], version)
+                if ledger:  # one ledger write per batch, not per task
+                    backend.store.add_ledger(pid, version, model, **{k: (int(v) if k != "cost" else v)
+                                                                     for k, v in ledger.items()})
+            except BaseException as exc:  # surfaced after the run; the tasks stay unwritten -> next run
+                write_errors.append(exc)
+
+    writer_thread = threading.Thread(target=writer, name="labeljudge-writer", daemon=True)
+    writer_thread.start()
+
     def flush() -> None:
-        if buffer:
-            api.client.projects.import_predictions(id=project, request=list(buffer))
-            for p in buffer:
-                backend.store.clear_failure(pid, p["task"], version)
+        if buffer or pending_ledger:
+            writes.put((list(buffer), dict(pending_ledger)))
             buffer.clear()
+            pending_ledger.clear()
+
+    def count(**kw: float) -> None:
+        for k, v in kw.items():
+            pending_ledger[k] = pending_ledger.get(k, 0) + v
 
     def on_outcome(o: Outcome) -> None:
         with lock:
@@ -110,11 +138,10 @@ def label_project(backend: LabelJudgeBackend, api: LabelStudioAPI, project: int,
                 summary.tokens_in += usage.tokens_in
                 summary.tokens_out += usage.tokens_out
                 summary.cost += c
-                backend.store.add_ledger(pid, version, model, calls=usage.calls, tokens_in=usage.tokens_in,
-                                         tokens_out=usage.tokens_out, cost=c)
+                count(calls=usage.calls, tokens_in=usage.tokens_in, tokens_out=usage.tokens_out, cost=c)
             if o.cached:
                 summary.cached += 1
-                backend.store.add_ledger(pid, version, model, cache_hits=1)
+                count(cache_hits=1)
             if o.verdict is not None:
                 backend.record_positions(state, o.key, o.verdict)
             prediction = backend.prediction_for(state, o.verdict) if o.verdict is not None else []
@@ -128,17 +155,23 @@ def label_project(backend: LabelJudgeBackend, api: LabelStudioAPI, project: int,
                 summary.failed += 1
                 summary.failures.append({"task": o.key, "reason": reason})
                 backend.store.record_failure(pid, o.key, version, reason)
-                backend.store.add_ledger(pid, version, model, failures=1)
+                count(failures=1)
             if progress is not None:
                 progress(summary, len(todo))
 
+    t_run = time.time()
     try:
         run_judge(state.judge, ((t, tasks[t]) for t in todo), on_outcome, concurrency=concurrency,
                   cache=backend.store, limiter=RateLimiter(rpm, tpm), stop=stop)
     finally:
         with lock:
             flush()
+        writes.put(None)
+        writer_thread.join()
+        summary.labeling_seconds = time.time() - t_run
         summary.seconds = time.time() - t0
+    if write_errors:
+        raise RuntimeError(f"writing predictions to Label Studio failed: {write_errors[0]}") from write_errors[0]
     return summary
 
 

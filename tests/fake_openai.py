@@ -137,3 +137,14 @@ def _tokens(content: str, answer: str, p: float) -> list[dict]:
     pieces = re.findall(r"\w+|\W", content[:at]) + [answer] + re.findall(r"\w+|\W", content[at + len(answer):])
     return [{"token": t, "logprob": math.log(p) if t == answer else -0.01, "bytes": None, "top_logprobs": []}
             for t in pieces]
+
+
+if __name__ == "__main__":  # a separate process for benchmarks: python -m tests.fake_openai --latency 0.2
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--latency", type=float, default=0.0)
+    args = ap.parse_args()
+    with FakeOpenAI(latency=args.latency) as server:
+        print(server.url, flush=True)
+        threading.Event().wait()

@@ -13,21 +13,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .train import TrainConfig, base_model_path, pick_device
+from .train import TrainConfig, load_base
 
 
 def train_reward(train: pd.DataFrame, test: pd.DataFrame, out_dir: Path, cfg: TrainConfig | None = None) -> dict:
     """``train``/``test``: prompt, chosen, rejected (and optional weight) columns."""
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
+    from transformers import get_linear_schedule_with_warmup
 
     cfg = cfg or TrainConfig()
     t0 = time.time()
-    torch.manual_seed(cfg.seed)
-    device = pick_device(cfg.device)
-    path = base_model_path(cfg)
-    tok = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1).to(device)
+    tok, model, device, _ = load_base(cfg, 1)
     batch = max(4, min(cfg.batch_size, len(train) // 20))
     steps = cfg.epochs * -(-len(train) // batch)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

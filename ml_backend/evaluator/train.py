@@ -54,20 +54,29 @@ def base_model_path(cfg: TrainConfig) -> str:
     return default_encoder_path()
 
 
+def load_base(cfg: TrainConfig, num_labels: int):
+    """Seeded tokenizer + sequence-classification model on the chosen device: (tok, model, device, path)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    torch.manual_seed(cfg.seed)
+    device = pick_device(cfg.device)
+    path = base_model_path(cfg)
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels).to(device)
+    return tok, model, device, path
+
+
 def train_evaluator(train: pd.DataFrame, test: pd.DataFrame, out_dir: Path, cfg: TrainConfig | None = None,
                     progress: Callable[[dict], None] | None = None) -> dict:
     """Train, calibrate, save (model, tokenizer, calibration.json, metrics.json) into ``out_dir``;
     return the metrics. ``train``/``test`` have text_a, text_b, label, weight columns."""
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
+    from transformers import get_linear_schedule_with_warmup
 
     cfg = cfg or TrainConfig()
     t0 = time.time()
-    torch.manual_seed(cfg.seed)
-    device = pick_device(cfg.device)
-    path = base_model_path(cfg)
-    tok = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2).to(device)
+    tok, model, device, path = load_base(cfg, 2)
 
     rng = np.random.default_rng(cfg.seed)
     order = rng.permutation(len(train))
