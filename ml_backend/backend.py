@@ -71,6 +71,14 @@ class ProjectState:
         return self.judge.version
 
 
+def _resolve_lazy_imports() -> None:
+    """transformers resolves its classes lazily and not thread-safely: two background threads (the
+    model preload and a labeling job) importing at once can fail with "cannot import name". Resolve
+    them once, in the starting thread, before any background thread exists."""
+    from transformers import (AutoModel, AutoModelForCausalLM,  # noqa: F401
+                              AutoModelForSequenceClassification, AutoTokenizer)
+
+
 def json_loads_key(text: str) -> dict:
     """Inverse of the params part of a state key (repr of sorted items)."""
     import ast
@@ -105,6 +113,7 @@ class LabelJudgeBackend:
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
+        _resolve_lazy_imports()
         self.worker.start()
         if self.settings.preload_model and self.settings.judge_provider == "local":
             provider = self.provider(ProjectConfig.resolve(self.settings))
