@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from .judge import Judge, JudgeSpec, resolve_template
@@ -53,6 +53,7 @@ class ProjectState:
     schema: TaskSchema
     judge: Judge
     key: tuple
+    params: dict = field(default_factory=dict)  # the extra_params it was built from
     evaluator: Evaluator | None = None
 
     @property
@@ -77,13 +78,6 @@ def _resolve_lazy_imports() -> None:
     them once, in the starting thread, before any background thread exists."""
     from transformers import (AutoModel, AutoModelForCausalLM,  # noqa: F401
                               AutoModelForSequenceClassification, AutoTokenizer)
-
-
-def json_loads_key(text: str) -> dict:
-    """Inverse of the params part of a state key (repr of sorted items)."""
-    import ast
-
-    return dict(ast.literal_eval(text))
 
 
 def project_key(project: Any) -> str:
@@ -179,7 +173,7 @@ class LabelJudgeBackend:
         )
         judge = Judge(spec, self.provider(config), input_keys=schema.data_fields,
                       max_field_chars=self.settings.max_field_chars)
-        state = ProjectState(pid, config, schema, judge, key, self.evaluator_for(pid, schema))
+        state = ProjectState(pid, config, schema, judge, key, dict(params), self.evaluator_for(pid, schema))
         self.store.save_version(pid, spec.version, {
             "template": spec.template, "metric": config.metric, "provider": spec.provider, "model": spec.model,
             "temperature": spec.temperature, "few_shot": [e.id for e in spec.examples], "k": spec.few_shot_k})
@@ -223,10 +217,7 @@ class LabelJudgeBackend:
         stored = self.store.project(pid)
         if stored is None and label_config is None:
             raise UnknownProject(f"project {pid} is not set up: connect the backend in Label Studio first")
-        if stored is not None:
-            params = stored["extra_params"]
-        else:
-            params = json_loads_key(state.key[1]) if state is not None else {}
+        params = stored["extra_params"] if stored is not None else (state.params if state is not None else {})
         return self._build(pid, label_config or stored["label_config"], params)
 
     # -- evaluator serving -----------------------------------------------------------------------

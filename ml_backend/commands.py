@@ -189,15 +189,15 @@ def import_(args: argparse.Namespace) -> int:
 
 def export(args: argparse.Namespace) -> int:
     from .io import records_to_frame, write_table
-    from .reporting import project_records
+    from .reporting import project_records, project_schema
 
     _, _, api = _context(args)
-    tasks, controls = project_records(api, args.project)
+    schema = project_schema(api, args.project)
+    tasks, controls = project_records(api, args.project, schema)
     if args.preferences:
         from .conversations import preference_records
-        from .schema import parse_label_config
 
-        pair = parse_label_config(api.client.projects.get(id=args.project).label_config).pair_fields()
+        pair = schema.pair_fields()
         if pair is None:
             raise UserError(f"project {args.project} is not a pairwise project")
         rows = preference_records(tasks, pair[0], use_judge=args.include_judge)

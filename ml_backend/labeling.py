@@ -23,6 +23,7 @@ from .backend import LabelJudgeBackend, ProjectState
 from .judge.pricing import cost as price
 from .judge.runner import Outcome, RateLimiter, run_judge
 from .labelstudio import LabelStudioAPI
+from .settings import parse_extra_params
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +64,6 @@ def resolve_state(backend: LabelJudgeBackend, api: LabelStudioAPI, project: int,
     for ml in api.backends(project):
         raw = ml.extra_params
         if raw:
-            from .settings import parse_extra_params
-
             params = parse_extra_params(raw)
             break
     params.update({k: v for k, v in (overrides or {}).items() if v is not None})

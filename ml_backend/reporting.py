@@ -6,12 +6,17 @@ from typing import Any
 
 from .labelstudio import LabelStudioAPI
 from .quality.report import build_report
-from .schema import parse_label_config
+from .schema import TaskSchema, parse_label_config
 from .store import Store
 
 
-def project_records(api: LabelStudioAPI, project: int) -> tuple[list[dict], list[dict]]:
-    schema = parse_label_config(api.client.projects.get(id=project).label_config)
+def project_schema(api: LabelStudioAPI, project: int) -> TaskSchema:
+    return parse_label_config(api.client.projects.get(id=project).label_config)
+
+
+def project_records(api: LabelStudioAPI, project: int,
+                    schema: TaskSchema | None = None) -> tuple[list[dict], list[dict]]:
+    schema = schema or project_schema(api, project)
     controls = [{"name": n, "kind": c.question.kind, "options": list(c.question.options),
                  "ordinal": c.tag == "Rating" or (c.tag == "Number" and c.question.kind == "single")}
                 for n, c in schema.controls.items()]
@@ -36,11 +41,11 @@ def project_records(api: LabelStudioAPI, project: int) -> tuple[list[dict], list
 
 
 def project_report(api: LabelStudioAPI, store: Store, project: int, *, public_url: str | None = None) -> dict:
-    tasks, controls = project_records(api, project)
+    schema = project_schema(api, project)
+    tasks, controls = project_records(api, project, schema)
     ledger = {row["version"]: row for row in store.ledger(str(project))}
     url = (public_url or api.url).rstrip("/") + f"/projects/{project}/data?task={{id}}"
     report = build_report(tasks, controls, ledger=ledger, task_url=url, project=project)
-    schema = parse_label_config(api.client.projects.get(id=project).label_config)
     pair = schema.pair_fields()
     if pair:
         from .quality.pairwise import pairwise_report

@@ -16,7 +16,7 @@ from collections import deque
 from typing import Any
 
 from flask import Flask, Response, g, jsonify, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import BadRequest, HTTPException
 
 from . import __version__
 from .backend import LabelJudgeBackend, UnknownProject
@@ -75,7 +75,7 @@ def create_app(settings: Settings | None = None, backend: LabelJudgeBackend | No
     def body() -> dict:
         data = request.get_json(silent=True)
         if not isinstance(data, dict):
-            raise _BadRequest("request body must be a JSON object")
+            raise BadRequest("request body must be a JSON object")
         return data
 
     @app.get("/")
@@ -167,10 +167,6 @@ def create_app(settings: Settings | None = None, backend: LabelJudgeBackend | No
         return jsonify(stats.snapshot())
 
     return app
-
-
-class _BadRequest(HTTPException):
-    code = 400
 
 
 def _project_of(tasks: list) -> Any:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import re
 import time
 
-import httpx
 import pytest
 
 from ml_backend.labeling import label_project
