@@ -74,7 +74,8 @@ def _missing(value) -> bool:
 
 def score_dataframe(df: pd.DataFrame, *, model: str | Path, project: int | str | None = None,
                     column: str = "score", batch_size: int = 64) -> pd.DataFrame:
-    """A copy of ``df`` with the evaluator's 0..1 score per row (input/output/context/... columns).
+    """A copy of ``df`` with the evaluator's 0..1 score per row (input/output/context/... columns; for a
+    pairwise evaluator, response_a/response_b and the conversation, scored as P(A is better)).
     ``model`` is a model directory, or a version (``evaluator-0003``) of ``project``'s registry."""
     import json as _json
 
@@ -88,10 +89,24 @@ def score_dataframe(df: pd.DataFrame, *, model: str | Path, project: int | str |
             raise FileNotFoundError(f"{model} is not a model directory; give project= to look it up by version")
         path = Registry(Settings.from_env().model_dir / "evaluators", str(project)).path(str(model))
     manifest = _json.loads((path / "manifest.json").read_text()) if (path / "manifest.json").exists() else {}
-    spec = InputSpec(text_a=tuple(manifest.get("input", {}).get("text_a", ("output",))),
-                     text_b=tuple(manifest.get("input", {}).get("text_b", ("input", "context"))))
-    pairs = [spec.pair({k: v for k, v in rec.items() if not _missing(v)}) for rec in df.to_dict("records")]
-    scores = Scorer(path).score([a for a, _ in pairs], [b for _, b in pairs], batch_size=batch_size)
+    records = [{k: v for k, v in rec.items() if not _missing(v)} for rec in df.to_dict("records")]
+    inputs = manifest.get("input", {})
+    if manifest.get("kind") == "reward":  # a pairwise evaluator: P(response A is better than B)
+        from .evaluator.data import join_fields
+        from .evaluator.reward import RewardScorer
+
+        a_key, b_key = inputs["a"], inputs["b"]
+        missing = [k for k in (a_key, b_key) if k not in df.columns]
+        if missing:
+            raise ValueError(f"a pairwise evaluator needs the columns {a_key} and {b_key}; missing: {', '.join(missing)}")
+        scores = RewardScorer(path).prefer([join_fields(r, inputs.get("text_b", ())) for r in records],
+                                           [join_fields(r, (a_key,)) for r in records],
+                                           [join_fields(r, (b_key,)) for r in records], batch_size=batch_size)
+    else:
+        spec = InputSpec(text_a=tuple(inputs.get("text_a", ("output",))),
+                         text_b=tuple(inputs.get("text_b", ("input", "context"))))
+        pairs = [spec.pair(r) for r in records]
+        scores = Scorer(path).score([a for a, _ in pairs], [b for _, b in pairs], batch_size=batch_size)
     out = df.copy()
     out[column] = scores
     return out

@@ -44,6 +44,7 @@ class Evaluator:
     text_a: tuple[str, ...]
     text_b: tuple[str, ...]
     mtime: int = 0
+    kind: str = "binary"  # or "reward": text_a is then (response A's key, response B's key)
 
 
 @dataclass
@@ -228,7 +229,7 @@ class LabelJudgeBackend:
 
     def evaluator_for(self, pid: str, schema: TaskSchema) -> Evaluator | None:
         """The promoted evaluator, reloaded only when the registry's pointer changed (a stat per call).
-        Only served for a two-option control: its score picks one of the two labels."""
+        Its score picks one of two labels: Pass/Fail-like, or A/B for a pairwise evaluator."""
         directory = self.settings.model_dir / "evaluators" / pid / "current.json"
         try:
             mtime = directory.stat().st_mtime_ns
@@ -243,11 +244,36 @@ class LabelJudgeBackend:
             return None
         import json as _json
 
-        from .evaluator.scorer import Scorer
-
         path = registry.path(version)
         manifest = _json.loads((path / "manifest.json").read_text())
+        ev = self._load_evaluator(pid, version, path, manifest, schema)
+        if ev is None:
+            return None
+        ev.mtime = mtime
+        with self._lock:
+            self._evaluators[pid] = ev  # atomic swap: requests in flight keep the old object
+        log.info("project %s now serves %s", pid, version)
+        return ev
+
+    def _load_evaluator(self, pid: str, version: str, path: Any, manifest: dict,
+                        schema: TaskSchema) -> Evaluator | None:
+        """The Evaluator for a registry version, or None (logged) when this config cannot take its
+        answers: a binary evaluator needs a two-option control, a pairwise one the config's A/B pair."""
+        from .evaluator.reward import RewardScorer
+        from .evaluator.scorer import Scorer
+
         spec = schema.controls.get(manifest["control"])
+        if manifest.get("kind") == "reward":
+            pair = schema.pair_fields()
+            if spec is None or pair is None or pair[0] != manifest["control"]:
+                log.warning("pairwise evaluator %s of project %s answers %s, which this config does not compare; "
+                            "serving the judge", version, pid, manifest["control"])
+                return None
+            side = {o.lower(): o for o in spec.question.options}
+            positive, negative = side.get("a") or side.get("left"), side.get("b") or side.get("right")
+            return Evaluator(version, RewardScorer(path), manifest["control"], positive, negative,
+                             (manifest["input"]["a"], manifest["input"]["b"]), tuple(manifest["input"]["text_b"]),
+                             kind="reward")
         if spec is None or spec.question.kind != "single" or len(spec.question.options) != 2 \
                 or manifest["positive"][0] not in spec.question.options:
             log.warning("evaluator %s of project %s answers %s, which this config cannot take as two labels; "
@@ -255,21 +281,22 @@ class LabelJudgeBackend:
             return None
         positive = manifest["positive"][0]
         negative = [o for o in spec.question.options if o != positive][0]
-        ev = Evaluator(version, Scorer(path), manifest["control"], positive, negative,
-                       tuple(manifest["input"]["text_a"]), tuple(manifest["input"]["text_b"]), mtime)
-        with self._lock:
-            self._evaluators[pid] = ev  # atomic swap: requests in flight keep the old object
-        log.info("project %s now serves %s", pid, version)
-        return ev
+        return Evaluator(version, Scorer(path), manifest["control"], positive, negative,
+                         tuple(manifest["input"]["text_a"]), tuple(manifest["input"]["text_b"]))
 
     def evaluator_changed(self, pid: str) -> None:
         with self._lock:
             self._evaluators.pop(pid, None)
 
     def score_tasks(self, state: ProjectState, tasks: Sequence[dict]) -> list[float]:
-        from .evaluator.data import InputSpec
+        from .evaluator.data import InputSpec, join_fields
 
         ev = state.evaluator
+        if ev.kind == "reward":  # P(response A is better than B)
+            rows = [t.get("data") or {} for t in tasks]
+            p = ev.scorer.prefer([join_fields(d, ev.text_b) for d in rows], [join_fields(d, ev.text_a[:1]) for d in rows],
+                                 [join_fields(d, ev.text_a[1:]) for d in rows])
+            return [float(x) for x in p]
         spec = InputSpec(text_a=ev.text_a, text_b=ev.text_b)
         pairs = [spec.pair(t.get("data") or {}) for t in tasks]
         return [float(p) for p in ev.scorer.score([a for a, _ in pairs], [b for _, b in pairs])]

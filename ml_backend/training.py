@@ -10,7 +10,7 @@ import threading
 from typing import Any, Callable
 
 from .evaluator.data import InputSpec
-from .evaluator.pipeline import run_training
+from .evaluator.pipeline import run_reward_training, run_training
 from .evaluator.registry import Registry
 from .evaluator.train import TrainConfig
 from .judge.providers import scrub
@@ -27,7 +27,12 @@ def train_project(backend: Any, project: int, *, progress: Callable[[dict], None
         raise RuntimeError("training needs LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY")
     pid = str(project)
     state = backend.state(pid) if backend.store.project(pid) else None
-    tasks, controls = project_records(api, project)
+    schema = state.schema if state is not None else None
+    if schema is None:
+        from .reporting import project_schema
+
+        schema = project_schema(api, project)
+    tasks, controls = project_records(api, project, schema)
     if state is not None:
         config = state.config
     else:
@@ -35,12 +40,19 @@ def train_project(backend: Any, project: int, *, progress: Callable[[dict], None
 
         config = ProjectConfig.resolve(backend.settings)
     spec_in = dict(config.evaluator_input)
-    spec = InputSpec(text_a=tuple(spec_in.get("text_a") or ("output",)),
-                     text_b=tuple(spec_in.get("text_b") or ("input", "context")),
-                     positive=tuple(spec_in.get("positive") or ()), judge_weight=config.judge_weight)
     cfg = TrainConfig(epochs=backend.settings.train_epochs, max_length=backend.settings.train_max_length)
     registry = Registry(backend.settings.model_dir / "evaluators", pid)
-    result = run_training(tasks, controls[0], registry, spec=spec, cfg=cfg, progress=progress)
+    pair = schema.pair_fields()
+    if pair:  # a preference config: the pairwise (reward-model) evaluator
+        spec = InputSpec(text_b=tuple(spec_in.get("text_b") or ("messages", "input", "context")),
+                         judge_weight=config.judge_weight)
+        result = run_reward_training(tasks, pair[0], (pair[1], pair[2]), registry, spec=spec, cfg=cfg,
+                                     progress=progress)
+    else:
+        spec = InputSpec(text_a=tuple(spec_in.get("text_a") or ("output",)),
+                         text_b=tuple(spec_in.get("text_b") or ("input", "context")),
+                         positive=tuple(spec_in.get("positive") or ()), judge_weight=config.judge_weight)
+        result = run_training(tasks, controls[0], registry, spec=spec, cfg=cfg, progress=progress)
     human = sum(1 for t in tasks if t["annotations"])
     backend.store.set_trained_labels(pid, human)
     backend.evaluator_changed(pid)

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ml_backend.datasets import halueval_pairs  # noqa: E402
-from ml_backend.evaluator.reward import train_reward  # noqa: E402
+from ml_backend.evaluator.reward import sides_from_chosen, train_reward  # noqa: E402
 from ml_backend.evaluator.scorer import Scorer  # noqa: E402
 from ml_backend.evaluator.train import TrainConfig, train_evaluator  # noqa: E402
 
@@ -38,7 +38,8 @@ def main() -> None:
     train, test = pairs.iloc[: args.train], pairs.iloc[args.train:].reset_index(drop=True)
     cfg = TrainConfig(epochs=args.epochs, max_length=args.max_length, batch_size=16, lr=5e-5)
     with tempfile.TemporaryDirectory() as tmp:
-        reward = train_reward(train, test, Path(tmp) / "reward", cfg)
+        reward = train_reward(sides_from_chosen(train, seed=1), sides_from_chosen(test, seed=2),
+                              Path(tmp) / "reward", cfg)
         rows = pd.concat([
             pd.DataFrame({"text_a": train.chosen, "text_b": train.prompt, "label": 1}),
             pd.DataFrame({"text_a": train.rejected, "text_b": train.prompt, "label": 0})]).reset_index(drop=True)

@@ -7,6 +7,7 @@ question and the context), which lets the encoder attend across them.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -27,14 +28,23 @@ class InputSpec:
     extra: dict = field(default_factory=dict)
 
     def pair(self, data: dict) -> tuple[str, str]:
-        a = "\n".join(_text(data.get(k)) for k in self.text_a if data.get(k) is not None)
-        b = "\n".join(_text(data.get(k)) for k in self.text_b if data.get(k) is not None)
+        a, b = join_fields(data, self.text_a), join_fields(data, self.text_b)
         if not a:  # configs whose fields have other names: use every field
             a = "\n".join(f"{k}: {_text(v)}" for k, v in data.items())
         return a, b
 
 
+def join_fields(data: dict, keys: Sequence[str]) -> str:
+    """The text of the fields ``keys`` that the task has (a chat becomes "role: content" lines)."""
+    return "\n".join(_text(data.get(k)) for k in keys if data.get(k) is not None)
+
+
 def _text(v: Any) -> str:
+    if isinstance(v, str) and v.startswith("[{"):  # a chat that came through CSV as JSON text
+        try:
+            v = json.loads(v)
+        except ValueError:
+            return v
     if isinstance(v, list) and v and all(isinstance(m, dict) and "content" in m for m in v):
         return "\n".join(f"{m.get('role', 'message')}: {m['content']}" for m in v)
     return str(v)
@@ -70,6 +80,38 @@ def build_dataset(tasks: Sequence[dict], control: dict, spec: InputSpec) -> pd.D
             rows.append({"task_id": t["id"], "text_a": a, "text_b": b, "label": int(value in positives),
                          "weight": spec.judge_weight, "source": "judge", "ground_truth": False})
     return pd.DataFrame(rows, columns=["task_id", "text_a", "text_b", "label", "weight", "source", "ground_truth"])
+
+
+# a preference answer, as "response A is the better one" (1) or not (0); ties prefer nothing
+SIDES = {"a": 1, "left": 1, "b": 0, "right": 0}
+PAIR_COLUMNS = ["task_id", "prompt", "response_a", "response_b", "label", "weight", "source", "ground_truth"]
+
+
+def build_pairs(tasks: Sequence[dict], control: str, a_key: str, b_key: str, spec: InputSpec) -> pd.DataFrame:
+    """Preference pairs for the reward-model evaluator: one row per task whose preference is A or B
+    (human gold, else the judge's as a weak label). ``label`` is 1 when A is preferred. The prompt is
+    ``spec.text_b``'s fields (the conversation); model names never enter the text."""
+    ref, _ = reference_labels(tasks, control)
+    rows = []
+    for t in tasks:
+        data = t.get("data") or {}
+        a, b = data.get(a_key), data.get(b_key)
+        if a is None or b is None:
+            continue
+        prompt = join_fields(data, spec.text_b)
+        if t["id"] in ref:
+            side, weight, source = SIDES.get(str(ref[t["id"]]).lower()), 1.0, "human"
+            gt = any(x.get("ground_truth") for x in t["annotations"])
+        else:
+            judged = [p for p in t["predictions"] if p["model_version"].startswith("judge-")]
+            value = norm(judged[-1]["answers"].get(control)) if judged else None
+            side, weight, source, gt = SIDES.get(str(value).lower()), spec.judge_weight, "judge", False
+            if weight <= 0:
+                continue
+        if side is not None:
+            rows.append({"task_id": t["id"], "prompt": prompt, "response_a": _text(a), "response_b": _text(b),
+                         "label": side, "weight": weight, "source": source, "ground_truth": gt})
+    return pd.DataFrame(rows, columns=PAIR_COLUMNS)
 
 
 def split(df: pd.DataFrame, *, test_size: float = 0.2, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:

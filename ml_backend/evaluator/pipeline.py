@@ -1,5 +1,6 @@
 """One training run: dataset -> train (in a staging dir) -> ONNX (+ int8 if it keeps accuracy) ->
-commit a version -> promote only if it beats the served one on the same held-out human labels."""
+commit a version -> promote only if it beats the served one on the same held-out human labels.
+Two kinds: the single-response evaluator (binary) and the pairwise one (reward model)."""
 from __future__ import annotations
 
 import json
@@ -41,38 +42,76 @@ def training_curve(history: list[dict], path: Path) -> None:
 
 def run_training(tasks: Sequence[dict], control: dict, registry: Registry, *, spec: InputSpec | None = None,
                  cfg: TrainConfig | None = None, progress: Callable[[dict], None] | None = None) -> dict:
+    """The single-response evaluator: P(the control's answer is the positive label)."""
     spec = spec or InputSpec()
-    registry.cleanup_staging()
     data = build_dataset(tasks, control, spec)
     if data.label.nunique() < 2:
         raise ValueError("the labels hold a single class: the evaluator needs examples of both")
     train, test = split(data, seed=(cfg or TrainConfig()).seed)
+
+    def predict(model_dir: Path, runtime: str = "auto") -> np.ndarray:
+        return Scorer(model_dir, runtime=runtime).score(list(test.text_a), list(test.text_b))
+
+    manifest = {"kind": "binary", "control": control["name"], "positive": sorted(_positives(control, spec)),
+                "input": {"text_a": list(spec.text_a), "text_b": list(spec.text_b)}}
+    return _train_and_gate(registry, train, test, manifest, spec, predict,
+                           lambda staging: train_evaluator(train, test, staging, cfg, progress))
+
+
+def run_reward_training(tasks: Sequence[dict], control: str, sides: tuple[str, str], registry: Registry, *,
+                        spec: InputSpec | None = None, cfg: TrainConfig | None = None,
+                        progress: Callable[[dict], None] | None = None) -> dict:
+    """The pairwise evaluator of a preference control whose responses are the data keys ``sides``:
+    P(response A is better), from human preferences (gold) and the judge's (weak); ties are left out."""
+    from .data import build_pairs
+    from .reward import RewardScorer, train_reward
+
+    spec = spec or InputSpec(text_b=("messages", "input", "context"))
+    data = build_pairs(tasks, control, sides[0], sides[1], spec)
+    if data.label.nunique() < 2:
+        raise ValueError("the preferences all pick one side: the pairwise evaluator needs both A and B wins")
+    train, test = split(data, seed=(cfg or TrainConfig()).seed)
+
+    def predict(model_dir: Path, runtime: str = "auto") -> np.ndarray:
+        return RewardScorer(model_dir, runtime=runtime).prefer(list(test.prompt), list(test.response_a),
+                                                                list(test.response_b))
+
+    manifest = {"kind": "reward", "control": control, "input": {"a": sides[0], "b": sides[1],
+                                                                 "text_b": list(spec.text_b)}}
+    return _train_and_gate(registry, train, test, manifest, spec, predict,
+                           lambda staging: train_reward(train, test, staging, cfg, progress))
+
+
+def _train_and_gate(registry: Registry, train, test, manifest: dict, spec: InputSpec,
+                    predict: Callable[..., np.ndarray], fit: Callable[[Path], dict]) -> dict:
+    """Train in a staging dir, export ONNX, pick the runtime, commit a version, and promote it only if
+    it beats the served one on the same held-out human labels (``predict(model_dir)`` scores them)."""
+    registry.cleanup_staging()
     staging = registry.staging()
     try:
-        metrics = train_evaluator(train, test, staging, cfg, progress)
+        metrics = fit(staging)
         export_onnx(staging)
-        runtime = _choose_runtime(staging, test, metrics)
+        runtime = _choose_runtime(staging, test, metrics, predict)
         metrics["runtime"] = runtime
         (staging / "serving.json").write_text(json.dumps({"runtime": runtime}))
         (staging / "manifest.json").write_text(json.dumps({
-            "control": control["name"], "positive": sorted(_positives(control, spec)), "input": {
-                "text_a": list(spec.text_a), "text_b": list(spec.text_b)}, "judge_weight": spec.judge_weight,
-            "train_tasks": train.task_id.tolist(), "test_tasks": test.task_id.tolist(),
-            "train_sources": train.source.value_counts().to_dict()}, indent=1))
+            **manifest, "judge_weight": spec.judge_weight, "train_tasks": train.task_id.tolist(),
+            "test_tasks": test.task_id.tolist(), "train_sources": train.source.value_counts().to_dict()}, indent=1))
         training_curve(metrics["history"], staging / "curve.png")
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=1))
         version = registry.commit(staging)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    promoted, reason, current_metrics = _gate(registry, version, test, metrics)
+    promoted, reason, current_metrics = _gate(registry, version, test, metrics, manifest["kind"], predict)
     if promoted:
         registry.promote(version, reason)
-    result = {"version": version, "promoted": promoted, "reason": reason, "current": registry.current(),
-              "n_train": metrics["n_train"], "n_test": metrics["n_test"], "accuracy": metrics["accuracy"],
-              "f1": metrics["f1"], "auc": metrics["auc"], "ece": metrics["ece"], "seconds": metrics["seconds"],
-              "device": metrics["device"], "runtime": metrics["runtime"], "compared_with": current_metrics,
-              "n_human_train": metrics["n_human_train"], "n_judge_train": metrics["n_judge_train"]}
+    result = {"version": version, "kind": manifest["kind"], "promoted": promoted, "reason": reason,
+              "current": registry.current(), "n_train": metrics["n_train"], "n_test": metrics["n_test"],
+              "accuracy": metrics["accuracy"], "f1": metrics["f1"], "auc": metrics["auc"], "ece": metrics["ece"],
+              "seconds": metrics["seconds"], "device": metrics["device"], "runtime": metrics["runtime"],
+              "compared_with": current_metrics, "n_human_train": metrics["n_human_train"],
+              "n_judge_train": metrics["n_judge_train"]}
     path = registry.path(version) / "result.json"
     path.write_text(json.dumps(result, indent=1))
     return result
@@ -84,29 +123,33 @@ def _positives(control: dict, spec: InputSpec) -> set[str]:
     return positive_labels(control, spec)
 
 
-def _choose_runtime(model_dir: Path, test, metrics: dict) -> str:
-    fp32 = Scorer(model_dir, runtime="onnx").score(list(test.text_a), list(test.text_b))
-    int8 = Scorer(model_dir, runtime="onnx-int8").score(list(test.text_a), list(test.text_b))
+def _choose_runtime(model_dir: Path, test, metrics: dict, predict: Callable[..., np.ndarray]) -> str:
     y = test.label.to_numpy()
-    acc32 = binary_metrics(fp32, y)["accuracy"]
-    acc8 = binary_metrics(int8, y)["accuracy"]
+    acc32 = binary_metrics(predict(model_dir, "onnx"), y)["accuracy"]
+    acc8 = binary_metrics(predict(model_dir, "onnx-int8"), y)["accuracy"]
     metrics["onnx_accuracy"], metrics["int8_accuracy"] = acc32, acc8
     return "onnx-int8" if acc8 is not None and acc8 >= acc32 - INT8_TOLERANCE else "onnx"
 
 
-def _gate(registry: Registry, version: str, test, metrics: dict) -> tuple[bool, str, dict | None]:
+def _gate(registry: Registry, version: str, test, metrics: dict, kind: str,
+          predict: Callable[..., np.ndarray]) -> tuple[bool, str, dict | None]:
     """Promote only a model that beats the served one on the same held-out human labels; the first
-    one must beat always answering the majority class."""
+    one must beat always answering the majority class (for pairs: always the same side). A served
+    model of another kind (the config changed between binary and pairwise) is replaced."""
     y = test.label.to_numpy()
     new_acc = metrics["accuracy"] or 0.0
     current = registry.current()
-    if current is None:
+    current_kind = None
+    if current is not None:
+        manifest = registry.path(current) / "manifest.json"
+        current_kind = json.loads(manifest.read_text()).get("kind", "binary") if manifest.exists() else "binary"
+    if current is None or current_kind != kind:
         majority = float(max(np.mean(y), 1 - np.mean(y)))
+        first = "first evaluator" if current is None else f"first {kind} evaluator (replaces {current_kind} {current})"
         if new_acc > majority:
-            return True, f"first evaluator: accuracy {new_acc:.3f} beats the majority class ({majority:.3f})", None
+            return True, f"{first}: accuracy {new_acc:.3f} beats the majority class ({majority:.3f})", None
         return False, f"accuracy {new_acc:.3f} does not beat the majority class ({majority:.3f})", None
-    old = Scorer(registry.path(current)).score(list(test.text_a), list(test.text_b))
-    old_m = binary_metrics(old, y)
+    old_m = binary_metrics(predict(registry.path(current)), y)
     old_m["version"] = current
     if new_acc > (old_m["accuracy"] or 0) or (new_acc == old_m["accuracy"] and (metrics["auc"] or 0) > (old_m["auc"] or 0)):
         return True, f"accuracy {new_acc:.3f} beats {current} ({old_m['accuracy']:.3f}) on {len(y)} held-out labels", old_m

@@ -84,8 +84,11 @@ class Scorer:
         with self._torch.inference_mode():
             return self.model(**{k: self._torch.from_numpy(v) for k, v in enc.items()}).logits.numpy()
 
+    def raw_logits(self, text_a: Sequence[str], text_b: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """Logits for any number of items, in batches of ``batch_size``."""
+        out = [self.logits(text_a[i:i + batch_size], text_b[i:i + batch_size]) for i in range(0, len(text_a), batch_size)]
+        return np.concatenate(out) if out else np.zeros((0, 2))
+
     def score(self, text_a: Sequence[str], text_b: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        out = []
-        for i in range(0, len(text_a), batch_size):
-            out.append(softmax_pos(self.logits(text_a[i:i + batch_size], text_b[i:i + batch_size]), self.temperature))
-        return np.concatenate(out) if out else np.zeros(0)
+        logits = self.raw_logits(text_a, text_b, batch_size)
+        return softmax_pos(logits, self.temperature) if len(logits) else np.zeros(0)
