@@ -4,7 +4,7 @@ Answers: the option named by ``EXPECT=<option>`` in the last user message, else 
 the JSON schema's enum (or "Pass"). Confidence is carried in the log-probabilities: the answer's
 tokens get log(``p_answer``). Faults are queued (``server.faults.append("429")``) and each is used
 by one request: "429", "500", "timeout" (sleeps past the client's timeout), "invalid_label",
-"malformed_json", "no_logprobs", "reject_format" (400 on response_format). ``latency`` adds a fixed delay per call.
+"malformed_json", "no_logprobs", "reject_format" (400 on response_format), "html" (a 200 that is not JSON). ``latency`` adds a fixed delay per call.
 """
 from __future__ import annotations
 
@@ -60,6 +60,9 @@ class FakeOpenAI:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as OpenAI and vLLM speak: no connect per call
+            disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms delayed-ACK stall
+
             def log_message(self, *args: Any) -> None:
                 pass
 
@@ -79,6 +82,14 @@ class FakeOpenAI:
                     return self._send(500, {"error": {"message": "upstream exploded"}})
                 if fault == "reject_format" or (outer.reject_format and body.get("response_format")):
                     return self._send(400, {"error": {"message": "response_format is not supported"}})
+                if fault == "html":  # a proxy's error page with status 200
+                    data = b"<html><body>Bad gateway</body></html>"
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/html")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
                 if fault == "timeout":
                     time.sleep(outer.timeout_sleep)
                     return self._send(504, {"error": {"message": "too late"}})

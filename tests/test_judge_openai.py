@@ -62,7 +62,8 @@ def test_timeout_is_a_provider_error(fake_llm):
 
 
 @pytest.mark.parametrize("fault,needle", [("invalid_label", "'Maybe' is not one of Pass, Fail"),
-                                          ("malformed_json", "malformed JSON")])
+                                          ("malformed_json", "malformed JSON"),
+                                          ("html", "not a chat completion")])
 def test_unusable_answers_abstain(fake_llm, fault, needle):
     fake_llm.faults.append(fault)
     v = make_judge(fake_llm).judge(TASK)

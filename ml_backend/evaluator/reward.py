@@ -58,7 +58,9 @@ def train_reward(train: pd.DataFrame, test: pd.DataFrame, out_dir: Path, cfg: Tr
     n_val = max(1, int(len(train) * cfg.val_fraction)) if len(train) >= 20 else 0
     val = train.iloc[order[:n_val]] if n_val else test
     fit = train.iloc[order[n_val:]] if n_val else train
-    batch = max(4, min(cfg.batch_size, len(fit) // 20))
+    # a pair is two sequences: half as many pairs per step keeps the step count (and the memory) of
+    # the single-response evaluator on the same responses
+    batch = max(4, min(cfg.batch_size // 2, len(fit) // 20))
     steps = cfg.epochs * math.ceil(len(fit) / batch)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup * steps), max(1, steps))
