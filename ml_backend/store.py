@@ -221,10 +221,12 @@ class Store:
                                    (version, content_hash)).fetchone()
         return json.loads(row["verdict"]) if row else None
 
-    def put_verdict(self, version: str, content_hash: str, verdict: dict) -> None:
+    def put_verdicts(self, version: str, rows: list[tuple[str, dict]]) -> None:
+        """Many (content_hash, verdict) in one transaction: one commit for a group of verdicts."""
+        now = time.time()
         with self._tx() as db:
-            db.execute("INSERT OR REPLACE INTO verdict_cache VALUES (?, ?, ?, ?)",
-                       (version, content_hash, json.dumps(verdict), time.time()))
+            db.executemany("INSERT OR REPLACE INTO verdict_cache VALUES (?, ?, ?, ?)",
+                           [(version, h, json.dumps(v), now) for h, v in rows])
 
     # -- ledger: what each judge version cost --------------------------------------------------
     def add_ledger(self, project_id: str, version: str, model: str, *, calls: int = 0, tokens_in: int = 0,

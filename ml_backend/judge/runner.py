@@ -8,20 +8,61 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import queue
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Protocol
 
+
+
 from .judge import Judge
 from .providers.base import ProviderError
 from .types import Verdict, verdict_from_dict, verdict_to_dict
 
+log = logging.getLogger(__name__)
+
 
 class VerdictCache(Protocol):
     def get_verdict(self, version: str, content_hash: str) -> dict | None: ...
-    def put_verdict(self, version: str, content_hash: str, verdict: dict) -> None: ...
+    def put_verdicts(self, version: str, rows: list[tuple[str, dict]]) -> None: ...
+
+
+class _GroupCommit:
+    """Caches verdicts from one thread, committing whatever has queued up in one transaction (group
+    commit): one sqlite commit per task cost ~0.9 ms of CPU at 64 calls in flight. A verdict waits
+    only while the previous group commits (milliseconds) and every queued one is committed before
+    ``close`` returns, so a run that ends, fails or is stopped keeps all it paid for."""
+
+    def __init__(self, cache: VerdictCache, version: str) -> None:
+        self.cache, self.version = cache, version
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, name="labeljudge-cache", daemon=True)
+        self._thread.start()
+
+    def put(self, content_hash: str, verdict: dict) -> None:
+        self._queue.put((content_hash, verdict))
+
+    def _loop(self) -> None:
+        done = False
+        while not done:
+            rows = [self._queue.get()]
+            while not self._queue.empty():
+                rows.append(self._queue.get())
+            if rows[-1] is None:
+                rows.pop()
+                done = True
+            if rows:
+                try:
+                    self.cache.put_verdicts(self.version, rows)
+                except Exception as exc:  # the cache saves money; losing it must not stop the run
+                    log.warning("could not cache %d verdicts: %s", len(rows), exc)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
 
 
 @dataclass
@@ -92,22 +133,27 @@ def run_judge(judge: Judge, items: Iterable[tuple[Any, dict]], on_outcome: Calla
             verdict = judge.judge(data)
         except ProviderError as exc:
             return Outcome(key, None, str(exc), retryable=True)
-        if cache is not None and verdict.usable:  # unusable answers are retried next run, not cached
-            cache.put_verdict(version, h, verdict_to_dict(verdict))
+        if writer is not None and verdict.usable:  # unusable answers are retried next run, not cached
+            writer.put(h, verdict_to_dict(verdict))
         return Outcome(key, verdict, verdict.error, retryable=not verdict.usable)
 
-    with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="labeljudge-run") as pool:
-        pending: set[Future] = set()
-        for key, data in items:
-            if stop is not None and stop.is_set():
-                break
-            pending.add(pool.submit(one, key, data))
-            if len(pending) >= concurrency * 2:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for f in done:
-                    on_outcome(f.result())
-        for f in pending:
-            on_outcome(f.result())
+    writer = _GroupCommit(cache, version) if cache is not None else None
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="labeljudge-run") as pool:
+            pending: set[Future] = set()
+            for key, data in items:
+                if stop is not None and stop.is_set():
+                    break
+                pending.add(pool.submit(one, key, data))
+                if len(pending) >= concurrency * 2:
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for f in done:
+                        on_outcome(f.result())
+            for f in pending:
+                on_outcome(f.result())
+    finally:
+        if writer is not None:
+            writer.close()
 
 
 def _estimate_tokens(data: dict) -> int:
