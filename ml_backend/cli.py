@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     label.add_argument("--concurrency", type=int, default=8)
     label.add_argument("--rpm", type=float, help="max requests per minute")
     label.add_argument("--tpm", type=float, help="max (estimated) tokens per minute")
-    label.add_argument("--batch-size", type=int, default=50, help="predictions written per API call")
+    label.add_argument("--batch-size", type=int, default=500,
+                       help="predictions written per API call (or what 2 s gathered)")
     label.add_argument("--prompt", help="file with a prompt template (overrides extra_params)")
     label.add_argument("--metric", help="built-in metric (overrides extra_params)")
     label.add_argument("--model", help="judge model (overrides extra_params)")
