@@ -40,6 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     label.add_argument("--tpm", type=float, help="max (estimated) tokens per minute")
     label.add_argument("--batch-size", type=int, default=500,
                        help="predictions written per API call (or what 2 s gathered)")
+    label.add_argument("--batch-api", action="store_true",
+                       help="send the requests as one OpenAI Batch API batch (half price, up to 24 h); "
+                            "a re-run collects the same batch")
+    label.add_argument("--poll-interval", type=float, default=30.0, help="seconds between batch status checks")
     label.add_argument("--prompt", help="file with a prompt template (overrides extra_params)")
     label.add_argument("--metric", help="built-in metric (overrides extra_params)")
     label.add_argument("--model", help="judge model (overrides extra_params)")

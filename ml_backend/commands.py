@@ -47,6 +47,10 @@ def label(args: argparse.Namespace) -> int:
                         cached=summary.cached, failed=summary.failed, refresh=False)
         bar.refresh()
 
+    def batch_progress(status) -> None:
+        bar.set_description(f"batch {status.batch_id} {status.status} {status.completed + status.failed}/{status.total}")
+        bar.refresh()
+
     def interrupt(*_):  # first Ctrl-C: finish what is in flight and write it; second: die
         if stop.is_set():
             raise KeyboardInterrupt
@@ -57,7 +61,9 @@ def label(args: argparse.Namespace) -> int:
     try:
         summary = label_project(backend, api, args.project, overrides=overrides, sample=args.sample,
                                 concurrency=args.concurrency, rpm=args.rpm, tpm=args.tpm,
-                                batch_size=args.batch_size, progress=progress, stop=stop)
+                                batch_size=args.batch_size, progress=progress, stop=stop,
+                                batch_api=args.batch_api, poll_interval=args.poll_interval,
+                                batch_progress=batch_progress)
     except Exception as exc:
         raise UserError(scrub(str(exc), (settings.openai_api_key, args.api_key))) from None
     finally:

@@ -26,6 +26,7 @@ from .labelstudio import LabelStudioAPI
 from .settings import parse_extra_params
 
 log = logging.getLogger(__name__)
+BATCH_DISCOUNT = 0.5  # OpenAI's Batch API bills half the live price
 
 
 @dataclass
@@ -73,7 +74,8 @@ def resolve_state(backend: LabelJudgeBackend, api: LabelStudioAPI, project: int,
 def label_project(backend: LabelJudgeBackend, api: LabelStudioAPI, project: int, *,
                   overrides: dict | None = None, sample: int | None = None, concurrency: int = 8,
                   rpm: float | None = None, tpm: float | None = None, batch_size: int = 500,
-                  max_wait: float = 2.0,
+                  max_wait: float = 2.0, batch_api: bool = False, poll_interval: float = 30.0,
+                  batch_progress: Callable[[Any], None] | None = None,
                   progress: ProgressFn | None = None, stop: threading.Event | None = None) -> LabelSummary:
     t0 = time.time()
     from .sync import resync_project
@@ -137,7 +139,7 @@ def label_project(backend: LabelJudgeBackend, api: LabelStudioAPI, project: int,
         with lock:
             usage = o.verdict.usage if o.verdict is not None else None
             if usage is not None and not o.cached:
-                c = price(model, usage.tokens_in, usage.tokens_out)
+                c = price(model, usage.tokens_in, usage.tokens_out) * (BATCH_DISCOUNT if batch_api else 1.0)
                 summary.tokens_in += usage.tokens_in
                 summary.tokens_out += usage.tokens_out
                 summary.cost += c
@@ -166,8 +168,15 @@ def label_project(backend: LabelJudgeBackend, api: LabelStudioAPI, project: int,
 
     t_run = time.time()
     try:
-        run_judge(state.judge, ((t, tasks[t]) for t in todo), on_outcome, concurrency=concurrency,
-                  cache=backend.store, limiter=RateLimiter(rpm, tpm), stop=stop)
+        if batch_api:
+            from .judge.batch import run_batch
+
+            run_batch(state.judge, ((t, tasks[t]) for t in todo), on_outcome, scope=f"{pid}:{version}",
+                      store=backend.store, cache=backend.store, poll_interval=poll_interval,
+                      progress=batch_progress, stop=stop)
+        else:
+            run_judge(state.judge, ((t, tasks[t]) for t in todo), on_outcome, concurrency=concurrency,
+                      cache=backend.store, limiter=RateLimiter(rpm, tpm), stop=stop)
     finally:
         with lock:
             flush()

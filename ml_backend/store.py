@@ -90,6 +90,13 @@ CREATE TABLE IF NOT EXISTS versions (
     created_at REAL NOT NULL,
     PRIMARY KEY (project_id, version)
 );
+CREATE TABLE IF NOT EXISTS provider_batches (
+    scope TEXT NOT NULL,
+    batch_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (scope, batch_id)
+);
 CREATE TABLE IF NOT EXISTS jobs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     project_id TEXT NOT NULL,
@@ -301,6 +308,18 @@ class Store:
         rows = self._conn().execute("SELECT * FROM versions WHERE project_id=? ORDER BY created_at",
                                     (project_id,)).fetchall()
         return [{**dict(r), "spec": json.loads(r["spec"])} for r in rows]
+
+    # -- Batch API batches: submitted once, collected once -----------------------------------------
+    def open_batch(self, scope: str) -> str | None:
+        """The batch of ``scope`` that was submitted but not yet collected (resume it, don't pay twice)."""
+        row = self._conn().execute("SELECT batch_id FROM provider_batches WHERE scope=? AND status != 'collected' "
+                                   "ORDER BY updated_at DESC LIMIT 1", (scope,)).fetchone()
+        return row["batch_id"] if row else None
+
+    def save_batch(self, scope: str, batch_id: str, status: str) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO provider_batches VALUES (?, ?, ?, ?)",
+                       (scope, batch_id, status, time.time()))
 
     # -- jobs (status over HTTP) ---------------------------------------------------------------
     def create_job(self, project_id: str, kind: str) -> int:

@@ -5,6 +5,8 @@ the JSON schema's enum (or "Pass"). Confidence is carried in the log-probabiliti
 tokens get log(``p_answer``). Faults are queued (``server.faults.append("429")``) and each is used
 by one request: "429", "500", "timeout" (sleeps past the client's timeout), "invalid_label",
 "malformed_json", "no_logprobs", "reject_format" (400 on response_format), "html" (a 200 that is not JSON). ``latency`` adds a fixed delay per call.
+It also speaks the Batch API (/files, /batches, /files/<id>/content): a batch completes on its
+``batch_polls``-th poll, answering every line like a live call (``batch_faults`` fail lines).
 """
 from __future__ import annotations
 
@@ -35,6 +37,10 @@ class FakeOpenAI:
         self.requests: list[dict] = []
         self.timeout_sleep = 3.0
         self.reject_format = False  # behave like a server without structured output
+        self.files: dict[str, bytes] = {}
+        self.batches: dict[str, dict] = {}
+        self.batch_polls = 2  # a batch completes on its second poll
+        self.batch_faults: deque[str] = deque()  # faults for the lines of the next completed batch
         self._lock = threading.Lock()
         self._server = _Server(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
@@ -52,6 +58,91 @@ class FakeOpenAI:
         self._server.shutdown()
         self._server.server_close()
 
+    def reply(self, body: dict, fault: str | None = None) -> tuple[int, dict, dict | None]:
+        """(status, payload, headers) for one chat-completions request."""
+        if fault == "429":
+            return 429, {"error": {"message": "rate limited"}}, {"Retry-After": "0"}
+        if fault == "500":
+            return 500, {"error": {"message": "upstream exploded"}}, None
+        if fault == "reject_format" or (self.reject_format and body.get("response_format")):
+            return 400, {"error": {"message": "response_format is not supported"}}, None
+        options = _options(body)
+        answer = self.decide(body, options) if self.decide else None
+        if answer is None:
+            last = next((m["content"] for m in reversed(body["messages"]) if m["role"] == "user"), "")
+            found = _EXPECT.findall(last)
+            answer = found[-1].strip() if found else None
+            if answer is None or (options and answer not in options):
+                answer = options[0] if options else (answer or "Pass")
+        if fault == "invalid_label":
+            answer = "Maybe"
+        content = json.dumps({"rationale": f"Judged {answer}.", "answer": answer}) \
+            if "rationale" in json.dumps(body.get("response_format") or {}) or not body.get("response_format") \
+            else json.dumps({"answer": answer})
+        if fault == "malformed_json":
+            content = '{"answer": "' + answer + '", "rationale": '
+        choice: dict[str, Any] = {"index": 0, "finish_reason": "stop",
+                                  "message": {"role": "assistant", "content": content}}
+        if body.get("logprobs") and fault != "no_logprobs":
+            choice["logprobs"] = {"content": _tokens(content, answer, self.p_answer)}
+        return 200, {
+            "id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()),
+            "model": body.get("model", "fake"), "choices": [choice],
+            "usage": {"prompt_tokens": sum(len(m["content"].split()) for m in body["messages"]),
+                      "completion_tokens": len(content.split()), "total_tokens": 0},
+        }, None
+
+    # -- the Batch API: files in, a batch that completes after ``batch_polls`` polls, files out ----
+    def _upload(self, content_type: str, raw: bytes) -> dict:
+        from email.parser import BytesParser
+
+        msg = BytesParser().parsebytes(b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + raw)
+        data = next(part.get_payload(decode=True) for part in msg.walk() if part.get_filename())
+        with self._lock:
+            file_id = f"file-{len(self.files) + 1}"
+            self.files[file_id] = data
+        return {"id": file_id, "object": "file", "bytes": len(data), "created_at": int(time.time()),
+                "filename": "requests.jsonl", "purpose": "batch", "status": "processed"}
+
+    def _create_batch(self, body: dict) -> dict:
+        with self._lock:
+            batch_id = f"batch-{len(self.batches) + 1}"
+            lines = [json.loads(x) for x in self.files[body["input_file_id"]].splitlines() if x.strip()]
+            self.batches[batch_id] = {"id": batch_id, "object": "batch", "endpoint": body["endpoint"],
+                                      "input_file_id": body["input_file_id"], "completion_window": "24h",
+                                      "status": "validating", "created_at": int(time.time()),
+                                      "output_file_id": None, "error_file_id": None, "polls": 0, "lines": lines,
+                                      "request_counts": {"total": len(lines), "completed": 0, "failed": 0}}
+            return self._public(self.batches[batch_id])
+
+    def _poll_batch(self, batch_id: str) -> dict | None:
+        with self._lock:
+            batch = self.batches.get(batch_id)
+            if batch is None:
+                return None
+            batch["polls"] += 1
+            if batch["status"] != "completed" and batch["polls"] >= self.batch_polls:
+                out, err = [], []
+                for line in batch["lines"]:
+                    status, payload, _ = self.reply(line["body"], self.batch_faults.popleft() if self.batch_faults else None)
+                    row = {"id": f"req-{line['custom_id']}", "custom_id": line["custom_id"],
+                           "response": {"status_code": status, "body": payload}, "error": None}
+                    (out if status == 200 else err).append(json.dumps(row))
+                for kind, rows in (("output_file_id", out), ("error_file_id", err)):
+                    if rows:
+                        file_id = f"file-{len(self.files) + 1}"
+                        self.files[file_id] = ("\n".join(rows) + "\n").encode()
+                        batch[kind] = file_id
+                batch["status"] = "completed"
+                batch["request_counts"] = {"total": len(batch["lines"]), "completed": len(out), "failed": len(err)}
+            elif batch["status"] == "validating":
+                batch["status"] = "in_progress"
+            return self._public(batch)
+
+    @staticmethod
+    def _public(batch: dict) -> dict:
+        return {k: v for k, v in batch.items() if k not in ("polls", "lines")}
+
     def _next_fault(self) -> str | None:
         with self._lock:
             return self.faults.popleft() if self.faults else None
@@ -68,20 +159,19 @@ class FakeOpenAI:
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(length) or b"{}")
+                raw = self.rfile.read(length)
+                if self.path.endswith("/files"):
+                    return self._send(200, outer._upload(self.headers.get("Content-Type", ""), raw))
+                body = json.loads(raw or b"{}")
                 with outer._lock:
                     outer.requests.append({"path": self.path, "body": body, "headers": dict(self.headers)})
+                if self.path.endswith("/batches"):
+                    return self._send(200, outer._create_batch(body))
                 if not self.path.endswith("/chat/completions"):
                     return self._send(404, {"error": {"message": "not found"}})
                 if outer.latency:
                     time.sleep(outer.latency)
                 fault = outer._next_fault()
-                if fault == "429":
-                    return self._send(429, {"error": {"message": "rate limited"}}, {"Retry-After": "0"})
-                if fault == "500":
-                    return self._send(500, {"error": {"message": "upstream exploded"}})
-                if fault == "reject_format" or (outer.reject_format and body.get("response_format")):
-                    return self._send(400, {"error": {"message": "response_format is not supported"}})
                 if fault == "html":  # a proxy's error page with status 200
                     data = b"<html><body>Bad gateway</body></html>"
                     self.send_response(200)
@@ -93,31 +183,22 @@ class FakeOpenAI:
                 if fault == "timeout":
                     time.sleep(outer.timeout_sleep)
                     return self._send(504, {"error": {"message": "too late"}})
-                options = _options(body)
-                answer = outer.decide(body, options) if outer.decide else None
-                if answer is None:
-                    last = next((m["content"] for m in reversed(body["messages"]) if m["role"] == "user"), "")
-                    found = _EXPECT.findall(last)
-                    answer = found[-1].strip() if found else None
-                    if answer is None or (options and answer not in options):
-                        answer = options[0] if options else (answer or "Pass")
-                if fault == "invalid_label":
-                    answer = "Maybe"
-                content = json.dumps({"rationale": f"Judged {answer}.", "answer": answer}) \
-                    if "rationale" in json.dumps(body.get("response_format") or {}) or not body.get("response_format") \
-                    else json.dumps({"answer": answer})
-                if fault == "malformed_json":
-                    content = '{"answer": "' + answer + '", "rationale": '
-                choice: dict[str, Any] = {"index": 0, "finish_reason": "stop",
-                                          "message": {"role": "assistant", "content": content}}
-                if body.get("logprobs") and fault != "no_logprobs":
-                    choice["logprobs"] = {"content": _tokens(content, answer, outer.p_answer)}
-                self._send(200, {
-                    "id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()),
-                    "model": body.get("model", "fake"), "choices": [choice],
-                    "usage": {"prompt_tokens": sum(len(m["content"].split()) for m in body["messages"]),
-                              "completion_tokens": len(content.split()), "total_tokens": 0},
-                })
+                self._send(*outer.reply(body, fault))
+
+            def do_GET(self) -> None:
+                parts = self.path.rstrip("/").split("/")
+                if len(parts) >= 2 and parts[-2] == "batches":
+                    batch = outer._poll_batch(parts[-1])
+                    return self._send(200, batch) if batch else self._send(404, {"error": {"message": "no batch"}})
+                if len(parts) >= 3 and parts[-1] == "content" and parts[-3] == "files" and parts[-2] in outer.files:
+                    data = outer.files[parts[-2]]
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/octet-stream")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
+                self._send(404, {"error": {"message": "not found"}})
 
             def _send(self, status: int, payload: dict, headers: dict | None = None) -> None:
                 data = json.dumps(payload).encode()

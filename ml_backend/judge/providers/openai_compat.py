@@ -39,14 +39,7 @@ class OpenAIProvider:
     def answer(self, messages: list[dict[str, str]], question: Question, decoding: Decoding) -> Answer:
         while True:
             structured, logprobs = self._structured, self._logprobs
-            kwargs: dict = {"model": self.model, "messages": messages,
-                            "temperature": decoding.temperature, "max_tokens": decoding.max_tokens}
-            if structured:
-                kwargs["response_format"] = {"type": "json_schema", "json_schema": {
-                    "name": "verdict", "strict": True,
-                    "schema": answer_schema(question, rationale=decoding.rationale)}}
-            if logprobs:
-                kwargs["logprobs"] = True
+            kwargs = self.request_body(messages, question, decoding)
             try:
                 # The client's request path (timeouts, retries with backoff and jitter, Retry-After,
                 # typed errors) with our already well-formed body and a plain-dict reply: its param
@@ -65,7 +58,18 @@ class OpenAIProvider:
             except openai.APIStatusError as exc:
                 raise ProviderError(f"{self.model}: provider answered {exc.status_code}: "
                                     f"{self._message(exc)}") from None
-        return self._to_answer(response, question)
+        return self.to_answer(response, question)
+
+    def request_body(self, messages: list[dict[str, str]], question: Question, decoding: Decoding) -> dict:
+        """The chat-completions body for one question (also what a Batch API line carries)."""
+        body: dict = {"model": self.model, "messages": messages,
+                      "temperature": decoding.temperature, "max_tokens": decoding.max_tokens}
+        if self._structured:
+            body["response_format"] = {"type": "json_schema", "json_schema": {
+                "name": "verdict", "strict": True, "schema": answer_schema(question, rationale=decoding.rationale)}}
+        if self._logprobs:
+            body["logprobs"] = True
+        return body
 
     def _downgrade(self, error: str, structured: bool, logprobs: bool) -> bool:
         """Drop an optional feature the server rejected; False if there is nothing left to drop."""
@@ -85,7 +89,8 @@ class OpenAIProvider:
                         self.model, self._structured, self._logprobs)
             return True
 
-    def _to_answer(self, response: dict, question: Question) -> Answer:
+    def to_answer(self, response: dict, question: Question) -> Answer:
+        """A chat-completion reply (a dict) as an Answer; an unusable one carries its error."""
         usage = Usage(calls=1)
         if not isinstance(response, dict) or not all(isinstance(c, dict) for c in response.get("choices") or []):
             return Answer(error=f"the provider's reply is not a chat completion: {str(response)[:120]!r}",
