@@ -92,16 +92,13 @@ def score_dataframe(df: pd.DataFrame, *, model: str | Path, project: int | str |
     records = [{k: v for k, v in rec.items() if not _missing(v)} for rec in df.to_dict("records")]
     inputs = manifest.get("input", {})
     if manifest.get("kind") == "reward":  # a pairwise evaluator: P(response A is better than B)
-        from .evaluator.data import join_fields
         from .evaluator.reward import RewardScorer
 
         a_key, b_key = inputs["a"], inputs["b"]
         missing = [k for k in (a_key, b_key) if k not in df.columns]
         if missing:
             raise ValueError(f"a pairwise evaluator needs the columns {a_key} and {b_key}; missing: {', '.join(missing)}")
-        scores = RewardScorer(path).prefer([join_fields(r, inputs.get("text_b", ())) for r in records],
-                                           [join_fields(r, (a_key,)) for r in records],
-                                           [join_fields(r, (b_key,)) for r in records], batch_size=batch_size)
+        scores = RewardScorer(path).prefer_rows(records, a_key, b_key, inputs.get("text_b", ()), batch_size)
     else:
         spec = InputSpec(text_a=tuple(inputs.get("text_a", ("output",))),
                          text_b=tuple(inputs.get("text_b", ("input", "context"))))

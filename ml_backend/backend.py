@@ -289,13 +289,11 @@ class LabelJudgeBackend:
             self._evaluators.pop(pid, None)
 
     def score_tasks(self, state: ProjectState, tasks: Sequence[dict]) -> list[float]:
-        from .evaluator.data import InputSpec, join_fields
+        from .evaluator.data import InputSpec
 
         ev = state.evaluator
         if ev.kind == "reward":  # P(response A is better than B)
-            rows = [t.get("data") or {} for t in tasks]
-            p = ev.scorer.prefer([join_fields(d, ev.text_b) for d in rows], [join_fields(d, ev.text_a[:1]) for d in rows],
-                                 [join_fields(d, ev.text_a[1:]) for d in rows])
+            p = ev.scorer.prefer_rows([t.get("data") or {} for t in tasks], ev.text_a[0], ev.text_a[1], ev.text_b)
             return [float(x) for x in p]
         spec = InputSpec(text_a=ev.text_a, text_b=ev.text_b)
         pairs = [spec.pair(t.get("data") or {}) for t in tasks]

@@ -9,18 +9,17 @@ pair (response, conversation).
 """
 from __future__ import annotations
 
-import json
-import math
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
+from .data import join_fields
 from .scorer import Scorer
-from .train import TrainConfig, _null, binary_metrics, fit_temperature, load_base
+from .train import (TrainConfig, _null, binary_metrics, fit_loop, fit_temperature, load_base, save_trained,
+                    split_validation)
 
 
 def _as_logits(s_a: np.ndarray, s_b: np.ndarray) -> np.ndarray:
@@ -48,22 +47,15 @@ def train_reward(train: pd.DataFrame, test: pd.DataFrame, out_dir: Path, cfg: Tr
     """Train, calibrate and save a reward model into ``out_dir``; return its held-out metrics.
     ``train``/``test``: prompt, response_a, response_b, label (1: A preferred), weight columns."""
     import torch
-    from transformers import get_linear_schedule_with_warmup
 
     cfg = cfg or TrainConfig()
     t0 = time.time()
     tok, model, device, path = load_base(cfg, 1)
     rng = np.random.default_rng(cfg.seed)
-    order = rng.permutation(len(train))
-    n_val = max(1, int(len(train) * cfg.val_fraction)) if len(train) >= 20 else 0
-    val = train.iloc[order[:n_val]] if n_val else test
-    fit = train.iloc[order[n_val:]] if n_val else train
+    fit, val = split_validation(train, test, cfg, rng)
     # a pair is two sequences: half as many pairs per step keeps the step count (and the memory) of
     # the single-response evaluator on the same responses
     batch = max(4, min(cfg.batch_size // 2, len(fit) // 20))
-    steps = cfg.epochs * math.ceil(len(fit) / batch)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup * steps), max(1, steps))
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else _null()
 
     def scores(part: pd.DataFrame) -> tuple:
@@ -75,70 +67,36 @@ def train_reward(train: pd.DataFrame, test: pd.DataFrame, out_dir: Path, cfg: Tr
         return s[: len(part)], s[len(part):]
 
     def eval_scores(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        model.eval()
         a, b = [], []
         with torch.inference_mode():
             for i in range(0, len(df), batch * 2):
                 s_a, s_b = scores(df.iloc[i:i + batch * 2])
                 a.append(s_a.cpu().numpy())
                 b.append(s_b.cpu().numpy())
-        model.train()
         return (np.concatenate(a), np.concatenate(b)) if a else (np.zeros(0), np.zeros(0))
 
-    def pair_loss(s_a: np.ndarray, s_b: np.ndarray, y: np.ndarray) -> float:
-        d = np.where(y == 1, s_a - s_b, s_b - s_a)
-        return float(np.mean(np.logaddexp(0, -d))) if len(d) else float("inf")
+    def batch_loss(part: pd.DataFrame):
+        s_a, s_b = scores(part)
+        sign = torch.tensor(np.where(part.label.to_numpy() == 1, 1.0, -1.0), dtype=torch.float32, device=device)
+        w = torch.tensor(part.weight.to_numpy(dtype=float), dtype=torch.float32, device=device)
+        return (-torch.nn.functional.logsigmoid(sign * (s_a - s_b)) * w).sum() / w.sum()
 
-    history, best_loss, best_state, bad = [], float("inf"), None, 0
-    model.train()
-    for epoch in range(cfg.epochs):
-        perm = rng.permutation(len(fit))
-        total = 0.0
-        for i in range(0, len(perm), batch):
-            part = fit.iloc[perm[i:i + batch]]
-            s_a, s_b = scores(part)
-            sign = torch.tensor(np.where(part.label.to_numpy() == 1, 1.0, -1.0), dtype=torch.float32, device=device)
-            w = torch.tensor(part.weight.to_numpy(dtype=float), dtype=torch.float32, device=device)
-            loss = (-torch.nn.functional.logsigmoid(sign * (s_a - s_b)) * w).sum() / w.sum()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            opt.zero_grad()
-            total += float(loss.detach()) * len(part)
+    def validate() -> tuple[float, float | None]:
         v_a, v_b = eval_scores(val)
-        y_val = val.label.to_numpy()
-        v_loss = pair_loss(v_a, v_b, y_val)
-        row = {"epoch": epoch + 1, "train_loss": total / max(len(fit), 1), "val_loss": v_loss,
-               "val_accuracy": float(np.mean((v_a > v_b) == (y_val == 1))) if len(y_val) else None,
-               "seconds": round(time.time() - t0, 1)}
-        history.append(row)
-        if progress:
-            progress(row)
-        if v_loss < best_loss - 1e-4:
-            best_loss, bad = v_loss, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            bad += 1
-            if bad > cfg.patience:
-                break
-    if best_state is not None:
-        model.load_state_dict(best_state)
+        y = val.label.to_numpy()
+        if not len(y):
+            return float("inf"), None
+        d = np.where(y == 1, v_a - v_b, v_b - v_a)
+        return float(np.mean(np.logaddexp(0, -d))), float(np.mean(d > 0))
+
+    history = fit_loop(model, fit, batch, cfg, rng, batch_loss, validate, progress, t0)
     v_a, v_b = eval_scores(val)
     temperature = fit_temperature(_as_logits(v_a, v_b), val.label.to_numpy())
     t_a, t_b = eval_scores(test)
     metrics = binary_metrics(1 / (1 + np.exp(-(t_a - t_b) / temperature)), test.label.to_numpy())
-    metrics.update(kind="reward", pair_accuracy=metrics["accuracy"], n_train=int(len(train)), n_test=int(len(test)),
-                   n_human_train=int((train.source == "human").sum()) if "source" in train else None,
-                   n_judge_train=int((train.source == "judge").sum()) if "source" in train else None,
-                   temperature=temperature, device=device, seconds=round(time.time() - t0, 2), history=history,
-                   config=asdict(cfg), base_model=path)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.to("cpu").save_pretrained(out_dir)
-    tok.save_pretrained(out_dir)
-    (out_dir / "calibration.json").write_text(json.dumps({"temperature": temperature}))
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
-    return metrics
+    metrics.update(kind="reward", pair_accuracy=metrics["accuracy"])
+    return save_trained(out_dir, model, tok, metrics, train=train, test=test, temperature=temperature,
+                        device=device, t0=t0, history=history, cfg=cfg, base_model=path)
 
 
 class RewardScorer(Scorer):
@@ -153,6 +111,13 @@ class RewardScorer(Scorer):
         s = self.rewards(list(a) + list(b), list(prompts) * 2, batch_size)
         d = (s[: len(a)] - s[len(a):]) / self.temperature
         return 1 / (1 + np.exp(-d))
+
+    def prefer_rows(self, rows: Sequence[dict], a_key: str, b_key: str, prompt_keys: Sequence[str],
+                    batch_size: int = 64) -> np.ndarray:
+        """P(A better) for task data / table rows: the responses under ``a_key`` and ``b_key``, the
+        conversation from ``prompt_keys`` (as the pairs were built for training)."""
+        return self.prefer([join_fields(r, prompt_keys) for r in rows], [join_fields(r, (a_key,)) for r in rows],
+                           [join_fields(r, (b_key,)) for r in rows], batch_size)
 
     def pair_accuracy(self, pairs: pd.DataFrame) -> float:
         if len(pairs) == 0:

@@ -12,7 +12,7 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -67,71 +67,47 @@ def load_base(cfg: TrainConfig, num_labels: int):
     return tok, model, device, path
 
 
-def train_evaluator(train: pd.DataFrame, test: pd.DataFrame, out_dir: Path, cfg: TrainConfig | None = None,
-                    progress: Callable[[dict], None] | None = None) -> dict:
-    """Train, calibrate, save (model, tokenizer, calibration.json, metrics.json) into ``out_dir``;
-    return the metrics. ``train``/``test`` have text_a, text_b, label, weight columns."""
+def split_validation(train: pd.DataFrame, test: pd.DataFrame, cfg: TrainConfig,
+                     rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(rows to fit, validation rows): ``val_fraction`` of ``train``, or the test rows for tiny sets."""
+    order = rng.permutation(len(train))
+    n_val = max(1, int(len(train) * cfg.val_fraction)) if len(train) >= 20 else 0
+    if not n_val:
+        return train, test
+    return train.iloc[order[n_val:]], train.iloc[order[:n_val]]
+
+
+def fit_loop(model, fit: pd.DataFrame, batch_size: int, cfg: TrainConfig, rng: np.random.Generator,
+             batch_loss: Callable[[pd.DataFrame], Any], validate: Callable[[], tuple[float, float | None]],
+             progress: Callable[[dict], None] | None, t0: float) -> list[dict]:
+    """The loop both evaluators share: AdamW with linear warmup, clipped steps over shuffled batches,
+    ``validate() -> (loss, accuracy)`` after each epoch, early stopping on the validation loss with
+    the best weights restored. ``batch_loss(rows)`` is the weighted mean loss of a batch. Returns the
+    per-epoch history."""
     import torch
     from transformers import get_linear_schedule_with_warmup
 
-    cfg = cfg or TrainConfig()
-    t0 = time.time()
-    tok, model, device, path = load_base(cfg, 2)
-
-    rng = np.random.default_rng(cfg.seed)
-    order = rng.permutation(len(train))
-    n_val = max(1, int(len(train) * cfg.val_fraction)) if len(train) >= 20 else 0
-    val = train.iloc[order[:n_val]] if n_val else test
-    fit = train.iloc[order[n_val:]] if n_val else train
-
-    # small projects: smaller batches, so each epoch still takes ~20 optimiser steps
-    batch_size = max(4, min(cfg.batch_size, len(fit) // 20))
-    counts = np.bincount(fit.label.to_numpy(), minlength=2).astype(float)
-    class_w = (counts.sum() / (2 * np.maximum(counts, 1))) if cfg.class_weighting else np.ones(2)
-    class_w_t = torch.tensor(class_w, dtype=torch.float32, device=device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = cfg.epochs * math.ceil(len(fit) / batch_size)
     sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup * steps), max(1, steps))
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else _null()
-
-    def batches(df: pd.DataFrame, shuffle: bool):
-        idx = rng.permutation(len(df)) if shuffle else np.arange(len(df))
-        for i in range(0, len(df), batch_size):
-            part = df.iloc[idx[i:i + batch_size]]
-            enc = tok(list(part.text_a), list(part.text_b), truncation="longest_first", max_length=cfg.max_length,
-                      padding=True, return_tensors="pt").to(device)
-            yield enc, torch.tensor(part.label.to_numpy(), device=device), \
-                torch.tensor(part.weight.to_numpy(), dtype=torch.float32, device=device)
-
-    def logits_of(df: pd.DataFrame) -> np.ndarray:
-        model.eval()
-        out = []
-        with torch.inference_mode(), amp:
-            for enc, _, _ in batches(df, False):
-                out.append(model(**enc).logits.float().cpu().numpy())
-        model.train()
-        return np.concatenate(out) if out else np.zeros((0, 2))
-
     history, best_loss, best_state, bad = [], float("inf"), None, 0
     model.train()
     for epoch in range(cfg.epochs):
-        total, seen = 0.0, 0
-        for enc, y, w in batches(fit, True):
-            with amp:
-                logits = model(**enc).logits.float()
-            loss_vec = torch.nn.functional.cross_entropy(logits, y, weight=class_w_t, reduction="none")
-            loss = (loss_vec * w).sum() / w.sum()
+        order = rng.permutation(len(fit))
+        total = 0.0
+        for i in range(0, len(fit), batch_size):
+            part = fit.iloc[order[i:i + batch_size]]
+            loss = batch_loss(part)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             sched.step()
             opt.zero_grad()
-            total += float(loss.detach()) * len(y)
-            seen += len(y)
-        v_logits = logits_of(val)
-        v_loss = _nll(v_logits, val.label.to_numpy(), 1.0)
-        v_acc = float((v_logits.argmax(1) == val.label.to_numpy()).mean()) if len(val) else None
-        row = {"epoch": epoch + 1, "train_loss": total / max(seen, 1), "val_loss": v_loss, "val_accuracy": v_acc,
+            total += float(loss.detach()) * len(part)
+        model.eval()
+        v_loss, v_acc = validate()
+        model.train()
+        row = {"epoch": epoch + 1, "train_loss": total / max(len(fit), 1), "val_loss": v_loss, "val_accuracy": v_acc,
                "seconds": round(time.time() - t0, 1)}
         history.append(row)
         if progress:
@@ -145,14 +121,71 @@ def train_evaluator(train: pd.DataFrame, test: pd.DataFrame, out_dir: Path, cfg:
                 break
     if best_state is not None:
         model.load_state_dict(best_state)
+    model.eval()
+    return history
+
+
+def train_evaluator(train: pd.DataFrame, test: pd.DataFrame, out_dir: Path, cfg: TrainConfig | None = None,
+                    progress: Callable[[dict], None] | None = None) -> dict:
+    """Train, calibrate, save (model, tokenizer, calibration.json, metrics.json) into ``out_dir``;
+    return the metrics. ``train``/``test`` have text_a, text_b, label, weight columns."""
+    import torch
+
+    cfg = cfg or TrainConfig()
+    t0 = time.time()
+    tok, model, device, path = load_base(cfg, 2)
+    rng = np.random.default_rng(cfg.seed)
+    fit, val = split_validation(train, test, cfg, rng)
+
+    # small projects: smaller batches, so each epoch still takes ~20 optimiser steps
+    batch_size = max(4, min(cfg.batch_size, len(fit) // 20))
+    counts = np.bincount(fit.label.to_numpy(), minlength=2).astype(float)
+    class_w = (counts.sum() / (2 * np.maximum(counts, 1))) if cfg.class_weighting else np.ones(2)
+    class_w_t = torch.tensor(class_w, dtype=torch.float32, device=device)
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else _null()
+
+    def logits(part: pd.DataFrame):
+        enc = tok(list(part.text_a), list(part.text_b), truncation="longest_first", max_length=cfg.max_length,
+                  padding=True, return_tensors="pt").to(device)
+        with amp:
+            return model(**enc).logits.float()
+
+    def logits_of(df: pd.DataFrame) -> np.ndarray:
+        with torch.inference_mode():
+            out = [logits(df.iloc[i:i + batch_size]).cpu().numpy() for i in range(0, len(df), batch_size)]
+        return np.concatenate(out) if out else np.zeros((0, 2))
+
+    def batch_loss(part: pd.DataFrame):
+        y = torch.tensor(part.label.to_numpy(), device=device)
+        w = torch.tensor(part.weight.to_numpy(), dtype=torch.float32, device=device)
+        loss_vec = torch.nn.functional.cross_entropy(logits(part), y, weight=class_w_t, reduction="none")
+        return (loss_vec * w).sum() / w.sum()
+
+    def validate() -> tuple[float, float | None]:
+        v_logits = logits_of(val)
+        v_acc = float((v_logits.argmax(1) == val.label.to_numpy()).mean()) if len(val) else None
+        return _nll(v_logits, val.label.to_numpy(), 1.0), v_acc
+
+    history = fit_loop(model, fit, batch_size, cfg, rng, batch_loss, validate, progress, t0)
 
     temperature = fit_temperature(logits_of(val), val.label.to_numpy())
     t_logits = logits_of(test)
     metrics = binary_metrics(softmax_pos(t_logits, temperature), test.label.to_numpy())
-    metrics.update(n_train=int(len(train)), n_test=int(len(test)), n_human_train=int((train.source == "human").sum())
-                   if "source" in train else None, n_judge_train=int((train.source == "judge").sum())
-                   if "source" in train else None, temperature=temperature, device=device,
-                   seconds=round(time.time() - t0, 2), history=history, config=asdict(cfg), base_model=path)
+    return save_trained(out_dir, model, tok, metrics, train=train, test=test, temperature=temperature,
+                        device=device, t0=t0, history=history, cfg=cfg, base_model=path)
+
+
+def save_trained(out_dir: Path, model, tok, metrics: dict, *, train: pd.DataFrame, test: pd.DataFrame,
+                 temperature: float, device: str, t0: float, history: list[dict], cfg: TrainConfig,
+                 base_model: str) -> dict:
+    """Complete the held-out ``metrics`` with what the run used, and save model, tokenizer,
+    calibration.json and metrics.json into ``out_dir``; returns the metrics."""
+    sources = train.source if "source" in train else None
+    metrics.update(n_train=int(len(train)), n_test=int(len(test)),
+                   n_human_train=int((sources == "human").sum()) if sources is not None else None,
+                   n_judge_train=int((sources == "judge").sum()) if sources is not None else None,
+                   temperature=temperature, device=device, seconds=round(time.time() - t0, 2), history=history,
+                   config=asdict(cfg), base_model=base_model)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.to("cpu").save_pretrained(out_dir)
     tok.save_pretrained(out_dir)

@@ -127,11 +127,14 @@ def run_batch(judge: Judge, items: Iterable[tuple[Any, dict]], on_outcome: Calla
     results = _results(client, client.batches.retrieve(batch_id))
     second = Judge(judge.spec, _Replayer(provider, results), input_keys=judge.input_keys,
                    max_field_chars=judge.max_field_chars)
+    usable = []
     for key, data, h in todo:
         verdict = second.judge(data)
-        if cache is not None and verdict.usable:
-            cache.put_verdicts(version, [(h, verdict_to_dict(verdict))])
+        if verdict.usable:
+            usable.append((h, verdict_to_dict(verdict)))
         on_outcome(Outcome(key, verdict, verdict.error, retryable=not verdict.usable))
+    if cache is not None and usable:  # one commit; until "collected" below, a rerun re-reads the batch
+        cache.put_verdicts(version, usable)
     store.save_batch(scope, batch_id, "collected")  # the next run submits a new batch for what is left
     return status
 
