@@ -97,7 +97,17 @@ def test_the_whole_loop_in_a_real_browser(tmp_path, ls_api, label_studio):
                     page.goto(f"{label_studio.url}/projects/{project}/settings/ml")
                     page.get_by_text("LabelJudge").first.wait_for(timeout=30_000)
                     shot(page, "4_model_settings")
-                    _start_training(page)
+                    # Label Studio's card menu can swallow a click made while it is still opening:
+                    # press again (at most 3 times) until the backend has received Start Training
+                    for _ in range(3):
+                        _start_training(page)
+                        deadline = time.time() + 15
+                        while time.time() < deadline and not srv.backend.store.jobs(str(project), "train"):
+                            time.sleep(0.5)
+                        if srv.backend.store.jobs(str(project), "train"):
+                            break
+                        page.reload()
+                        page.get_by_text("LabelJudge").first.wait_for(timeout=30_000)
                     deadline = time.time() + 300
                     job = None
                     while time.time() < deadline:
@@ -139,9 +149,12 @@ def _start_training(page) -> None:
         for i in range(card_menu.count()):
             card_menu.nth(i).click()
             item = page.get_by_text(re.compile("^start training$", re.I))
-            if item.count():
-                item.first.click()
-                break
+            try:
+                item.first.wait_for(state="visible", timeout=3000)
+            except Exception:
+                continue
+            item.first.click()
+            break
         else:
             raise AssertionError("no Start Training control on the model settings page")
     confirm = page.get_by_role("button", name=re.compile("^(train|start|ok|confirm)", re.I))
