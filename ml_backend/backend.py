@@ -473,9 +473,11 @@ class LabelJudgeBackend:
         return out
 
     def start_label_job(self, project: int, *, sample: int | None = None, concurrency: int = 8,
-                        overrides: dict | None = None) -> dict:
+                        overrides: dict | None = None, batch_api: bool = False,
+                        poll_interval: float = 30.0) -> dict:
         """Bulk-label a project in a background thread; status is readable at /jobs/<id>.
-        One labeling job per project at a time: a second request returns the running one."""
+        One labeling job per project at a time: a second request returns the running one.
+        ``batch_api``: through one OpenAI Batch API batch (its id and status show in the progress)."""
         api = self.api()
         if api is None:
             raise RuntimeError("labeling jobs need LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY on the backend")
@@ -488,9 +490,21 @@ class LabelJudgeBackend:
             job_id = self.store.create_job(pid, "label")
             self._live_jobs.add(job_id)
 
+        shown = {"at": 0.0, "batch": None}
+
         def progress(summary, todo: int) -> None:
-            self.store.update_job(job_id, progress={"done": summary.labeled + summary.failed, "total": todo,
-                                                    "failed": summary.failed, "cost": round(summary.cost, 6)})
+            done = summary.labeled + summary.failed
+            now = time.monotonic()
+            if now - shown["at"] < 0.5 and done < todo:  # a sqlite write per task would cost more than the task
+                return
+            shown["at"] = now
+            self.store.update_job(job_id, progress={"done": done, "total": todo, "failed": summary.failed,
+                                                    "cost": round(summary.cost, 6), "batch": shown["batch"]})
+
+        def batch_progress(status) -> None:
+            shown["batch"] = {"id": status.batch_id, "status": status.status, "completed": status.completed,
+                              "failed": status.failed, "total": status.total}
+            self.store.update_job(job_id, progress={"done": 0, "batch": shown["batch"]})
 
         def run() -> None:
             from .labeling import label_project
@@ -498,7 +512,8 @@ class LabelJudgeBackend:
             self.store.update_job(job_id, status="running")
             try:
                 summary = label_project(self, api, project, overrides=overrides, sample=sample,
-                                        concurrency=concurrency, progress=progress)
+                                        concurrency=concurrency, progress=progress, batch_api=batch_api,
+                                        poll_interval=poll_interval, batch_progress=batch_progress)
                 self.store.update_job(job_id, status="finished", result=summary.as_dict())
             except Exception as exc:
                 log.exception("labeling job %s failed", job_id)

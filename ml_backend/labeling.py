@@ -75,6 +75,7 @@ def label_project(backend: LabelJudgeBackend, api: LabelStudioAPI, project: int,
                   overrides: dict | None = None, sample: int | None = None, concurrency: int = 8,
                   rpm: float | None = None, tpm: float | None = None, batch_size: int = 500,
                   max_wait: float = 2.0, batch_api: bool = False, poll_interval: float = 30.0,
+                  use_async: bool | None = None,
                   batch_progress: Callable[[Any], None] | None = None,
                   progress: ProgressFn | None = None, stop: threading.Event | None = None) -> LabelSummary:
     t0 = time.time()
@@ -176,7 +177,7 @@ def label_project(backend: LabelJudgeBackend, api: LabelStudioAPI, project: int,
                       progress=batch_progress, stop=stop)
         else:
             run_judge(state.judge, ((t, tasks[t]) for t in todo), on_outcome, concurrency=concurrency,
-                      cache=backend.store, limiter=RateLimiter(rpm, tpm), stop=stop)
+                      cache=backend.store, limiter=RateLimiter(rpm, tpm), stop=stop, use_async=use_async)
     finally:
         with lock:
             flush()

@@ -141,10 +141,15 @@ def create_app(settings: Settings | None = None, backend: LabelJudgeBackend | No
         data = body()
         if not isinstance(data.get("project"), int):
             return jsonify(error="'project' (an integer Label Studio project id) is required"), 400
+        poll = data.get("poll_interval", 30.0)
+        if not isinstance(data.get("batch_api", False), bool) or isinstance(poll, bool) \
+                or not isinstance(poll, (int, float)) or poll <= 0:
+            return jsonify(error="'batch_api' must be true or false and 'poll_interval' a positive number of seconds"), 400
         try:
             job = backend.start_label_job(data["project"], sample=data.get("sample"),
                                           concurrency=int(data.get("concurrency") or 8),
-                                          overrides={k: data.get(k) for k in ("prompt", "metric", "model")})
+                                          overrides={k: data.get(k) for k in ("prompt", "metric", "model")},
+                                          batch_api=data.get("batch_api", False), poll_interval=float(poll))
         except RuntimeError as exc:
             return jsonify(error=str(exc)), 503
         return jsonify(job), 202

@@ -76,6 +76,8 @@ class Settings:
     train_epochs: int = 4
     train_max_length: int = 256
     train_debounce: float = 2.0
+    evaluator_base_model: str | None = None
+    evaluator_layers: int = 0
     redis_url: str | None = None
     preload_model: bool = True
     log_level: str = "INFO"
@@ -88,6 +90,8 @@ class Settings:
             raise ConfigError(f"JUDGE_PROVIDER must be one of {', '.join(PROVIDERS)}, got {provider!r}")
         if bool(env.get("BASIC_AUTH_USER")) != bool(env.get("BASIC_AUTH_PASS")):
             raise ConfigError("set both BASIC_AUTH_USER and BASIC_AUTH_PASS, or neither")
+        if _env_num(env, "EVALUATOR_LAYERS", 0, int) < 0:
+            raise ConfigError("EVALUATOR_LAYERS must be 0 (all layers) or a positive number of layers")
         return cls(
             judge_provider=provider,
             judge_model=env.get("JUDGE_MODEL", "") or "",
@@ -117,6 +121,8 @@ class Settings:
             train_epochs=_env_num(env, "TRAIN_EPOCHS", 4, int),
             train_max_length=_env_num(env, "TRAIN_MAX_LENGTH", 256, int),
             train_debounce=_env_num(env, "TRAIN_DEBOUNCE", 2.0),
+            evaluator_base_model=env.get("EVALUATOR_BASE_MODEL") or None,
+            evaluator_layers=_env_num(env, "EVALUATOR_LAYERS", 0, int),
             redis_url=env.get("REDIS_URL") or None,
             preload_model=_env_bool(env, "PRELOAD_MODEL", True),
             log_level=(env.get("LOG_LEVEL") or "INFO").upper(),

@@ -40,7 +40,9 @@ def train_project(backend: Any, project: int, *, progress: Callable[[dict], None
 
         config = ProjectConfig.resolve(backend.settings)
     spec_in = dict(config.evaluator_input)
-    cfg = TrainConfig(epochs=backend.settings.train_epochs, max_length=backend.settings.train_max_length)
+    st = backend.settings
+    cfg = TrainConfig(epochs=st.train_epochs, max_length=st.train_max_length, base_model=st.evaluator_base_model,
+                      layers=st.evaluator_layers or None)
     registry = Registry(backend.settings.model_dir / "evaluators", pid)
     pair = schema.pair_fields()
     if pair:  # a preference config: the pairwise (reward-model) evaluator

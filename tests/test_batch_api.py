@@ -149,3 +149,39 @@ def test_cli_label_batch_api_writes_every_prediction_once_at_half_price(tmp_path
         live = json.loads(run.stdout.strip().splitlines()[-1])
         assert live["tokens_in"] == batch["tokens_in"] and live["cost"] > 0
         assert batch["cost"] == pytest.approx(live["cost"] / 2, abs=2e-6)  # costs are rounded to 1e-6
+
+
+@pytest.mark.e2e
+def test_labeling_job_over_http_in_batch_mode_shows_the_batch_and_writes_once(tmp_path, ls_api, label_studio):
+    import time
+
+    import httpx
+
+    from .conftest import judge_settings, serve_backend
+    from .test_e2e_quality import PASS_FAIL, truth_tasks, versions_per_task
+
+    with FakeOpenAI() as fake:
+        fake.batch_polls = 3
+        settings = judge_settings(tmp_path, fake, LABEL_STUDIO_URL=label_studio.url,
+                                  LABEL_STUDIO_API_KEY=label_studio.token, FEW_SHOT_K="0", JUDGE_MODEL="gpt-4o-mini")
+        with serve_backend(settings) as srv:
+            project = ls_api.create_project("e2e batch job", PASS_FAIL)
+            ls_api.import_tasks(project, truth_tasks(25))
+            bad = httpx.post(f"{srv.url}/jobs/label", json={"project": project, "batch_api": "yes"})
+            assert bad.status_code == 400 and "batch_api" in bad.json()["error"]
+            job = httpx.post(f"{srv.url}/jobs/label", json={"project": project, "batch_api": True,
+                                                            "poll_interval": 0.2}).json()
+            seen = set()
+            deadline = time.time() + 120
+            while job["status"] not in ("finished", "failed") and time.time() < deadline:
+                time.sleep(0.1)
+                job = httpx.get(f"{srv.url}/jobs/{job['id']}").json()
+                batch = (job.get("progress") or {}).get("batch")
+                if batch:
+                    seen.add(batch["status"])
+            assert job["status"] == "finished", job
+            assert job["result"]["labeled"] == 25 and job["result"]["failed"] == 0
+            assert job["progress"]["batch"]["id"].startswith("batch") and "completed" in seen
+            assert posts(fake, "/batches") == 1 and posts(fake, "/chat/completions") == 0
+            counts = versions_per_task(ls_api, project, job["result"]["model_version"])
+            assert len(counts) == 25 and set(counts.values()) == {1}

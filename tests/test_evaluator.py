@@ -72,6 +72,30 @@ def test_training_beats_chance_onnx_matches_and_the_gate_keeps_a_worse_model_out
     assert registry.rollback() == "evaluator-0001" and registry.current() == "evaluator-0001"
 
 
+def test_a_three_layer_student_starts_from_the_first_pretrained_layers_and_serves(tmp_path):
+    from dataclasses import replace
+
+    from ml_backend.evaluator.train import load_base
+
+    _, full, _, _ = load_base(TrainConfig(), 2)
+    _, student, _, _ = load_base(TrainConfig(layers=3), 2)
+    assert len(student.bert.encoder.layer) == 3
+    for i in range(3):  # transformers loads the first N layers' weights, not fresh ones
+        a, b = full.bert.encoder.layer[i].state_dict(), student.bert.encoder.layer[i].state_dict()
+        assert all((a[k] == b[k]).all() for k in a)
+    with pytest.raises(ValueError, match="has 6"):
+        load_base(TrainConfig(layers=9), 2)
+
+    registry = Registry(tmp_path / "evaluators", "4")
+    res = run_training(records(240), CONTROL, registry, cfg=replace(FAST, layers=3))
+    assert res["promoted"] and res["accuracy"] > 0.7, res
+    path = registry.path(res["version"])
+    assert json.loads((path / "config.json").read_text())["num_hidden_layers"] == 3
+    assert json.loads((path / "metrics.json").read_text())["config"]["layers"] == 3
+    p = Scorer(path).score(["Paris."], ["Capital of France?"])
+    assert 0 <= p[0] <= 1
+
+
 def test_score_dataframe_and_cli_evaluate(tmp_path):
     registry = Registry(tmp_path / "evaluators", "3")
     res = run_training(records(120), CONTROL, registry, cfg=TrainConfig(epochs=1, max_length=64))

@@ -54,6 +54,14 @@ def test_bad_env_is_named():
         Settings.from_env({"BASIC_AUTH_USER": "u"})
     with pytest.raises(ConfigError, match="JUDGE_MAX_TOKENS"):
         Settings.from_env({"JUDGE_MAX_TOKENS": "many"})
+    with pytest.raises(ConfigError, match="EVALUATOR_LAYERS"):
+        Settings.from_env({"EVALUATOR_LAYERS": "-1"})
+
+
+def test_evaluator_base_model_and_layers():
+    s = Settings.from_env({"EVALUATOR_BASE_MODEL": "/models/my-bert", "EVALUATOR_LAYERS": "3"})
+    assert (s.evaluator_base_model, s.evaluator_layers) == ("/models/my-bert", 3)
+    assert (Settings.from_env({}).evaluator_base_model, Settings.from_env({}).evaluator_layers) == (None, 0)
 
 
 def test_redacted_hides_every_secret():

@@ -21,6 +21,7 @@ import pandas as pd
 @dataclass
 class TrainConfig:
     base_model: str | None = None  # None: the packaged MiniLM; else any HF path or hub id
+    layers: int | None = None  # keep only the first N encoder layers (a faster student); None: all
     max_length: int = 256
     epochs: int = 4
     batch_size: int = 16
@@ -57,13 +58,25 @@ def base_model_path(cfg: TrainConfig) -> str:
 def load_base(cfg: TrainConfig, num_labels: int):
     """Seeded tokenizer + sequence-classification model on the chosen device: (tok, model, device, path)."""
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     torch.manual_seed(cfg.seed)
     device = pick_device(cfg.device)
     path = base_model_path(cfg)
     tok = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels).to(device)
+    extra = {}
+    if cfg.layers:
+        have = getattr(AutoConfig.from_pretrained(path), "num_hidden_layers", None)
+        if have is None or cfg.layers > have:
+            raise ValueError(f"cannot keep {cfg.layers} layers: the base model {path!r} has {have}")
+        extra["num_hidden_layers"] = cfg.layers  # transformers loads the first N layers' weights
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # its load report lists the new head and the dropped layers: expected
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels, **extra).to(device)
+    finally:
+        hf_logging.set_verbosity(level)
     return tok, model, device, path
 
 

@@ -12,7 +12,7 @@ import logging
 import math
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Generator, Mapping, NamedTuple, Sequence
 
 from .embeddings import embed
 from .fewshot import FewShotSelector
@@ -103,6 +103,31 @@ class Judge:
     def judge(self, data: Mapping[str, Any]) -> Verdict:
         """Answer every question for one task's data. ProviderError propagates (retry later);
         everything else the task or the model got wrong is recorded in the Verdict."""
+        steps = self.plan(data)
+        try:
+            asks = next(steps)
+            while True:
+                asks = steps.send([self.provider.answer(*ask) for ask in asks])
+        except StopIteration as done:
+            return done.value
+
+    async def ajudge(self, data: Mapping[str, Any]) -> Verdict:
+        """``judge`` for an async provider (``aanswer``): the same plan, the asks of one step in flight
+        together (both orders of a pair)."""
+        import asyncio
+
+        steps = self.plan(data)
+        try:
+            asks = next(steps)
+            while True:
+                asks = steps.send(list(await asyncio.gather(*(self.provider.aanswer(*ask) for ask in asks))))
+        except StopIteration as done:
+            return done.value
+
+    def plan(self, data: Mapping[str, Any]) -> Generator[list[Ask], list[Answer], Verdict]:
+        """The judge's logic with the provider left out: yields the asks of each step (one, or the two
+        orders of a pair), receives their Answers, returns the Verdict. ``judge``/``ajudge`` drive it
+        with a blocking or an async provider; the Batch API mode with recorded results."""
         verdict = Verdict()
         try:
             criterion, verdict.warnings = self.render(data)
@@ -113,10 +138,14 @@ class Judge:
         shots = selector.select(criterion) if selector is not None else []
         for index, question in enumerate(self.spec.questions):
             want_rationale = self.spec.rationale and index == 0
+            first = self._ask(criterion, question, want_rationale, shots)
             if self.spec.pair and question.name == self.spec.pair_question:
-                answer = self._ask_both_orders(data, criterion, question, want_rationale, shots)
+                a, b = self.spec.pair
+                swapped_text, _ = self.render({**data, a: data.get(b), b: data.get(a)})
+                answers = yield [first, self._ask(swapped_text, question, False, shots)]
+                answer = _both_orders(question, answers[0], answers[1])
             else:
-                answer = self._ask(criterion, question, want_rationale, shots)
+                answer = (yield [first])[0]
             verdict.answers[question.name] = answer
             verdict.usage.add(answer.usage)
             if answer.rationale and verdict.rationale is None:
@@ -126,37 +155,8 @@ class Judge:
             verdict.error = "; ".join(errors) or "no usable answer"
         return verdict
 
-    def _ask_both_orders(self, data: Mapping[str, Any], criterion: str, question: Question,
-                         want_rationale: bool, shots: Sequence[Example]) -> Answer:
-        """Ask with the responses in both orders. Agreement keeps the answer (confidence: geometric
-        mean); disagreement is position bias, so the answer is a tie (or none) with low confidence."""
-        a, b = self.spec.pair
-        swapped_text, _ = self.render({**data, a: data.get(b), b: data.get(a)})
-        first = self._ask(criterion, question, want_rationale, shots)
-        second = self._ask(swapped_text, question, False, shots)
-        usage = Usage()
-        usage.add(first.usage)
-        usage.add(second.usage)
-        if first.value is None or second.value is None:
-            return Answer(error=first.error or second.error, usage=usage)
-        back = _swap_side(question, second.value)
-        position = {"first": first.value, "second": back, "consistent": first.value == back}
-        if first.value == back:
-            conf = math.sqrt(first.confidence * second.confidence) \
-                if first.confidence is not None and second.confidence is not None else None
-            return Answer(value=first.value, confidence=conf, rationale=first.rationale, usage=usage,
-                          position=position)
-        tie = next((o for o in question.options if o.lower() == "tie"), None)
-        low = 0.5 * min(first.confidence or 1.0, second.confidence or 1.0)
-        if tie is None:
-            return Answer(error="the verdict flipped with the order of the responses (position bias)",
-                          usage=usage, position=position)
-        return Answer(value=tie, confidence=low, usage=usage, position=position,
-                      rationale=f"Inconsistent across orders ({first.value} first, {back} swapped): "
-                                f"counted as a tie. {first.rationale or ''}".strip())
-
     def _ask(self, criterion: str, question: Question, want_rationale: bool,
-             shots: Sequence[Example] = ()) -> Answer:
+             shots: Sequence[Example] = ()) -> Ask:
         examples = []
         for ex in shots:
             if question.name not in ex.answers:
@@ -168,8 +168,40 @@ class Judge:
             examples.append((text, ex.answers[question.name], ex.rationale))
         messages = build_messages(criterion, question, examples=examples,
                                   as_json=self.provider.as_json, rationale=want_rationale)
-        decoding = Decoding(self.decoding.temperature, self.decoding.max_tokens, want_rationale)
-        return self.provider.answer(messages, question, decoding)
+        return Ask(messages, question, Decoding(self.decoding.temperature, self.decoding.max_tokens, want_rationale))
+
+
+class Ask(NamedTuple):
+    """One question to a provider: ``provider.answer(*ask)``."""
+
+    messages: list[dict[str, str]]
+    question: Question
+    decoding: Decoding
+
+
+def _both_orders(question: Question, first: Answer, second: Answer) -> Answer:
+    """A pair asked in both orders. Agreement keeps the answer (confidence: geometric mean);
+    disagreement is position bias, so the answer is a tie (or none) with low confidence."""
+    usage = Usage()
+    usage.add(first.usage)
+    usage.add(second.usage)
+    if first.value is None or second.value is None:
+        return Answer(error=first.error or second.error, usage=usage)
+    back = _swap_side(question, second.value)
+    position = {"first": first.value, "second": back, "consistent": first.value == back}
+    if first.value == back:
+        conf = math.sqrt(first.confidence * second.confidence) \
+            if first.confidence is not None and second.confidence is not None else None
+        return Answer(value=first.value, confidence=conf, rationale=first.rationale, usage=usage,
+                      position=position)
+    tie = next((o for o in question.options if o.lower() == "tie"), None)
+    low = 0.5 * min(first.confidence or 1.0, second.confidence or 1.0)
+    if tie is None:
+        return Answer(error="the verdict flipped with the order of the responses (position bias)",
+                      usage=usage, position=position)
+    return Answer(value=tie, confidence=low, usage=usage, position=position,
+                  rationale=f"Inconsistent across orders ({first.value} first, {back} swapped): "
+                            f"counted as a tie. {first.rationale or ''}".strip())
 
 
 def _swap_side(question: Question, value: Any) -> Any:

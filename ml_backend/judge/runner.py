@@ -16,8 +16,6 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Protocol
 
-
-
 from .judge import Judge
 from .providers.base import ProviderError
 from .types import Verdict, verdict_from_dict, verdict_to_dict
@@ -88,72 +86,129 @@ class RateLimiter:
         self._req, self._tok, self._t = float(rpm or 0), float(tpm or 0), now
 
     def acquire(self, tokens: int = 0) -> None:
+        while (wait_s := self._take(tokens)) > 0:
+            time.sleep(wait_s)
+
+    async def aacquire(self, tokens: int = 0) -> None:
+        import asyncio
+
+        while (wait_s := self._take(tokens)) > 0:
+            await asyncio.sleep(wait_s)
+
+    def _take(self, tokens: int) -> float:
+        """Take one request and ``tokens`` from the buckets (0.0), or say how long to wait first."""
         if not self.rpm and not self.tpm:
-            return
-        while True:
-            with self._lock:
-                now = time.monotonic()
-                dt, self._t = now - self._t, now
+            return 0.0
+        with self._lock:
+            now = time.monotonic()
+            dt, self._t = now - self._t, now
+            if self.rpm:
+                self._req = min(self.rpm, self._req + dt * self.rpm / 60)
+            if self.tpm:
+                self._tok = min(self.tpm, self._tok + dt * self.tpm / 60)
+            ok_req = not self.rpm or self._req >= 1
+            ok_tok = not self.tpm or self._tok >= min(tokens, self.tpm)
+            if ok_req and ok_tok:
                 if self.rpm:
-                    self._req = min(self.rpm, self._req + dt * self.rpm / 60)
+                    self._req -= 1
                 if self.tpm:
-                    self._tok = min(self.tpm, self._tok + dt * self.tpm / 60)
-                ok_req = not self.rpm or self._req >= 1
-                ok_tok = not self.tpm or self._tok >= min(tokens, self.tpm)
-                if ok_req and ok_tok:
-                    if self.rpm:
-                        self._req -= 1
-                    if self.tpm:
-                        self._tok -= min(tokens, self.tpm)
-                    return
-                need = []
-                if not ok_req:
-                    need.append((1 - self._req) * 60 / self.rpm)
-                if not ok_tok:
-                    need.append((min(tokens, self.tpm) - self._tok) * 60 / self.tpm)
-            time.sleep(min(max(need), 1.0))
+                    self._tok -= min(tokens, self.tpm)
+                return 0.0
+            need = []
+            if not ok_req:
+                need.append((1 - self._req) * 60 / self.rpm)
+            if not ok_tok:
+                need.append((min(tokens, self.tpm) - self._tok) * 60 / self.tpm)
+            return min(max(max(need), 1e-3), 1.0)
 
 
 def run_judge(judge: Judge, items: Iterable[tuple[Any, dict]], on_outcome: Callable[[Outcome], None], *,
               concurrency: int = 8, cache: VerdictCache | None = None, limiter: RateLimiter | None = None,
-              stop: threading.Event | None = None) -> None:
+              stop: threading.Event | None = None, use_async: bool | None = None) -> None:
     """Judge every item; at most ``concurrency`` calls in flight. ``stop`` ends it early (in-flight
-    calls finish and are reported)."""
-    version = judge.version
+    calls finish and are reported). A provider with ``aanswer`` runs on one asyncio event loop (no
+    thread per call in flight); others (the local model) on a thread pool. ``use_async`` forces either."""
     limiter = limiter or RateLimiter()
-
-    def one(key: Any, data: dict) -> Outcome:
-        h = content_hash(data)
-        if cache is not None:
-            hit = cache.get_verdict(version, h)
-            if hit is not None:
-                return Outcome(key, verdict_from_dict(hit), hit.get("error"), cached=True)
-        limiter.acquire(_estimate_tokens(data))
-        try:
-            verdict = judge.judge(data)
-        except ProviderError as exc:
-            return Outcome(key, None, str(exc), retryable=True)
-        if writer is not None and verdict.usable:  # unusable answers are retried next run, not cached
-            writer.put(h, verdict_to_dict(verdict))
-        return Outcome(key, verdict, verdict.error, retryable=not verdict.usable)
-
-    writer = _GroupCommit(cache, version) if cache is not None else None
+    writer = _GroupCommit(cache, judge.version) if cache is not None else None
+    if use_async is None:
+        use_async = hasattr(judge.provider, "aanswer")
     try:
-        with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="labeljudge-run") as pool:
-            pending: set[Future] = set()
-            for key, data in items:
-                if stop is not None and stop.is_set():
-                    break
-                pending.add(pool.submit(one, key, data))
-                if len(pending) >= concurrency * 2:
-                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for f in done:
-                        on_outcome(f.result())
-            for f in pending:
-                on_outcome(f.result())
+        if use_async:
+            import asyncio
+
+            asyncio.run(_run_async(judge, items, on_outcome, concurrency, cache, writer, limiter, stop))
+        else:
+            _run_threads(judge, items, on_outcome, concurrency, cache, writer, limiter, stop)
     finally:
         if writer is not None:
             writer.close()
+
+
+def _cached(judge: Judge, key: Any, data: dict, cache: VerdictCache | None) -> tuple[str, Outcome | None]:
+    h = content_hash(data)
+    hit = cache.get_verdict(judge.version, h) if cache is not None else None
+    return h, (Outcome(key, verdict_from_dict(hit), hit.get("error"), cached=True) if hit is not None else None)
+
+
+def _judged(key: Any, h: str, verdict: Verdict, writer: _GroupCommit | None) -> Outcome:
+    if writer is not None and verdict.usable:  # unusable answers are retried next run, not cached
+        writer.put(h, verdict_to_dict(verdict))
+    return Outcome(key, verdict, verdict.error, retryable=not verdict.usable)
+
+
+def _run_threads(judge: Judge, items: Iterable[tuple[Any, dict]], on_outcome: Callable[[Outcome], None],
+                 concurrency: int, cache: VerdictCache | None, writer: _GroupCommit | None,
+                 limiter: RateLimiter, stop: threading.Event | None) -> None:
+    def one(key: Any, data: dict) -> Outcome:
+        h, hit = _cached(judge, key, data, cache)
+        if hit is not None:
+            return hit
+        limiter.acquire(_estimate_tokens(data))
+        try:
+            return _judged(key, h, judge.judge(data), writer)
+        except ProviderError as exc:
+            return Outcome(key, None, str(exc), retryable=True)
+
+    with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="labeljudge-run") as pool:
+        pending: set[Future] = set()
+        for key, data in items:
+            if stop is not None and stop.is_set():
+                break
+            pending.add(pool.submit(one, key, data))
+            if len(pending) >= concurrency * 2:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for f in done:
+                    on_outcome(f.result())
+        for f in pending:
+            on_outcome(f.result())
+
+
+async def _run_async(judge: Judge, items: Iterable[tuple[Any, dict]], on_outcome: Callable[[Outcome], None],
+                     concurrency: int, cache: VerdictCache | None, writer: _GroupCommit | None,
+                     limiter: RateLimiter, stop: threading.Event | None) -> None:
+    """``concurrency`` workers on one event loop, pulling from the same iterator."""
+    source = iter(items)
+
+    async def worker() -> None:
+        for key, data in source:
+            if stop is not None and stop.is_set():
+                return
+            h, hit = _cached(judge, key, data, cache)
+            if hit is None:
+                await limiter.aacquire(_estimate_tokens(data))
+                try:
+                    hit = _judged(key, h, await judge.ajudge(data), writer)
+                except ProviderError as exc:
+                    hit = Outcome(key, None, str(exc), retryable=True)
+            on_outcome(hit)
+
+    import asyncio
+
+    try:
+        await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
+    finally:
+        if hasattr(judge.provider, "aclose"):
+            await judge.provider.aclose()
 
 
 def _estimate_tokens(data: dict) -> int:

@@ -11,7 +11,7 @@ import logging
 import threading
 
 import openai
-from openai import OpenAI
+from openai import AsyncOpenAI, OpenAI
 
 from ..parsing import AnswerError, parse_reply, span_confidence
 from ..prompting import answer_schema
@@ -32,6 +32,8 @@ class OpenAIProvider:
         # Local servers (vLLM, Ollama, llama.cpp) need no key, but the client insists on one.
         self.client = OpenAI(api_key=api_key or "no-key", base_url=base_url, timeout=timeout,
                              max_retries=max_retries)
+        self._base_url, self._timeout, self._max_retries = base_url, timeout, max_retries
+        self._aclient: AsyncOpenAI | None = None
         self._structured = True
         self._logprobs = True
         self._lock = threading.Lock()
@@ -39,26 +41,52 @@ class OpenAIProvider:
     def answer(self, messages: list[dict[str, str]], question: Question, decoding: Decoding) -> Answer:
         while True:
             structured, logprobs = self._structured, self._logprobs
-            kwargs = self.request_body(messages, question, decoding)
             try:
                 # The client's request path (timeouts, retries with backoff and jitter, Retry-After,
                 # typed errors) with our already well-formed body and a plain-dict reply: its param
                 # transform and response models cost 1.4 ms of CPU per call, which at 64 calls in
                 # flight on 2 cores is the bottleneck (measured in scripts/bench_labeling.py).
-                response = self.client.post("/chat/completions", body=kwargs, cast_to=dict)
-                break
-            except openai.BadRequestError as exc:
-                if not self._downgrade(str(exc), structured, logprobs):
-                    raise ProviderError(f"{self.model}: request rejected ({exc.status_code}): "
-                                        f"{self._message(exc)}") from None
-            except openai.APITimeoutError:
-                raise ProviderError(f"{self.model}: timed out after retries") from None
-            except openai.APIConnectionError:
-                raise ProviderError(f"{self.model}: could not connect to the provider") from None
-            except openai.APIStatusError as exc:
-                raise ProviderError(f"{self.model}: provider answered {exc.status_code}: "
-                                    f"{self._message(exc)}") from None
-        return self.to_answer(response, question)
+                response = self.client.post("/chat/completions", body=self.request_body(messages, question, decoding),
+                                            cast_to=dict)
+                return self.to_answer(response, question)
+            except openai.APIError as exc:
+                self._retry_or_raise(exc, structured, logprobs)
+
+    async def aanswer(self, messages: list[dict[str, str]], question: Question, decoding: Decoding) -> Answer:
+        """``answer`` through the async client, for the asyncio runner (many calls in flight on one
+        thread). Call ``aclose`` from the same event loop when done."""
+        if self._aclient is None:
+            self._aclient = AsyncOpenAI(api_key=self._secret or "no-key", base_url=self._base_url,
+                                        timeout=self._timeout, max_retries=self._max_retries)
+        while True:
+            structured, logprobs = self._structured, self._logprobs
+            try:
+                response = await self._aclient.post("/chat/completions",
+                                                     body=self.request_body(messages, question, decoding), cast_to=dict)
+                return self.to_answer(response, question)
+            except openai.APIError as exc:
+                self._retry_or_raise(exc, structured, logprobs)
+
+    async def aclose(self) -> None:
+        """Close the async client (its connections belong to the event loop that made them)."""
+        if self._aclient is not None:
+            client, self._aclient = self._aclient, None
+            await client.close()
+
+    def _retry_or_raise(self, exc: openai.APIError, structured: bool, logprobs: bool) -> None:
+        """After the client's own retries: return to ask again without an optional feature the server
+        rejected, else raise a ProviderError that carries no secret."""
+        if isinstance(exc, openai.BadRequestError) and self._downgrade(str(exc), structured, logprobs):
+            return
+        if isinstance(exc, openai.BadRequestError):
+            raise ProviderError(f"{self.model}: request rejected ({exc.status_code}): {self._message(exc)}") from None
+        if isinstance(exc, openai.APITimeoutError):
+            raise ProviderError(f"{self.model}: timed out after retries") from None
+        if isinstance(exc, openai.APIConnectionError):
+            raise ProviderError(f"{self.model}: could not connect to the provider") from None
+        if isinstance(exc, openai.APIStatusError):
+            raise ProviderError(f"{self.model}: provider answered {exc.status_code}: {self._message(exc)}") from None
+        raise ProviderError(f"{self.model}: {scrub(str(exc), (self._secret,))[:200]}") from None
 
     def request_body(self, messages: list[dict[str, str]], question: Question, decoding: Decoding) -> dict:
         """The chat-completions body for one question (also what a Batch API line carries)."""
