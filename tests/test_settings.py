@@ -56,11 +56,14 @@ def test_bad_env_is_named():
         Settings.from_env({"JUDGE_MAX_TOKENS": "many"})
     with pytest.raises(ConfigError, match="EVALUATOR_LAYERS"):
         Settings.from_env({"EVALUATOR_LAYERS": "-1"})
+    with pytest.raises(ConfigError, match="TRAIN_PRECISION"):
+        Settings.from_env({"TRAIN_PRECISION": "fp8"})
 
 
 def test_evaluator_base_model_and_layers():
     s = Settings.from_env({"EVALUATOR_BASE_MODEL": "/models/my-bert", "EVALUATOR_LAYERS": "3"})
     assert (s.evaluator_base_model, s.evaluator_layers) == ("/models/my-bert", 3)
+    assert Settings.from_env({"TRAIN_PRECISION": "FP32"}).train_precision == "fp32"
     assert (Settings.from_env({}).evaluator_base_model, Settings.from_env({}).evaluator_layers) == (None, 0)
 
 

@@ -18,8 +18,8 @@ import pandas as pd
 
 from .data import join_fields
 from .scorer import Scorer
-from .train import (TrainConfig, _null, binary_metrics, fit_loop, fit_temperature, load_base, save_trained,
-                    split_validation)
+from .train import (TrainConfig, autocast, binary_metrics, fit_loop, fit_temperature, load_base, save_trained,
+                    split_validation, train_precision)
 
 
 def _as_logits(s_a: np.ndarray, s_b: np.ndarray) -> np.ndarray:
@@ -56,13 +56,13 @@ def train_reward(train: pd.DataFrame, test: pd.DataFrame, out_dir: Path, cfg: Tr
     # a pair is two sequences: half as many pairs per step keeps the step count (and the memory) of
     # the single-response evaluator on the same responses
     batch = max(4, min(cfg.batch_size // 2, len(fit) // 20))
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else _null()
+    precision = train_precision(device, cfg)
 
-    def scores(part: pd.DataFrame) -> tuple:
+    def scores(part: pd.DataFrame, train_step: bool = False) -> tuple:
         """Both responses of every pair in one forward pass: (s_a, s_b)."""
         enc = tok(list(part.response_a) + list(part.response_b), list(part.prompt) * 2,
                   truncation="longest_first", max_length=cfg.max_length, padding=True, return_tensors="pt")
-        with amp:
+        with autocast(device, precision if train_step else "fp32"):
             s = model(**enc.to(device)).logits.float().squeeze(-1)
         return s[: len(part)], s[len(part):]
 
@@ -76,7 +76,7 @@ def train_reward(train: pd.DataFrame, test: pd.DataFrame, out_dir: Path, cfg: Tr
         return (np.concatenate(a), np.concatenate(b)) if a else (np.zeros(0), np.zeros(0))
 
     def batch_loss(part: pd.DataFrame):
-        s_a, s_b = scores(part)
+        s_a, s_b = scores(part, True)
         sign = torch.tensor(np.where(part.label.to_numpy() == 1, 1.0, -1.0), dtype=torch.float32, device=device)
         w = torch.tensor(part.weight.to_numpy(dtype=float), dtype=torch.float32, device=device)
         return (-torch.nn.functional.logsigmoid(sign * (s_a - s_b)) * w).sum() / w.sum()
@@ -96,7 +96,7 @@ def train_reward(train: pd.DataFrame, test: pd.DataFrame, out_dir: Path, cfg: Tr
     metrics = binary_metrics(1 / (1 + np.exp(-(t_a - t_b) / temperature)), test.label.to_numpy())
     metrics.update(kind="reward", pair_accuracy=metrics["accuracy"])
     return save_trained(out_dir, model, tok, metrics, train=train, test=test, temperature=temperature,
-                        device=device, t0=t0, history=history, cfg=cfg, base_model=path)
+                        device=device, t0=t0, history=history, cfg=cfg, base_model=path, precision=precision)
 
 
 class RewardScorer(Scorer):
