@@ -92,7 +92,8 @@ def bench_runtimes(model_dir: Path, test, requests: int) -> dict:
         sc = Scorer(model_dir, runtime=rt, max_length=256)
         enc = sc.tok([a256], [b256], truncation="longest_first", max_length=256)
         lat = latency(lambda: sc.score([a256], [b256]), requests)
-        acc = binary_metrics(sc.score(list(test.text_a), list(test.text_b)), test.label.to_numpy())["accuracy"]
+        trained = Scorer(model_dir, runtime=rt)  # at the length it was trained at, as served
+        acc = binary_metrics(trained.score(list(test.text_a), list(test.text_b)), test.label.to_numpy())["accuracy"]
         sc128 = Scorer(model_dir, runtime=rt, max_length=128)
         a128, b128 = list(test.text_a[:64]), list(test.text_b[:64])
         reps = 5
@@ -103,7 +104,7 @@ def bench_runtimes(model_dir: Path, test, requests: int) -> dict:
         thr = 64 * reps / (time.perf_counter() - t0)
         runtimes[rt] = {"tokens": len(enc["input_ids"][0]), "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99),
                         "batch64_items_per_s": round(thr, 1), "accuracy": acc}
-        del sc, sc128
+        del sc, sc128, trained
     return runtimes
 
 
@@ -114,7 +115,7 @@ def bench_http(model_dir: Path, home: Path, runtimes: dict, requests: int) -> di
     shutil.copytree(model_dir, staging, dirs_exist_ok=True)
     serving = min(("onnx", "onnx-int8"), key=lambda r: runtimes[r]["p50_ms"]) \
         if runtimes["onnx-int8"]["accuracy"] >= runtimes["onnx"]["accuracy"] - 0.01 else "onnx"
-    (staging / "serving.json").write_text(json.dumps({"runtime": serving}))
+    (staging / "serving.json").write_text(json.dumps({"runtime": serving, "max_length": 256}))  # 256-token inputs
     (staging / "manifest.json").write_text(json.dumps({"control": "verdict", "positive": ["Pass"],
                                                        "input": {"text_a": ["output"], "text_b": ["input", "context"]}}))
     reg.promote(reg.commit(staging))

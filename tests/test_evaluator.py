@@ -63,6 +63,7 @@ def test_training_beats_chance_onnx_matches_and_the_gate_keeps_a_worse_model_out
     onnx_p = Scorer(path, runtime="onnx").score(a, b)
     assert np.allclose(torch_p, onnx_p, atol=1e-4)
     assert ((Scorer(path).score(a, b) >= 0) & (Scorer(path).score(a, b) <= 1)).all()
+    assert Scorer(path).max_length == FAST.max_length  # served at the length it was trained at
 
     bad = run_training(records(240, shuffle_labels=True), CONTROL, registry, cfg=FAST)
     assert bad["version"] == "evaluator-0002" and not bad["promoted"]

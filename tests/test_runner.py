@@ -106,3 +106,13 @@ def test_rate_limiter_buckets_block_and_refill():
     assert tokens._take(600) == 0.0 and tokens._take(5) == pytest.approx(0.5, abs=0.05)  # 10 tokens/s
     assert RateLimiter()._take(10 ** 9) == 0.0  # no limits: never waits
     asyncio.run(RateLimiter(rpm=6000).aacquire(0))
+
+
+def test_the_async_client_drops_an_optional_feature_the_server_rejects_like_the_blocking_one():
+    with FakeOpenAI() as fake:
+        fake.reject_format = True
+        out = []
+        run_judge(judge_for(fake), items(6), out.append, concurrency=3, use_async=True)
+        later = [r["body"] for r in fake.requests[-3:]]
+    assert len(out) == 6 and not any(o.error for o in out)
+    assert all("response_format" not in body for body in later)

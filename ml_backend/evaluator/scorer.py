@@ -40,20 +40,29 @@ def export_onnx(model_dir: Path, *, quantize: bool = True) -> dict:
     return written
 
 
+def trained_max_length(model_dir: Path, default: int = 256) -> int:
+    """The input length the model was trained at (from metrics.json): serve it the same way."""
+    try:
+        return int(json.loads((model_dir / "metrics.json").read_text())["config"]["max_length"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return default
+
+
 class Scorer:
     """``score(text_a, text_b) -> probability of the positive label`` (temperature-calibrated)."""
 
     def __init__(self, model_dir: Path | str, *, runtime: str = "auto", threads: int | None = None,
-                 max_length: int = 256) -> None:
+                 max_length: int | None = None) -> None:
         from transformers import AutoTokenizer
 
         self.model_dir = Path(model_dir)
-        self.max_length = max_length
         self.tok = AutoTokenizer.from_pretrained(self.model_dir)
         calib = self.model_dir / "calibration.json"
         self.temperature = json.loads(calib.read_text())["temperature"] if calib.exists() else 1.0
         meta = self.model_dir / "serving.json"
         serving = json.loads(meta.read_text()) if meta.exists() else {}
+        # the length it was trained at, unless serving.json says otherwise
+        self.max_length = max_length or serving.get("max_length") or trained_max_length(self.model_dir)
         self._lock = threading.Lock()
         self.runtime = runtime
         if runtime == "auto":
