@@ -83,6 +83,12 @@ class Settings:
     preload_model: bool = True
     log_level: str = "INFO"
 
+    def __post_init__(self) -> None:
+        if self.train_precision not in ("auto", "fp32"):
+            raise ConfigError(f"TRAIN_PRECISION must be auto or fp32, got {self.train_precision!r}")
+        if self.evaluator_layers < 0:
+            raise ConfigError("EVALUATOR_LAYERS must be 0 (all layers) or a positive number of layers")
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
         env = os.environ if env is None else env
@@ -91,10 +97,6 @@ class Settings:
             raise ConfigError(f"JUDGE_PROVIDER must be one of {', '.join(PROVIDERS)}, got {provider!r}")
         if bool(env.get("BASIC_AUTH_USER")) != bool(env.get("BASIC_AUTH_PASS")):
             raise ConfigError("set both BASIC_AUTH_USER and BASIC_AUTH_PASS, or neither")
-        if (env.get("TRAIN_PRECISION") or "auto").strip().lower() not in ("auto", "fp32"):
-            raise ConfigError(f"TRAIN_PRECISION must be auto or fp32, got {env.get('TRAIN_PRECISION')!r}")
-        if _env_num(env, "EVALUATOR_LAYERS", 0, int) < 0:
-            raise ConfigError("EVALUATOR_LAYERS must be 0 (all layers) or a positive number of layers")
         return cls(
             judge_provider=provider,
             judge_model=env.get("JUDGE_MODEL", "") or "",

@@ -173,13 +173,7 @@ class FakeOpenAI:
                     time.sleep(outer.latency)
                 fault = outer._next_fault()
                 if fault == "html":  # a proxy's error page with status 200
-                    data = b"<html><body>Bad gateway</body></html>"
-                    self.send_response(200)
-                    self.send_header("Content-Type", "text/html")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                    return
+                    return self._send_bytes(200, b"<html><body>Bad gateway</body></html>", "text/html")
                 if fault == "timeout":
                     time.sleep(outer.timeout_sleep)
                     return self._send(504, {"error": {"message": "too late"}})
@@ -191,20 +185,16 @@ class FakeOpenAI:
                     batch = outer._poll_batch(parts[-1])
                     return self._send(200, batch) if batch else self._send(404, {"error": {"message": "no batch"}})
                 if len(parts) >= 3 and parts[-1] == "content" and parts[-3] == "files" and parts[-2] in outer.files:
-                    data = outer.files[parts[-2]]
-                    self.send_response(200)
-                    self.send_header("Content-Type", "application/octet-stream")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                    return
+                    return self._send_bytes(200, outer.files[parts[-2]], "application/octet-stream")
                 self._send(404, {"error": {"message": "not found"}})
 
             def _send(self, status: int, payload: dict, headers: dict | None = None) -> None:
-                data = json.dumps(payload).encode()
+                self._send_bytes(status, json.dumps(payload).encode(), "application/json", headers)
+
+            def _send_bytes(self, status: int, data: bytes, content_type: str, headers: dict | None = None) -> None:
                 try:
                     self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Type", content_type)
                     self.send_header("Content-Length", str(len(data)))
                     for k, v in (headers or {}).items():
                         self.send_header(k, v)
