@@ -86,7 +86,7 @@ def label_project(backend: LabelJudgeBackend, api: LabelStudioAPI, project: int,
     state = resolve_state(backend, api, project, overrides)
     version = state.judge.version  # bulk labeling is the judge's work, whatever /predict serves
     pid = str(project)
-    tasks = {int(t.id): t.data for t in api.tasks(project)}
+    tasks = {t["id"]: t["data"] for t in api.project_tasks(project)}
     done = {int(p.task) for p in api.predictions(project) if p.model_version == version}
     chosen = list(tasks)
     if sample:

@@ -6,8 +6,11 @@ import logging
 from typing import Any, Iterable
 
 from label_studio_sdk import LabelStudio
+from label_studio_sdk.core.api_error import ApiError
 
 log = logging.getLogger(__name__)
+
+EXPORT_TIMEOUT = 1800  # one request carries the whole project: about 1.7 s per 1,000 tasks on Label Studio's side
 
 
 class LabelStudioAPI:
@@ -32,10 +35,46 @@ class LabelStudioAPI:
         return [int(i) for i in (getattr(res, "task_ids", None) or [])]
 
     def task_ids(self, project: int) -> list[int]:
-        return [int(t.id) for t in self.client.tasks.list(project=project, fields="all")]
+        return [int(t["id"]) for t in self.project_tasks(project)]
 
-    def tasks(self, project: int, *, only_annotated: bool = False) -> Iterable[Any]:
-        return self.client.tasks.list(project=project, fields="all", only_annotated=only_annotated)
+    def tasks(self, project: int) -> Iterable[Any]:
+        """Every task as the SDK's objects, paged through /api/tasks (slow: see ``project_tasks``)."""
+        return self.client.tasks.list(project=project, fields="all")
+
+    def project_tasks(self, project: int, *, annotated_only: bool = False,
+                      with_predictions: bool = False) -> list[dict]:
+        """A project's tasks as plain dicts (``id``, ``data``, ``annotations`` and, when asked, ``predictions``
+        oldest first) for bulk work.
+
+        They come from Label Studio's JSON export, one request: 1.65 s for 1,000 tasks where paging
+        /api/tasks takes 5 s, and the only way to get just the annotated ones (/api/tasks ignores
+        ``only_annotated`` on 1.23.2: 10 annotated of 1,000 still pages all 1,000, 4.8 s, against
+        0.12 s here). The export lists predictions by id, so they come from one /api/predictions
+        listing. Where the export is gone (Enterprise answers 404) /api/tasks is paged instead.
+        """
+        try:
+            raw = b"".join(self.client.projects.exports.download_sync(
+                project, export_type="JSON", download_all_tasks=not annotated_only,
+                request_options={"timeout": EXPORT_TIMEOUT}))
+            tasks = [{"id": int(t["id"]), "data": t.get("data") or {}, "annotations": t.get("annotations") or []}
+                     for t in json.loads(raw)]
+        except ApiError as exc:
+            if exc.status_code != 404:
+                raise
+            log.info("project %s: no JSON export here (404); paging /api/tasks", project)
+            tasks = [{"id": int(t.id), "data": t.data or {},
+                      "annotations": [a if isinstance(a, dict) else a.dict() for a in t.annotations or []]}
+                     for t in self.tasks(project)]
+            tasks = [t for t in tasks if t["annotations"]] if annotated_only else tasks
+        if with_predictions:
+            by_task: dict[int, list[dict]] = {t["id"]: [] for t in tasks}
+            for p in sorted(self.predictions(project), key=lambda p: p.id or 0):
+                if int(p.task) in by_task:
+                    by_task[int(p.task)].append({"id": p.id, "model_version": p.model_version or "",
+                                                 "result": p.result or [], "score": p.score})
+            for t in tasks:
+                t["predictions"] = by_task[t["id"]]
+        return tasks
 
     # -- the ML backend connection ---------------------------------------------------------------
     def connect_backend(self, project: int, url: str, *, title: str = "LabelJudge",

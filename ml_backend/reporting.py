@@ -2,7 +2,6 @@
 around quality/, which works on plain data)."""
 from __future__ import annotations
 
-from typing import Any
 
 from .labelstudio import LabelStudioAPI
 from .quality.report import build_report
@@ -21,10 +20,9 @@ def project_records(api: LabelStudioAPI, project: int,
                  "ordinal": c.tag == "Rating" or (c.tag == "Number" and c.question.kind == "single")}
                 for n, c in schema.controls.items()]
     tasks = []
-    for t in api.tasks(project):
+    for t in api.project_tasks(project, with_predictions=True):
         anns = []
-        for a in t.annotations or []:
-            a = a if isinstance(a, dict) else a.dict()
+        for a in t["annotations"]:
             if a.get("was_cancelled"):
                 continue
             answers, _ = schema.answers_from_result(a.get("result") or [])
@@ -32,11 +30,10 @@ def project_records(api: LabelStudioAPI, project: int,
             anns.append({"id": a["id"], "annotator": who.get("id") if isinstance(who, dict) else who,
                          "ground_truth": bool(a.get("ground_truth")), "answers": answers})
         preds = []
-        for p in sorted(t.predictions or [], key=lambda p: _get(p, "id") or 0):
-            answers, _ = schema.answers_from_result(_get(p, "result") or [])
-            preds.append({"model_version": _get(p, "model_version") or "", "answers": answers,
-                          "score": _get(p, "score")})
-        tasks.append({"id": int(t.id), "annotations": anns, "predictions": preds, "data": t.data})
+        for p in t["predictions"]:  # oldest first
+            answers, _ = schema.answers_from_result(p["result"])
+            preds.append({"model_version": p["model_version"], "answers": answers, "score": p["score"]})
+        tasks.append({"id": t["id"], "annotations": anns, "predictions": preds, "data": t["data"]})
     return tasks, controls
 
 
@@ -52,7 +49,3 @@ def project_report(api: LabelStudioAPI, store: Store, project: int, *, public_ur
 
         report["pairwise"] = pairwise_report(tasks, pair[0], store.pair_judgments(str(project)))
     return report
-
-
-def _get(obj: Any, key: str) -> Any:
-    return obj.get(key) if isinstance(obj, dict) else getattr(obj, key, None)

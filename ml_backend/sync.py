@@ -16,20 +16,14 @@ def resync_project(api: LabelStudioAPI, store: Store, project: int, backend: Any
     pid = str(project)
     schema = parse_label_config(api.client.projects.get(id=project).label_config)
     seen: set[int] = set()
-    for task in api.tasks(project, only_annotated=True):
-        judge_preds = [p for p in (task.predictions or [])
-                       if str(_get(p, "model_version") or "").startswith("judge-")]
-        for ann in task.annotations or []:
-            ann = ann if isinstance(ann, dict) else ann.dict()
+    for task in api.project_tasks(project, annotated_only=True, with_predictions=True):
+        judge_preds = [p for p in task["predictions"] if p["model_version"].startswith("judge-")]
+        for ann in task["annotations"]:
             if ann.get("was_cancelled"):
                 continue
-            correction = is_correction(schema, ann.get("result") or [], _get(judge_preds[-1], "result") or []) \
+            correction = is_correction(schema, ann.get("result") or [], judge_preds[-1]["result"]) \
                 if judge_preds else None
-            store.upsert_annotation(pid, {**ann, "task": task.id}, task.data, correction)
+            store.upsert_annotation(pid, {**ann, "task": task["id"]}, task["data"], correction)
             seen.add(int(ann["id"]))
     removed = store.replace_annotations(pid, seen)
     return {"project": project, "annotations": len(seen), "removed": removed}
-
-
-def _get(obj: Any, key: str) -> Any:
-    return obj.get(key) if isinstance(obj, dict) else getattr(obj, key, None)

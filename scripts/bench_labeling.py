@@ -1,6 +1,8 @@
 """Bulk labeling throughput against a real Label Studio and an OpenAI-compatible server with a fixed
 per-call latency, compared with the ideal C / latency and with Label Studio's own "Retrieve
 predictions" path (/predict) on the same tasks; plus the per-task overhead with a zero-latency provider.
+Each labeling row also gives the CPU each process spent per task (labeljudge, the provider, Label
+Studio), which on a small machine says who the limit is.
 Prints a table and writes JSON (default bench_results/labeling.json).
 """
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import subprocess
 import sys
 import tempfile
@@ -16,6 +19,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+import psutil  # noqa: E402
 
 from ml_backend.backend import LabelJudgeBackend  # noqa: E402
 from ml_backend.labeling import label_project  # noqa: E402
@@ -27,6 +32,20 @@ from tests.conftest import judge_settings, serve_backend  # noqa: E402
 
 CONFIG = (ROOT / "label_configs" / "pass_fail.xml").read_text()
 RUNNERS = {True: "asyncio", False: "threads"}
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of a process and its children so far."""
+    procs = [psutil.Process(pid)]
+    procs += procs[0].children(recursive=True)
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
 
 
 def tasks(n: int) -> list[dict]:
@@ -81,13 +100,17 @@ def main() -> None:
                     backend = LabelJudgeBackend(settings, Store(settings.model_dir / "s.sqlite3"))
                     project = api.create_project(f"bench c={c} {RUNNERS[use_async]}", CONFIG)
                     api.import_tasks(project, tasks(args.tasks))
+                    pids = {"labeljudge": os.getpid(), "provider": server.pid, "label_studio": ls.proc.pid}
+                    cpu0 = {k: cpu_seconds(v) for k, v in pids.items()}
                     s = label_project(backend, api, project, concurrency=c, use_async=use_async)
+                    cpu = {k: round(1000 * (cpu_seconds(v) - cpu0[k]) / args.tasks, 2) for k, v in pids.items()}
                     ideal = c / args.latency
                     rows.append({"path": f"labeljudge label, C={c}, {RUNNERS[use_async]}", "tasks": s.labeled,
                                  "seconds": round(s.seconds, 2),
                                  "labeling_seconds": round(s.labeling_seconds, 2),
                                  "tasks_per_s": round(s.labeled / s.labeling_seconds, 1), "ideal_per_s": ideal,
-                                 "of_ideal": round(s.labeled / s.labeling_seconds / ideal, 3)})
+                                 "of_ideal": round(s.labeled / s.labeling_seconds / ideal, 3),
+                                 "cpu_ms_per_task": cpu})
                 # Label Studio's own path: one /predict with every task (backend pool of 8 threads)
                 settings = judge_settings(tmp / "ls-path", fake, FEW_SHOT_K="0", JUDGE_TIMEOUT="30")
                 with serve_backend(settings) as srv:
@@ -146,6 +169,9 @@ def main() -> None:
     for r in rows:
         print(f"{r['path']:<58}{r['tasks']:>6}{r['seconds']:>9}{r['tasks_per_s']:>9}"
               f"{r['ideal_per_s'] if r['ideal_per_s'] else '-':>9}{r['of_ideal'] if r['of_ideal'] else '-':>9}")
+    for r in rows:
+        if r.get("cpu_ms_per_task"):
+            print(f"{r['path']}: CPU ms/task " + ", ".join(f"{k} {v}" for k, v in r["cpu_ms_per_task"].items()))
     for r in rows:
         if r.get("overhead_ms_per_task") is not None:
             print(f"{r['path']}: {r['overhead_ms_per_task']} ms/task")

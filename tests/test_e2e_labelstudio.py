@@ -169,3 +169,36 @@ def test_basic_auth_predictions_and_webhooks_get_through(tmp_path, fake_llm, ls_
         _wait(lambda: srv.backend.store.annotations(str(project)), what="the webhook through auth")
         log_text = json.dumps(srv.backend.store.events(str(project)))
         assert "s3cret-pass" not in log_text
+
+
+def test_project_tasks_reads_the_export_and_pages_the_same_where_it_is_gone(ls_api, monkeypatch):
+    """Bulk reads come from one JSON export (annotated-only really filters, predictions are joined in
+    oldest first); where the export answers 404 (Enterprise) paging /api/tasks gives the same tasks."""
+    from label_studio_sdk.core.api_error import ApiError
+
+    project = ls_api.create_project("e2e bulk reads", PASS_FAIL)
+    ids = ls_api.import_tasks(project, _tasks(6))
+    choice = {"from_name": "verdict", "to_name": "output", "type": "choices"}
+    for version in ("judge-old", "judge-new"):
+        ls_api.client.projects.import_predictions(id=project, request=[
+            {"task": ids[1], "model_version": version, "score": 0.5, "result": [{**choice, "value": {"choices": ["Pass"]}}]}])
+    ls_api.client.annotations.create(id=ids[1], result=[{**choice, "value": {"choices": ["Fail"]}}])
+    ls_api.client.annotations.create(id=ids[4], result=[{**choice, "value": {"choices": ["Pass"]}}])
+
+    def shape(tasks: list[dict]) -> list[tuple]:
+        return [(t["id"], t["data"]["output"], [a["result"][0]["value"]["choices"] for a in t["annotations"]],
+                 [p["model_version"] for p in t.get("predictions", [])]) for t in sorted(tasks, key=lambda t: t["id"])]
+
+    everything = ls_api.project_tasks(project, with_predictions=True)
+    annotated = ls_api.project_tasks(project, annotated_only=True, with_predictions=True)
+    assert [t["id"] for t in everything] == ids
+    assert shape(annotated) == [(ids[1], "answer 1. EXPECT=Pass", [["Fail"]], ["judge-old", "judge-new"]),
+                                (ids[4], "answer 4. EXPECT=Pass", [["Pass"]], [])]
+    assert "predictions" not in ls_api.project_tasks(project)[0]
+
+    def gone(*args, **kwargs):
+        raise ApiError(status_code=404, headers={}, body={"detail": "use the async export API"})
+
+    monkeypatch.setattr(ls_api.client.projects.exports, "download_sync", gone)
+    assert shape(ls_api.project_tasks(project, with_predictions=True)) == shape(everything)
+    assert shape(ls_api.project_tasks(project, annotated_only=True, with_predictions=True)) == shape(annotated)

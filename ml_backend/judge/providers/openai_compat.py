@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Any
 
 import openai
 from openai import AsyncOpenAI, OpenAI
@@ -19,6 +20,18 @@ from ..types import Answer, Question, Usage
 from .base import Decoding, ProviderError, scrub
 
 log = logging.getLogger(__name__)
+
+
+def aiohttp_client() -> Any:
+    """openai's aiohttp transport, its own advice for many calls in flight: the same request path
+    (retries, typed errors) with about 1.3 ms less CPU per call than its httpx default, measured at
+    64 calls in flight in scripts/bench_labeling.py. None (the httpx default) without aiohttp."""
+    try:
+        from openai import DefaultAioHttpClient
+
+        return DefaultAioHttpClient()
+    except (ImportError, RuntimeError):  # RuntimeError: an openai without its aiohttp extra
+        return None
 
 
 class OpenAIProvider:
@@ -57,7 +70,8 @@ class OpenAIProvider:
         thread). Call ``aclose`` from the same event loop when done."""
         if self._aclient is None:
             self._aclient = AsyncOpenAI(api_key=self._secret or "no-key", base_url=self._base_url,
-                                        timeout=self._timeout, max_retries=self._max_retries)
+                                        timeout=self._timeout, max_retries=self._max_retries,
+                                        http_client=aiohttp_client())
         while True:
             structured, logprobs = self._structured, self._logprobs
             try:
