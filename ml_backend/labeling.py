@@ -43,6 +43,7 @@ class LabelSummary:
     cost: float = 0.0
     seconds: float = 0.0
     labeling_seconds: float = 0.0  # the judge calls and the writes, without listing the project
+    judging_seconds: float = 0.0  # until the last verdict: the judge calls without the final write
     failures: list[dict] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -50,6 +51,7 @@ class LabelSummary:
         out["cost"] = round(self.cost, 6)
         out["seconds"] = round(self.seconds, 2)
         out["labeling_seconds"] = round(self.labeling_seconds, 2)
+        out["judging_seconds"] = round(self.judging_seconds, 2)
         return out
 
 
@@ -98,8 +100,11 @@ def label_project(backend: LabelJudgeBackend, api: LabelStudioAPI, project: int,
     todo = [t for t in chosen if t not in done]
     summary = LabelSummary(project, version, total=len(chosen), skipped=len(chosen) - len(todo))
     model = state.config.model
-    # Label Studio spends ~0.4 s per import request whatever its size (then ~1 ms per prediction), so
-    # predictions go in big batches: ``batch_size``, or what ``max_wait`` seconds gathered
+    # One batch in flight: whatever gathered while the writer was busy goes as soon as it is free,
+    # at most ``batch_size``, and nothing waits longer than ``max_wait``. Each import request costs
+    # Label Studio a fixed part (with its defaults, a recount of every task of the project), so
+    # batches grow by themselves when requests are slow and stay small when they are quick, and the
+    # last one, written after the last verdict, is small.
     buffer: list[dict] = []
     oldest = [0.0]
     pending_ledger: dict[str, float] = {}
@@ -108,9 +113,15 @@ def label_project(backend: LabelJudgeBackend, api: LabelStudioAPI, project: int,
     writes: queue.Queue = queue.Queue(maxsize=4)
     write_errors: list[BaseException] = []
 
+    idle = threading.Event()  # the writer waits for work
+
     def writer() -> None:
         """Writes batches to Label Studio while the judge keeps working (one batch in flight)."""
-        while (item := writes.get()) is not None:
+        while True:
+            if writes.empty():
+                idle.set()
+            if (item := writes.get()) is None:
+                break
             batch, ledger = item
             try:
                 if batch:
@@ -128,6 +139,7 @@ def label_project(backend: LabelJudgeBackend, api: LabelStudioAPI, project: int,
 
     def flush() -> None:
         if buffer or pending_ledger:
+            idle.clear()
             writes.put((list(buffer), dict(pending_ledger)))
             buffer.clear()
             pending_ledger.clear()
@@ -156,7 +168,7 @@ def label_project(backend: LabelJudgeBackend, api: LabelStudioAPI, project: int,
                     oldest[0] = time.monotonic()
                 buffer.append({"task": o.key, **prediction})
                 summary.labeled += 1
-                if len(buffer) >= batch_size or time.monotonic() - oldest[0] > max_wait:
+                if len(buffer) >= batch_size or idle.is_set() or time.monotonic() - oldest[0] > max_wait:
                     flush()
             else:
                 reason = o.error or "no usable answer"
@@ -164,6 +176,7 @@ def label_project(backend: LabelJudgeBackend, api: LabelStudioAPI, project: int,
                 summary.failures.append({"task": o.key, "reason": reason})
                 backend.store.record_failure(pid, o.key, version, reason)
                 count(failures=1)
+            summary.judging_seconds = time.time() - t_run
             if progress is not None:
                 progress(summary, len(todo))
 

@@ -25,7 +25,7 @@ import psutil  # noqa: E402
 from ml_backend.backend import LabelJudgeBackend  # noqa: E402
 from ml_backend.labeling import label_project  # noqa: E402
 from ml_backend.labelstudio import LabelStudioAPI  # noqa: E402
-from ml_backend.lsserver import LocalLabelStudio, find_ls_venv  # noqa: E402
+from ml_backend.lsserver import FAST_PREDICTION_IMPORT, LocalLabelStudio, find_ls_venv  # noqa: E402
 from ml_backend.store import Store  # noqa: E402
 from scripts.bench_predict import InstantProvider  # noqa: E402
 from tests.conftest import judge_settings, serve_backend  # noqa: E402
@@ -34,10 +34,10 @@ CONFIG = (ROOT / "label_configs" / "pass_fail.xml").read_text()
 RUNNERS = {True: "asyncio", False: "threads"}
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) of a process and its children so far."""
+def cpu_seconds(pid: int, children: bool = True) -> float:
+    """CPU time (user + system) of a process (and its children) so far."""
     procs = [psutil.Process(pid)]
-    procs += procs[0].children(recursive=True)
+    procs += procs[0].children(recursive=True) if children else []
     total = 0.0
     for p in procs:
         try:
@@ -46,6 +46,27 @@ def cpu_seconds(pid: int) -> float:
         except psutil.NoSuchProcess:
             pass
     return total
+
+
+def import_rows(api: LabelStudioAPI, n: int, mode: str) -> list[dict]:
+    """Label Studio's import_predictions alone: ``n`` predictions into an ``n``-task project, in
+    batches of 100 and of 500."""
+    rows = []
+    for batch in (100, 500):
+        project = api.create_project(f"bench writes {batch}", CONFIG)
+        ids = api.import_tasks(project, tasks(n))
+        t0 = time.perf_counter()
+        for i in range(0, len(ids), batch):
+            api.client.projects.import_predictions(id=project, request=[
+                {"task": t, "model_version": "judge-bench", "score": 0.9, "result": [{
+                    "from_name": "verdict", "to_name": "output", "type": "choices",
+                    "value": {"choices": ["Pass"]}}]} for t in ids[i:i + batch]])
+        secs = time.perf_counter() - t0
+        rows.append({"path": f"import_predictions, batches of {batch}, {mode}", "tasks": len(ids),
+                     "seconds": round(secs, 2), "labeling_seconds": round(secs, 2),
+                     "tasks_per_s": round(len(ids) / secs, 1), "ideal_per_s": None, "of_ideal": None,
+                     "overhead_ms_per_task": round(1000 * secs / len(ids), 3)})
+    return rows
 
 
 def tasks(n: int) -> list[dict]:
@@ -101,15 +122,19 @@ def main() -> None:
                     project = api.create_project(f"bench c={c} {RUNNERS[use_async]}", CONFIG)
                     api.import_tasks(project, tasks(args.tasks))
                     pids = {"labeljudge": os.getpid(), "provider": server.pid, "label_studio": ls.proc.pid}
-                    cpu0 = {k: cpu_seconds(v) for k, v in pids.items()}
+                    own = {"labeljudge": False}  # Label Studio and the provider are this process's children
+                    cpu0 = {k: cpu_seconds(v, own.get(k, True)) for k, v in pids.items()}
                     s = label_project(backend, api, project, concurrency=c, use_async=use_async)
-                    cpu = {k: round(1000 * (cpu_seconds(v) - cpu0[k]) / args.tasks, 2) for k, v in pids.items()}
+                    cpu = {k: round(1000 * (cpu_seconds(v, own.get(k, True)) - cpu0[k]) / args.tasks, 2)
+                           for k, v in pids.items()}
                     ideal = c / args.latency
                     rows.append({"path": f"labeljudge label, C={c}, {RUNNERS[use_async]}", "tasks": s.labeled,
                                  "seconds": round(s.seconds, 2),
                                  "labeling_seconds": round(s.labeling_seconds, 2),
                                  "tasks_per_s": round(s.labeled / s.labeling_seconds, 1), "ideal_per_s": ideal,
                                  "of_ideal": round(s.labeled / s.labeling_seconds / ideal, 3),
+                                 "judging_seconds": round(s.judging_seconds, 2),
+                                 "judging_of_ideal": round(s.labeled / s.judging_seconds / ideal, 3),
                                  "cpu_ms_per_task": cpu})
                 # Label Studio's own path: one /predict with every task (backend pool of 8 threads)
                 settings = judge_settings(tmp / "ls-path", fake, FEW_SHOT_K="0", JUDGE_TIMEOUT="30")
@@ -146,32 +171,27 @@ def main() -> None:
             # the two parts of that overhead, apart: our engine alone, and Label Studio's write API
             rows.append(engine_only(tmp / "engine", args.tasks, use_async=True))
             rows.append(engine_only(tmp / "engine-threads", args.tasks, use_async=False))
-            for batch in (100, 500):
-                project = api.create_project(f"bench writes {batch}", CONFIG)
-                api.import_tasks(project, tasks(args.tasks))
-                ids = [int(t.id) for t in api.tasks(project)]
-                t0 = time.perf_counter()
-                for i in range(0, len(ids), batch):
-                    api.client.projects.import_predictions(id=project, request=[
-                        {"task": t, "model_version": "judge-bench", "score": 0.9, "result": [{
-                            "from_name": "verdict", "to_name": "output", "type": "choices",
-                            "value": {"choices": ["Pass"]}}]} for t in ids[i:i + batch]])
-                secs = time.perf_counter() - t0
-                rows.append({"path": f"Label Studio import_predictions, batches of {batch}", "tasks": len(ids),
-                             "seconds": round(secs, 2), "labeling_seconds": round(secs, 2),
-                             "tasks_per_s": round(len(ids) / secs, 1), "ideal_per_s": None, "of_ideal": None,
-                             "overhead_ms_per_task": round(1000 * secs / len(ids), 3)})
+            rows += import_rows(api, args.tasks, "memory-efficient import (LocalLabelStudio's default)")
+        finally:
+            ls.stop()
+        # the same writes into a Label Studio with its own defaults (every task recounted per request)
+        os.environ[FAST_PREDICTION_IMPORT] = "false"
+        ls = LocalLabelStudio(data_dir=tmp / "ls-defaults", venv=find_ls_venv(ROOT)).start()
+        try:
+            rows += import_rows(LabelStudioAPI(ls.url, ls.token), args.tasks, "Label Studio's defaults")
         finally:
             ls.stop()
     print("tasks/s counts the judge calls and the writes to Label Studio (labeling_seconds); 'seconds' adds "
           "syncing annotations and listing the project")
-    print(f"{'path':<58}{'tasks':>6}{'seconds':>9}{'tasks/s':>9}{'ideal/s':>9}{'of ideal':>9}")
+    print(f"{'path':<78}{'tasks':>6}{'seconds':>9}{'tasks/s':>9}{'ideal/s':>9}{'of ideal':>9}")
     for r in rows:
-        print(f"{r['path']:<58}{r['tasks']:>6}{r['seconds']:>9}{r['tasks_per_s']:>9}"
+        print(f"{r['path']:<78}{r['tasks']:>6}{r['seconds']:>9}{r['tasks_per_s']:>9}"
               f"{r['ideal_per_s'] if r['ideal_per_s'] else '-':>9}{r['of_ideal'] if r['of_ideal'] else '-':>9}")
     for r in rows:
         if r.get("cpu_ms_per_task"):
-            print(f"{r['path']}: CPU ms/task " + ", ".join(f"{k} {v}" for k, v in r["cpu_ms_per_task"].items()))
+            print(f"{r['path']}: judge calls alone (until the last verdict, without the final write) "
+                  f"{r['judging_of_ideal']} of ideal; CPU ms/task "
+                  + ", ".join(f"{k} {v}" for k, v in r["cpu_ms_per_task"].items()))
     for r in rows:
         if r.get("overhead_ms_per_task") is not None:
             print(f"{r['path']}: {r['overhead_ms_per_task']} ms/task")
