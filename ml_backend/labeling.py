@@ -88,8 +88,9 @@ def label_project(backend: LabelJudgeBackend, api: LabelStudioAPI, project: int,
     state = resolve_state(backend, api, project, overrides)
     version = state.judge.version  # bulk labeling is the judge's work, whatever /predict serves
     pid = str(project)
-    tasks = {t["id"]: t["data"] for t in api.project_tasks(project)}
-    done = {int(p.task) for p in api.predictions(project) if p.model_version == version}
+    listed = api.project_tasks(project, with_predictions=True)
+    tasks = {t["id"]: t["data"] for t in listed}
+    done = {t["id"] for t in listed if any(p["model_version"] == version for p in t["predictions"])}
     chosen = list(tasks)
     if sample:
         from .judge.embeddings import diverse_sample

@@ -2,7 +2,6 @@
 around quality/, which works on plain data)."""
 from __future__ import annotations
 
-
 from .labelstudio import LabelStudioAPI
 from .quality.report import build_report
 from .schema import TaskSchema, parse_label_config
