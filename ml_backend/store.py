@@ -11,7 +11,7 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS projects (
@@ -223,10 +223,18 @@ class Store:
 
 
     # -- verdict cache (judge version x task content) --------------------------------------------
-    def get_verdict(self, version: str, content_hash: str) -> dict | None:
-        row = self._conn().execute("SELECT verdict FROM verdict_cache WHERE version=? AND content_hash=?",
-                                   (version, content_hash)).fetchone()
-        return json.loads(row["verdict"]) if row else None
+    def get_verdicts(self, version: str, content_hashes: Sequence[str]) -> dict[str, dict]:
+        """The cached verdicts among ``content_hashes``, in one query (one per task cost 5% of the
+        event loop's time in a labeling run)."""
+        found: dict[str, dict] = {}
+        hashes = list(dict.fromkeys(content_hashes))
+        for i in range(0, len(hashes), 500):
+            part = hashes[i:i + 500]
+            rows = self._conn().execute(
+                f"SELECT content_hash, verdict FROM verdict_cache WHERE version=? AND content_hash IN "
+                f"({','.join('?' * len(part))})", (version, *part)).fetchall()
+            found.update((row["content_hash"], json.loads(row["verdict"])) for row in rows)
+        return found
 
     def put_verdicts(self, version: str, rows: list[tuple[str, dict]]) -> None:
         """Many (content_hash, verdict) in one transaction: one commit for a group of verdicts."""

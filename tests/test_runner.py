@@ -25,8 +25,8 @@ class DictCache:
     def __init__(self) -> None:
         self.rows: dict[tuple[str, str], dict] = {}
 
-    def get_verdict(self, version: str, content_hash: str) -> dict | None:
-        return self.rows.get((version, content_hash))
+    def get_verdicts(self, version: str, content_hashes) -> dict[str, dict]:
+        return {h: self.rows[version, h] for h in content_hashes if (version, h) in self.rows}
 
     def put_verdicts(self, version: str, rows: list[tuple[str, dict]]) -> None:
         self.rows.update({(version, h): v for h, v in rows})
@@ -119,3 +119,19 @@ def test_the_async_client_drops_an_optional_feature_the_server_rejects_like_the_
     # order its threads get them, not the order they were sent); every item was answered without it
     with_format = [b for b in bodies if "response_format" in b]
     assert 1 <= len(with_format) <= 3 and len(bodies) - len(with_format) == 6
+
+
+def test_the_sqlite_cache_answers_many_hashes_in_one_call_per_version(tmp_path):
+    """The runner asks the cache once per chunk of items; past sqlite's 500-a-query chunks, with
+    repeated hashes, and never across judge versions."""
+    from ml_backend.store import Store
+
+    store = Store(tmp_path / "s.sqlite3")
+    store.put_verdicts("judge-a", [(f"h{i}", {"answers": {}, "n": i}) for i in range(0, 1200, 2)])
+    store.put_verdicts("judge-b", [("h1", {"answers": {}, "n": -1})])
+    asked = [f"h{i}" for i in range(1200)] + ["h0", "h2"]
+    found = store.get_verdicts("judge-a", asked)
+    assert sorted(found) == sorted(f"h{i}" for i in range(0, 1200, 2))
+    assert found["h998"]["n"] == 998 and "h1" not in found
+    assert store.get_verdicts("judge-b", asked) == {"h1": {"answers": {}, "n": -1}}
+    assert store.get_verdicts("judge-a", []) == {}

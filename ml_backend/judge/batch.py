@@ -21,8 +21,8 @@ from typing import Any, Callable, Iterable, Protocol
 from .judge import Judge
 from .providers.base import Decoding, ProviderError
 from .providers.openai_compat import OpenAIProvider
-from .runner import Outcome, VerdictCache, content_hash
-from .types import Answer, Question, verdict_from_dict, verdict_to_dict
+from .runner import Outcome, VerdictCache, looked_up
+from .types import Answer, Question, verdict_to_dict
 
 DONE = ("completed", "failed", "expired", "cancelled")
 
@@ -92,11 +92,9 @@ def run_batch(judge: Judge, items: Iterable[tuple[Any, dict]], on_outcome: Calla
         raise ProviderError("batch mode needs the openai provider (an OpenAI-compatible server with /v1/batches)")
     version = judge.version
     todo: list[tuple[Any, dict, str]] = []
-    for key, data in items:
-        h = content_hash(data)
-        hit = cache.get_verdict(version, h) if cache is not None else None
+    for key, data, h, hit in looked_up(items, version, cache, chunk=500):
         if hit is not None:
-            on_outcome(Outcome(key, verdict_from_dict(hit), hit.get("error"), cached=True))
+            on_outcome(hit)
         else:
             todo.append((key, data, h))
     if not todo:

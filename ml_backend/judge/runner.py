@@ -7,6 +7,7 @@ stop at any moment without losing what was paid for (every verdict is cached bef
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import queue
@@ -14,7 +15,7 @@ import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 
 from .judge import Judge
 from .providers.base import ProviderError
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 
 
 class VerdictCache(Protocol):
-    def get_verdict(self, version: str, content_hash: str) -> dict | None: ...
+    def get_verdicts(self, version: str, content_hashes: Sequence[str]) -> dict[str, dict]: ...
     def put_verdicts(self, version: str, rows: list[tuple[str, dict]]) -> None: ...
 
 
@@ -144,10 +145,17 @@ def run_judge(judge: Judge, items: Iterable[tuple[Any, dict]], on_outcome: Calla
             writer.close()
 
 
-def _cached(judge: Judge, key: Any, data: dict, cache: VerdictCache | None) -> tuple[str, Outcome | None]:
-    h = content_hash(data)
-    hit = cache.get_verdict(judge.version, h) if cache is not None else None
-    return h, (Outcome(key, verdict_from_dict(hit), hit.get("error"), cached=True) if hit is not None else None)
+def looked_up(items: Iterable[tuple[Any, dict]], version: str, cache: VerdictCache | None,
+              chunk: int = 64) -> Iterator[tuple[Any, dict, str, Outcome | None]]:
+    """``(key, data, content_hash, cached Outcome or None)`` per item, the cache asked once per
+    ``chunk`` items. Lazy, so a stopped run has not read (or hashed) the rest."""
+    source = iter(items)
+    while part := [(key, data, content_hash(data)) for key, data in itertools.islice(source, chunk)]:
+        hits = cache.get_verdicts(version, [h for _, _, h in part]) if cache is not None else {}
+        for key, data, h in part:
+            hit = hits.get(h)
+            yield key, data, h, (Outcome(key, verdict_from_dict(hit), hit.get("error"), cached=True)
+                                 if hit is not None else None)
 
 
 def _judged(key: Any, h: str, verdict: Verdict, writer: _GroupCommit | None) -> Outcome:
@@ -159,10 +167,7 @@ def _judged(key: Any, h: str, verdict: Verdict, writer: _GroupCommit | None) -> 
 def _run_threads(judge: Judge, items: Iterable[tuple[Any, dict]], on_outcome: Callable[[Outcome], None],
                  concurrency: int, cache: VerdictCache | None, writer: _GroupCommit | None,
                  limiter: RateLimiter, stop: threading.Event | None) -> None:
-    def one(key: Any, data: dict) -> Outcome:
-        h, hit = _cached(judge, key, data, cache)
-        if hit is not None:
-            return hit
+    def one(key: Any, data: dict, h: str) -> Outcome:
         limiter.acquire(_estimate_tokens(data))
         try:
             return _judged(key, h, judge.judge(data), writer)
@@ -171,10 +176,13 @@ def _run_threads(judge: Judge, items: Iterable[tuple[Any, dict]], on_outcome: Ca
 
     with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="labeljudge-run") as pool:
         pending: set[Future] = set()
-        for key, data in items:
+        for key, data, h, hit in looked_up(items, judge.version, cache):
             if stop is not None and stop.is_set():
                 break
-            pending.add(pool.submit(one, key, data))
+            if hit is not None:
+                on_outcome(hit)
+                continue
+            pending.add(pool.submit(one, key, data, h))
             if len(pending) >= concurrency * 2:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for f in done:
@@ -187,13 +195,12 @@ async def _run_async(judge: Judge, items: Iterable[tuple[Any, dict]], on_outcome
                      concurrency: int, cache: VerdictCache | None, writer: _GroupCommit | None,
                      limiter: RateLimiter, stop: threading.Event | None) -> None:
     """``concurrency`` workers on one event loop, pulling from the same iterator."""
-    source = iter(items)
+    source = looked_up(items, judge.version, cache)
 
     async def worker() -> None:
-        for key, data in source:
+        for key, data, h, hit in source:
             if stop is not None and stop.is_set():
                 return
-            h, hit = _cached(judge, key, data, cache)
             if hit is None:
                 await limiter.aacquire(_estimate_tokens(data))
                 try:
