@@ -2,7 +2,8 @@
 per-call latency, compared with the ideal C / latency and with Label Studio's own "Retrieve
 predictions" path (/predict) on the same tasks; plus the per-task overhead with a zero-latency provider.
 Each labeling row also gives the CPU each process spent per task (labeljudge, the provider, Label
-Studio), which on a small machine says who the limit is.
+Studio), which on a small machine says who the limit is, and each asyncio row is followed by the same
+calls made by the HTTP clients alone (openai's, plain aiohttp): the ceiling on this machine.
 Prints a table and writes JSON (default bench_results/labeling.json).
 """
 from __future__ import annotations
@@ -67,6 +68,59 @@ def import_rows(api: LabelStudioAPI, n: int, mode: str) -> list[dict]:
                      "tasks_per_s": round(len(ids) / secs, 1), "ideal_per_s": None, "of_ideal": None,
                      "overhead_ms_per_task": round(1000 * secs / len(ids), 3)})
     return rows
+
+
+def client_ceiling(url: str, n: int, concurrency: int, latency: float, body: dict) -> list[dict]:
+    """What the HTTP clients alone reach against the same provider, with the judge's own request body
+    and nothing else (no judge, no cache, no Label Studio): openai's client, through which every
+    judge call goes, and plain aiohttp, the floor under it. They bound what labeling can reach here."""
+    import asyncio
+
+    import aiohttp
+    from openai import AsyncOpenAI
+
+    from ml_backend.judge.providers.openai_compat import aiohttp_client
+
+    async def run(kind: str) -> float:
+        remaining = iter(range(n))
+        if kind == "openai":
+            client = AsyncOpenAI(api_key="no-key", base_url=url, http_client=aiohttp_client())
+
+            async def call() -> None:
+                await client.post("/chat/completions", body=body, cast_to=dict)
+        else:
+            client = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+
+            async def call() -> None:
+                async with client.post(url + "/chat/completions", json=body) as response:
+                    await response.json()
+
+        async def worker() -> None:
+            for _ in remaining:
+                await call()
+
+        t0 = time.perf_counter()
+        try:
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            return time.perf_counter() - t0
+        finally:
+            await client.close()
+
+    rows = []
+    for kind, label in (("openai", "openai's async client alone (aiohttp transport)"), ("aiohttp", "plain aiohttp alone")):
+        secs = asyncio.run(run(kind))
+        ideal = concurrency / latency
+        rows.append({"path": f"{label}, C={concurrency}", "tasks": n, "seconds": round(secs, 2),
+                     "labeling_seconds": round(secs, 2), "tasks_per_s": round(n / secs, 1), "ideal_per_s": ideal,
+                     "of_ideal": round(n / secs / ideal, 3)})
+    return rows
+
+
+def judge_body(backend: LabelJudgeBackend, project: int) -> dict:
+    """The chat-completions body the judge sends for one of the benchmark's tasks."""
+    state = backend.state(project)
+    messages, question, decoding = next(state.judge.plan(tasks(1)[0]["data"]))[0]
+    return state.judge.provider.request_body(messages, question, decoding)
 
 
 def tasks(n: int) -> list[dict]:
@@ -136,6 +190,8 @@ def main() -> None:
                                  "judging_seconds": round(s.judging_seconds, 2),
                                  "judging_of_ideal": round(s.labeled / s.judging_seconds / ideal, 3),
                                  "cpu_ms_per_task": cpu})
+                    if use_async:  # the same calls with nothing but the HTTP client, just after
+                        rows += client_ceiling(fake.url, args.tasks, c, args.latency, judge_body(backend, project))
                 # Label Studio's own path: one /predict with every task (backend pool of 8 threads)
                 settings = judge_settings(tmp / "ls-path", fake, FEW_SHOT_K="0", JUDGE_TIMEOUT="30")
                 with serve_backend(settings) as srv:
