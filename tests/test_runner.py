@@ -135,3 +135,24 @@ def test_the_sqlite_cache_answers_many_hashes_in_one_call_per_version(tmp_path):
     assert found["h998"]["n"] == 998 and "h1" not in found
     assert store.get_verdicts("judge-b", asked) == {"h1": {"answers": {}, "n": -1}}
     assert store.get_verdicts("judge-a", []) == {}
+
+
+def test_two_asyncio_runs_at_once_share_one_provider():
+    """Projects on the same model share a provider (the backend's pool), so two labeling jobs can run
+    on two event loops at once: each needs its own async client, and one run ending must not close
+    the other's."""
+    with FakeOpenAI(latency=0.05) as fake:
+        judge = judge_for(fake)
+        results: dict[str, list] = {"a": [], "b": []}
+
+        def run(name: str, n: int) -> None:
+            run_judge(judge, items(n), results[name].append, concurrency=4, use_async=True)
+
+        threads = [threading.Thread(target=run, args=("a", 12)), threading.Thread(target=run, args=("b", 40))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(o.key for o in results["a"]) == list(range(12))
+        assert sorted(o.key for o in results["b"]) == list(range(40))
+        assert not [o.error for o in results["a"] + results["b"] if o.error]

@@ -7,10 +7,12 @@ either are remembered and asked without them from then on.
 """
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import ssl
 import threading
+import weakref
 from typing import Any
 
 import openai
@@ -60,7 +62,9 @@ class OpenAIProvider:
         self.client = OpenAI(api_key=api_key or "no-key", base_url=base_url, timeout=timeout,
                              max_retries=max_retries, http_client=DefaultHttpxClient(verify=tls_context()))
         self._base_url, self._timeout, self._max_retries = base_url, timeout, max_retries
-        self._aclient: AsyncOpenAI | None = None
+        # one async client per event loop: its connections belong to the loop that opened them, and
+        # projects on the same model share this provider, so two labeling runs can be in flight at once
+        self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncOpenAI] = weakref.WeakKeyDictionary()
         self._structured = True
         self._logprobs = True
         self._lock = threading.Lock()
@@ -82,23 +86,32 @@ class OpenAIProvider:
     async def aanswer(self, messages: list[dict[str, str]], question: Question, decoding: Decoding) -> Answer:
         """``answer`` through the async client, for the asyncio runner (many calls in flight on one
         thread). Call ``aclose`` from the same event loop when done."""
-        if self._aclient is None:
-            self._aclient = AsyncOpenAI(api_key=self._secret or "no-key", base_url=self._base_url,
-                                        timeout=self._timeout, max_retries=self._max_retries,
-                                        http_client=aiohttp_client())
+        client = self._aclient()
         while True:
             structured, logprobs = self._structured, self._logprobs
             try:
-                response = await self._aclient.post("/chat/completions",
-                                                     body=self.request_body(messages, question, decoding), cast_to=dict)
+                response = await client.post("/chat/completions",
+                                             body=self.request_body(messages, question, decoding), cast_to=dict)
                 return self.to_answer(response, question)
             except openai.APIError as exc:
                 self._retry_or_raise(exc, structured, logprobs)
 
+    def _aclient(self) -> AsyncOpenAI:
+        """The running event loop's async client, made on its first call."""
+        loop = asyncio.get_running_loop()
+        client = self._aclients.get(loop)
+        if client is None:
+            client = AsyncOpenAI(api_key=self._secret or "no-key", base_url=self._base_url, timeout=self._timeout,
+                                 max_retries=self._max_retries, http_client=aiohttp_client())
+            with self._lock:
+                self._aclients[loop] = client
+        return client
+
     async def aclose(self) -> None:
-        """Close the async client (its connections belong to the event loop that made them)."""
-        if self._aclient is not None:
-            client, self._aclient = self._aclient, None
+        """Close the running event loop's async client; other loops' clients are left alone."""
+        with self._lock:
+            client = self._aclients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
             await client.close()
 
     def _retry_or_raise(self, exc: openai.APIError, structured: bool, logprobs: bool) -> None:
