@@ -17,7 +17,8 @@ from typing import Any, Sequence
 from .judge import Judge, JudgeSpec, resolve_template
 from .judge.providers import LocalProvider, OpenAIProvider, Provider, ProviderError, scrub
 from .judge.pricing import cost as price
-from .judge.types import Answer, Example, Verdict
+from .judge.runner import content_hash
+from .judge.types import Answer, Example, Verdict, verdict_from_dict, verdict_to_dict
 from .jobs import EventWorker
 from .schema import TaskSchema, is_correction, parse_label_config
 from .settings import ProjectConfig, Settings, parse_extra_params
@@ -338,23 +339,45 @@ class LabelJudgeBackend:
         state = self.state(project, label_config)
         version = state.version
         if state.mode == "judge":
-            verdicts = list(self._pool.map(lambda t: self._judge_one(state, t), tasks))
+            verdicts, judged = self._judge_tasks(state, tasks)
+            hits = len(tasks) - len(judged)
         else:
             scores = self.score_tasks(state, tasks)
             low, high = state.config.cascade_band
             verdicts = [self._evaluator_verdict(state, p) for p in scores]
             unsure = [i for i, p in enumerate(scores) if low < p < high] if state.mode == "cascade" else []
-            for i, v in zip(unsure, self._pool.map(lambda i: self._judge_one(state, tasks[i]), unsure)):
+            answered, judged = self._judge_tasks(state, [tasks[i] for i in unsure])
+            hits = len(unsure) - len(judged)
+            for i, v in zip(unsure, answered):
                 verdicts[i] = v
             self.store.add_ledger(state.project_id, version, state.config.model,
                                   evaluator_answered=len(tasks) - len(unsure))
-        calls = sum(v.usage.calls for v in verdicts)
-        if calls:
-            t_in, t_out = sum(v.usage.tokens_in for v in verdicts), sum(v.usage.tokens_out for v in verdicts)
+        calls = sum(v.usage.calls for v in judged)
+        if calls or hits:
+            t_in, t_out = sum(v.usage.tokens_in for v in judged), sum(v.usage.tokens_out for v in judged)
             self.store.add_ledger(state.project_id, version, state.config.model, calls=calls, tokens_in=t_in,
-                                  tokens_out=t_out, cost=price(state.config.model, t_in, t_out),
-                                  failures=sum(1 for v in verdicts if not v.usable))
+                                  tokens_out=t_out, cost=price(state.config.model, t_in, t_out), cache_hits=hits,
+                                  failures=sum(1 for v in judged if not v.usable))
         return [self.prediction_for(state, v, version) for v in verdicts]
+
+    def _judge_tasks(self, state: ProjectState, tasks: Sequence[dict]) -> tuple[list[Verdict], list[Verdict]]:
+        """The judge's verdicts for ``tasks``, in order, and the ones that were paid for now. A verdict
+        already paid for (the same judge version and task content, from an earlier /predict or a
+        labeling run) comes from the cache, so opening a task again or retrieving predictions after
+        ``labeljudge label`` costs nothing; new usable ones are cached. The rest run on the pool."""
+        version = state.judge.version
+        hashes = [content_hash(t["data"]) if isinstance(t, dict) and isinstance(t.get("data"), dict) else None
+                  for t in tasks]
+        hits = self.store.get_verdicts(version, [h for h in hashes if h is not None])
+        verdicts: list[Verdict | None] = [verdict_from_dict(hits[h]) if h in hits else None for h in hashes]
+        todo = [i for i, v in enumerate(verdicts) if v is None]
+        judged = list(self._pool.map(lambda i: self._judge_one(state, tasks[i]), todo))
+        for i, v in zip(todo, judged):
+            verdicts[i] = v
+        fresh = [(hashes[i], verdict_to_dict(v)) for i, v in zip(todo, judged) if hashes[i] is not None and v.usable]
+        if fresh:
+            self.store.put_verdicts(version, fresh)
+        return verdicts, judged  # type: ignore[return-value]  # every None was filled
 
     def _judge_one(self, state: ProjectState, task: dict) -> Verdict:
         data = task.get("data") if isinstance(task, dict) else None

@@ -176,6 +176,12 @@ def test_labeling_job_over_http_and_report_page_in_a_real_browser(tmp_path, ls_a
                 job = httpx.get(f"{srv.url}/jobs/{job['id']}").json()
             assert job["status"] == "finished", job
             assert job["result"]["labeled"] == 30 and job["progress"]["done"] == 30
+            # Label Studio asking for a labeled task again (an annotator opening it): from the cache
+            asked, task = len(fake.requests), next(iter(ls_api.tasks(project)))
+            again = httpx.post(f"{srv.url}/predict", json={"tasks": [{"id": task.id, "data": task.data}],
+                                                           "project": f"{project}.1", "label_config": PASS_FAIL})
+            assert again.json()["results"][0]["model_version"] == srv.backend.state(project).judge.version
+            assert len(fake.requests) == asked
             for task in list(ls_api.tasks(project))[:20]:
                 truth = task.data["output"].split("TRUTH=")[1]
                 ls_api.client.annotations.create(id=task.id, result=[

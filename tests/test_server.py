@@ -45,6 +45,32 @@ def test_health_setup_predict_versions_metrics(srv):
     assert metrics["counters"]["tasks_predicted"] == 2
 
 
+def test_predict_pays_once_per_task_content_and_judge_version(tmp_path, srv, fake_llm):
+    """An annotator opening a task again, or Retrieve predictions after a labeling run, is answered
+    from the verdict cache (same judge version, same task content): no new call, the same prediction,
+    counted as a cache hit. An unusable answer is not cached; a new judge version asks again."""
+    from ml_backend.store import Store
+
+    version = httpx.post(f"{srv.url}/setup", json=setup_body()).json()["model_version"]
+    tasks = [{"id": i, "data": {"input": f"q{i}", "context": "c", "output": f"o{i} EXPECT=Pass"}} for i in range(3)]
+    extra = {"id": 9, "data": {"input": "q9", "context": "c", "output": "o9 EXPECT=Fail"}}
+    asked = len(fake_llm.requests)
+    first = httpx.post(f"{srv.url}/predict", json=predict_body(tasks)).json()["results"]
+    assert len(fake_llm.requests) - asked == 3 and all(p["model_version"] == version for p in first)
+    fake_llm.faults.append("invalid_label")  # the one new task gets an answer that is not a label
+    second = httpx.post(f"{srv.url}/predict", json=predict_body(tasks + [extra])).json()["results"]
+    assert len(fake_llm.requests) - asked == 4
+    assert second[:3] == first and second[3] == []
+    third = httpx.post(f"{srv.url}/predict", json=predict_body([extra])).json()["results"]
+    assert len(fake_llm.requests) - asked == 5 and third[0]["result"][0]["value"] == {"choices": ["Fail"]}
+    ledger = Store(tmp_path / "models" / "labeljudge.sqlite3").ledger("1")
+    assert [(r["calls"], r["cache_hits"], r["failures"]) for r in ledger] == [(5, 3, 1)]
+    newer = httpx.post(f"{srv.url}/setup", json=setup_body(extra={"temperature": 0.5})).json()["model_version"]
+    fourth = httpx.post(f"{srv.url}/predict", json=predict_body(tasks)).json()["results"]
+    assert newer != version and len(fake_llm.requests) - asked == 8
+    assert all(p["model_version"] == newer for p in fourth)
+
+
 def test_extra_params_as_string_or_object_give_the_same_version(srv):
     a = httpx.post(f"{srv.url}/setup", json=setup_body(extra='{"metric": "toxicity"}')).json()
     b = httpx.post(f"{srv.url}/setup", json=setup_body(extra={"metric": "toxicity"})).json()
