@@ -97,7 +97,8 @@ class LabelJudgeBackend:
         self._projects: dict[str, ProjectState] = {}
         self._providers: dict[tuple, Provider] = {}
         self._lock = threading.RLock()
-        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="labeljudge-judge")
+        # judge calls of /predict in flight at once (Label Studio sends a whole selection in one request)
+        self._pool = ThreadPoolExecutor(max_workers=settings.predict_concurrency, thread_name_prefix="labeljudge-judge")
         self.worker = EventWorker(self.store, self.fit)
         self._evaluators: dict[str, Evaluator | None] = {}
         self._train_timers: dict[str, threading.Timer] = {}

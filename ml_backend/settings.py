@@ -68,6 +68,7 @@ class Settings:
     webhook_secret: str | None = None
     backend_url: str | None = None
     few_shot_k: int = 8
+    predict_concurrency: int = 8
     serving_mode: str | None = None
     train_every: int = 50
     judge_weight: float = 0.3
@@ -88,6 +89,8 @@ class Settings:
             raise ConfigError(f"TRAIN_PRECISION must be auto or fp32, got {self.train_precision!r}")
         if self.evaluator_layers < 0:
             raise ConfigError("EVALUATOR_LAYERS must be 0 (all layers) or a positive number of layers")
+        if self.predict_concurrency < 1:
+            raise ConfigError("PREDICT_CONCURRENCY must be at least 1")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -118,6 +121,7 @@ class Settings:
             webhook_secret=env.get("WEBHOOK_SECRET") or None,
             backend_url=env.get("LABELJUDGE_URL") or None,
             few_shot_k=_env_num(env, "FEW_SHOT_K", 8, int),
+            predict_concurrency=_env_num(env, "PREDICT_CONCURRENCY", 8, int),
             serving_mode=_mode(env.get("SERVING_MODE")),
             train_every=_env_num(env, "TRAIN_EVERY", 50, int),
             judge_weight=_env_num(env, "JUDGE_WEIGHT", 0.3),

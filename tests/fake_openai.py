@@ -35,6 +35,7 @@ class FakeOpenAI:
         self.decide = decide
         self.faults: deque[str] = deque()
         self.requests: list[dict] = []
+        self.in_flight = self.max_in_flight = 0  # chat completions being answered at once, and the most seen
         self.timeout_sleep = 3.0
         self.reject_format = False  # behave like a server without structured output
         self.files: dict[str, bytes] = {}
@@ -169,6 +170,16 @@ class FakeOpenAI:
                     return self._send(200, outer._create_batch(body))
                 if not self.path.endswith("/chat/completions"):
                     return self._send(404, {"error": {"message": "not found"}})
+                with outer._lock:
+                    outer.in_flight += 1
+                    outer.max_in_flight = max(outer.max_in_flight, outer.in_flight)
+                try:
+                    self._chat(body)
+                finally:
+                    with outer._lock:
+                        outer.in_flight -= 1
+
+            def _chat(self, body: dict) -> None:
                 if outer.latency:
                     time.sleep(outer.latency)
                 fault = outer._next_fault()

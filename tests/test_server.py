@@ -71,6 +71,20 @@ def test_predict_pays_once_per_task_content_and_judge_version(tmp_path, srv, fak
     assert all(p["model_version"] == newer for p in fourth)
 
 
+@pytest.mark.parametrize("setting,expected", [(None, 8), ("16", 16)])
+def test_predict_runs_up_to_predict_concurrency_calls_at_once(tmp_path, setting, expected):
+    """Label Studio sends a whole selection in one /predict: PREDICT_CONCURRENCY calls go at once."""
+    from .fake_openai import FakeOpenAI
+
+    env = {"PREDICT_CONCURRENCY": setting} if setting else {}
+    with FakeOpenAI(latency=0.5) as fake, serve_backend(judge_settings(tmp_path, fake, **env)) as running:
+        httpx.post(f"{running.url}/setup", json=setup_body())
+        tasks = [{"id": i, "data": {"input": f"q{i}", "context": "c", "output": f"o{i}"}} for i in range(24)]
+        results = httpx.post(f"{running.url}/predict", json=predict_body(tasks), timeout=60).json()["results"]
+        assert len(results) == 24 and all(results)
+        assert fake.max_in_flight == expected
+
+
 def test_extra_params_as_string_or_object_give_the_same_version(srv):
     a = httpx.post(f"{srv.url}/setup", json=setup_body(extra='{"metric": "toxicity"}')).json()
     b = httpx.post(f"{srv.url}/setup", json=setup_body(extra={"metric": "toxicity"})).json()

@@ -56,6 +56,8 @@ def test_bad_env_is_named():
         Settings.from_env({"JUDGE_MAX_TOKENS": "many"})
     with pytest.raises(ConfigError, match="EVALUATOR_LAYERS"):
         Settings.from_env({"EVALUATOR_LAYERS": "-1"})
+    with pytest.raises(ConfigError, match="PREDICT_CONCURRENCY"):
+        Settings.from_env({"PREDICT_CONCURRENCY": "0"})
     with pytest.raises(ConfigError, match="TRAIN_PRECISION"):
         Settings.from_env({"TRAIN_PRECISION": "fp8"})
 
