@@ -23,6 +23,7 @@ from .jobs import EventWorker
 from .schema import TaskSchema, is_correction, parse_label_config
 from .settings import ProjectConfig, Settings, parse_extra_params
 from .store import Store
+from .warmup import resolve_transformers
 
 log = logging.getLogger(__name__)
 
@@ -74,14 +75,6 @@ class ProjectState:
         return self.judge.version
 
 
-def _resolve_lazy_imports() -> None:
-    """transformers resolves its classes lazily and not thread-safely: two background threads (the
-    model preload and a labeling job) importing at once can fail with "cannot import name". Resolve
-    them once, in the starting thread, before any background thread exists."""
-    from transformers import (AutoModel, AutoModelForCausalLM,  # noqa: F401
-                              AutoModelForSequenceClassification, AutoTokenizer)
-
-
 def project_key(project: Any) -> str:
     """Label Studio sends "<id>.<created_ts>"; the id alone names the project everywhere else."""
     if project is None or project == "":
@@ -110,13 +103,17 @@ class LabelJudgeBackend:
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
-        _resolve_lazy_imports()
         self.worker.start()
+        provider = None
         if self.settings.preload_model and self.settings.judge_provider == "local":
             provider = self.provider(ProjectConfig.resolve(self.settings))
-            threading.Thread(target=self._preload, args=(provider,), daemon=True).start()
+        threading.Thread(target=self._preload, args=(provider,), name="labeljudge-preload", daemon=True).start()
 
-    def _preload(self, provider: Provider) -> None:
+    def _preload(self, provider: Provider | None) -> None:
+        """In the background, so /health answers at once: transformers' imports, then the local model."""
+        resolve_transformers()
+        if provider is None:
+            return
         try:
             provider.load()  # type: ignore[attr-defined]
             log.info("local model %s loaded", provider.model)
@@ -152,6 +149,7 @@ class LabelJudgeBackend:
         return state
 
     def _build(self, pid: str, label_config: str, params: dict) -> ProjectState:
+        resolve_transformers()  # the judge may embed few-shot examples or run the local model
         key = (label_config, repr(sorted(params.items())), self._pool_generation.get(pid, 0))
         with self._lock:
             cached = self._projects.get(pid)
@@ -261,6 +259,7 @@ class LabelJudgeBackend:
                         schema: TaskSchema) -> Evaluator | None:
         """The Evaluator for a registry version, or None (logged) when this config cannot take its
         answers: a binary evaluator needs a two-option control, a pairwise one the config's A/B pair."""
+        resolve_transformers()
         from .evaluator.reward import RewardScorer
         from .evaluator.scorer import Scorer
 

@@ -3,6 +3,8 @@
 - /predict over real HTTP with a zero-latency provider (answers instantly, in process) for 1 and 100
   tasks: what the backend itself costs per request (parse, render, build and validate results, JSON).
 - the same through the deterministic OpenAI-compatible HTTP server (adds a real HTTP round trip per call).
+  Every request carries new task content, so every task is judged; a third row asks for the same
+  tasks again, answered from the verdict cache.
 - cold start: `labeljudge serve` (gunicorn) spawned -> first 200 from /health.
 
 Prints a table and writes JSON (default bench_results/predict.json).
@@ -52,16 +54,20 @@ class InstantProvider:
         return None
 
 
-def _tasks(n: int) -> list[dict]:
-    return [{"id": i, "data": {"input": f"q{i}", "context": "c" * 500, "output": "o" * 300}} for i in range(n)]
+def _tasks(n: int, salt: str = "") -> list[dict]:
+    return [{"id": i, "data": {"input": f"q{i}{salt}", "context": "c" * 500, "output": "o" * 300}} for i in range(n)]
 
 
-def _time_predict(url: str, n: int, repeats: int) -> list[float]:
-    body = {"tasks": _tasks(n), "project": "1.1", "label_config": CONFIG}
+def _time_predict(url: str, n: int, repeats: int, cached: bool = False) -> list[float]:
+    """Median-able times of ``repeats`` /predict requests of ``n`` tasks: new task content each time
+    (every task judged), or, with ``cached``, the same tasks again (every verdict from the cache)."""
     out = []
     with httpx.Client(timeout=120) as client:
-        client.post(f"{url}/predict", json=body).raise_for_status()  # warm
-        for _ in range(repeats):
+        warm = {"tasks": _tasks(n, "warm"), "project": "1.1", "label_config": CONFIG}
+        client.post(f"{url}/predict", json=warm).raise_for_status()
+        for i in range(repeats):
+            body = warm if cached else {"tasks": _tasks(n, f"{time.time_ns()}-{i}"), "project": "1.1",
+                                        "label_config": CONFIG}
             t0 = time.perf_counter()
             r = client.post(f"{url}/predict", json=body)
             out.append(time.perf_counter() - t0)
@@ -75,13 +81,14 @@ def bench_overhead(tmp: Path, repeats: int) -> list[dict]:
         settings = judge_settings(tmp, fake, JUDGE_MAX_RETRIES="0")
         with serve_backend(settings) as srv:
             httpx.post(f"{srv.url}/setup", json={"project": "1.1", "schema": CONFIG}).raise_for_status()
-            for label, swap in (("zero-latency provider", True), ("fake OpenAI over HTTP", False)):
+            for label, swap, cached in (("zero-latency provider", True, False), ("fake OpenAI over HTTP", False, False),
+                                        ("verdict cache (asked before)", False, True)):
                 state = srv.backend.state("1")
                 original = state.judge.provider
                 if swap:
                     state.judge.provider = InstantProvider()
                 for n in (1, 100):
-                    times = _time_predict(srv.url, n, repeats if n == 1 else max(5, repeats // 10))
+                    times = _time_predict(srv.url, n, repeats if n == 1 else max(5, repeats // 10), cached)
                     med = statistics.median(times)
                     rows.append({"provider": label, "tasks": n, "median_ms": round(med * 1000, 2),
                                  "per_task_ms": round(med * 1000 / n, 3), "runs": len(times)})
@@ -133,9 +140,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         rows = bench_overhead(Path(tmp), args.repeats)
         cold = bench_cold_start(Path(tmp), 3)
-    print(f"{'provider':<24}{'tasks':>6}{'median ms':>12}{'ms/task':>10}{'runs':>6}")
+    print(f"{'provider':<30}{'tasks':>6}{'median ms':>12}{'ms/task':>10}{'runs':>6}")
     for r in rows:
-        print(f"{r['provider']:<24}{r['tasks']:>6}{r['median_ms']:>12}{r['per_task_ms']:>10}{r['runs']:>6}")
+        print(f"{r['provider']:<30}{r['tasks']:>6}{r['median_ms']:>12}{r['per_task_ms']:>10}{r['runs']:>6}")
     print(f"cold start to first /health: {cold['cold_start_median_s']} s (median of {cold['runs']})")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"predict": rows, "cold_start": cold, "cpus": os.cpu_count()}, indent=2))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import logging
+from pathlib import Path
 
 import httpx
 import pytest
@@ -188,3 +189,34 @@ def test_basic_auth_and_webhook_secret(tmp_path, fake_llm):
         assert httpx.post(f"{s.url}/webhook", json=hook, headers={"X-Webhook-Secret": "hook-secret"}).status_code == 201
         token = base64.b64encode(b"u:p4ss-word").decode()
         assert httpx.post(f"{s.url}/webhook", json=hook, headers={"Authorization": f"Basic {token}"}).status_code == 201
+
+
+def test_start_leaves_transformers_imports_to_the_background_and_threads_share_them(tmp_path):
+    """/health must not wait for transformers' imports (seconds); threads that need them wait for the
+    one import instead of racing it ("cannot import name"). In a fresh interpreter."""
+    import subprocess
+    import sys
+
+    code = f"""
+import sys, threading
+from tests.conftest import judge_settings
+from ml_backend.backend import LabelJudgeBackend
+from ml_backend import warmup
+backend = LabelJudgeBackend(judge_settings(__import__('pathlib').Path({str(tmp_path)!r})))
+backend.start()
+print("resolved at start:", warmup._done)
+errors = []
+def use():
+    try:
+        warmup.resolve_transformers()
+        from transformers import AutoModel, AutoTokenizer
+    except Exception as exc:
+        errors.append(repr(exc))
+threads = [threading.Thread(target=use) for _ in range(8)]
+[t.start() for t in threads]; [t.join() for t in threads]
+print("resolved after:", warmup._done, "errors:", errors)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert "resolved at start: False" in out.stdout, out.stdout + out.stderr
+    assert "resolved after: True errors: []" in out.stdout, out.stdout + out.stderr

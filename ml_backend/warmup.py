@@ -1,0 +1,24 @@
+"""transformers' lazily resolved classes, resolved once per process and thread-safely.
+
+transformers resolves ``from transformers import X`` lazily and not thread-safely: two threads doing
+it at once (the model preload and a labeling job, say) can fail with "cannot import name". Everything
+that is about to use transformers calls ``resolve_transformers()`` first; the server also calls it in a
+background thread at start, so /health answers at once instead of after the import (about 4 s here).
+"""
+from __future__ import annotations
+
+import threading
+
+_lock = threading.Lock()
+_done = False
+
+
+def resolve_transformers() -> None:
+    """Import the transformers classes LabelJudge uses, once; other callers wait for the first."""
+    global _done
+    with _lock:
+        if not _done:
+            from transformers import (AutoModel, AutoModelForCausalLM,  # noqa: F401
+                                      AutoModelForSequenceClassification, AutoTokenizer)
+
+            _done = True
