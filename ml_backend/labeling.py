@@ -12,6 +12,7 @@ predictions through the API in batches instead, with progress, a cost ledger and
 """
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
@@ -73,6 +74,18 @@ def resolve_state(backend: LabelJudgeBackend, api: LabelStudioAPI, project: int,
     return backend.setup(project, label_config, params)
 
 
+def one_run_per_project(label: Callable[..., LabelSummary]) -> Callable[..., LabelSummary]:
+    """Two runs on one project at once (a CLI run beside a job of the backend, sharing MODEL_DIR)
+    would both see the same tasks as undone and both write them: the second raises Busy instead."""
+    @functools.wraps(label)
+    def guarded(backend: LabelJudgeBackend, api: LabelStudioAPI, project: int, **kwargs: Any) -> LabelSummary:
+        with backend.store.lease(f"label:{project}", f"labeling project {project}"):
+            return label(backend, api, project, **kwargs)
+
+    return guarded
+
+
+@one_run_per_project
 def label_project(backend: LabelJudgeBackend, api: LabelStudioAPI, project: int, *,
                   overrides: dict | None = None, sample: int | None = None, concurrency: int = 8,
                   rpm: float | None = None, tpm: float | None = None, batch_size: int = 500,

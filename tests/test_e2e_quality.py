@@ -130,6 +130,27 @@ def test_failures_are_recorded_and_labeled_on_the_next_run_without_duplicates(tm
         assert ledger["failures"] == 10 and ledger["calls"] >= 50
 
 
+def test_a_second_run_on_the_same_project_is_refused_while_the_first_holds_it(tmp_path, ls_api, label_studio):
+    """A CLI run beside a backend job (two processes, one MODEL_DIR) must not both write the tasks
+    that both see as undone: the second is refused, naming the first; once it ends, a run goes."""
+    import os
+    import socket
+
+    from ml_backend.store import Busy
+
+    with FakeOpenAI() as fake:
+        backend = make_backend(tmp_path, fake, label_studio)
+        project = ls_api.create_project("e2e one run at a time", PASS_FAIL)
+        ls_api.import_tasks(project, truth_tasks(6))
+        other = f"{socket.gethostname()}:{os.getppid()}:cli"  # a live process of this host holds it
+        assert backend.store.take_lease(f"label:{project}", other, ttl=60) is None
+        with pytest.raises(Busy, match=f"labeling project {project} is already running .*pid {os.getppid()}"):
+            label_project(backend, ls_api, project)
+        assert fake.requests == [] and list(ls_api.predictions(project)) == []
+        backend.store.drop_lease(f"label:{project}", other)
+        assert label_project(backend, ls_api, project).labeled == 6
+
+
 def test_sigkill_half_way_then_rerun_equals_an_uninterrupted_run(tmp_path, ls_api, label_studio):
     with FakeOpenAI(latency=0.1) as fake:
         project = ls_api.create_project("e2e sigkill", PASS_FAIL)
