@@ -149,7 +149,6 @@ class LabelJudgeBackend:
         return state
 
     def _build(self, pid: str, label_config: str, params: dict) -> ProjectState:
-        resolve_transformers()  # the judge may embed few-shot examples or run the local model
         key = (label_config, repr(sorted(params.items())), self._pool_generation.get(pid, 0))
         with self._lock:
             cached = self._projects.get(pid)

@@ -192,8 +192,9 @@ def test_basic_auth_and_webhook_secret(tmp_path, fake_llm):
 
 
 def test_start_leaves_transformers_imports_to_the_background_and_threads_share_them(tmp_path):
-    """/health must not wait for transformers' imports (seconds); threads that need them wait for the
-    one import instead of racing it ("cannot import name"). In a fresh interpreter."""
+    """/health and /setup must not wait for transformers' imports (seconds; Label Studio gives /setup
+    3 s when a backend is connected); threads that need them wait for the one import instead of
+    racing it ("cannot import name"). In a fresh interpreter."""
     import subprocess
     import sys
 
@@ -205,6 +206,8 @@ from ml_backend import warmup
 backend = LabelJudgeBackend(judge_settings(__import__('pathlib').Path({str(tmp_path)!r})))
 backend.start()
 print("resolved at start:", warmup._done)
+backend.setup(1, open("label_configs/pass_fail.xml").read(), {{}})  # Label Studio allows /setup 3 s
+print("resolved after setup:", warmup._done)
 errors = []
 def use():
     try:
@@ -219,4 +222,5 @@ print("resolved after:", warmup._done, "errors:", errors)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          cwd=Path(__file__).resolve().parents[1])
     assert "resolved at start: False" in out.stdout, out.stdout + out.stderr
+    assert "resolved after setup: False" in out.stdout, out.stdout + out.stderr
     assert "resolved after: True errors: []" in out.stdout, out.stdout + out.stderr

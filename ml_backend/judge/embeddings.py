@@ -9,6 +9,8 @@ from typing import Sequence
 
 import numpy as np
 
+from ..warmup import resolve_transformers
+
 _LOCK = threading.Lock()
 _MODELS: dict[str, tuple] = {}
 
@@ -22,6 +24,7 @@ def default_encoder_path() -> str:
 def _load(path: str):
     with _LOCK:
         if path not in _MODELS:
+            resolve_transformers()
             from transformers import AutoModel, AutoTokenizer
 
             tok = AutoTokenizer.from_pretrained(path)

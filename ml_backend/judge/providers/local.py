@@ -20,6 +20,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from ...warmup import resolve_transformers
 from ..types import Answer, Question, Usage
 from .base import Decoding, ProviderError
 
@@ -53,6 +54,8 @@ class LocalProvider:
 
     def _load(self) -> tuple[Any, Any]:
         import torch
+
+        resolve_transformers()
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         if self.threads:
