@@ -17,8 +17,8 @@ from typing import Any, Sequence
 from .judge import Judge, JudgeSpec, resolve_template
 from .judge.providers import LocalProvider, OpenAIProvider, Provider, ProviderError, scrub
 from .judge.pricing import cost as price
-from .judge.runner import content_hash
-from .judge.types import Answer, Example, Verdict, verdict_from_dict, verdict_to_dict
+from .judge.runner import looked_up
+from .judge.types import Answer, Example, Verdict, verdict_to_dict
 from .jobs import EventWorker
 from .schema import TaskSchema, is_correction, parse_label_config
 from .settings import ProjectConfig, Settings, parse_extra_params
@@ -258,7 +258,6 @@ class LabelJudgeBackend:
                         schema: TaskSchema) -> Evaluator | None:
         """The Evaluator for a registry version, or None (logged) when this config cannot take its
         answers: a binary evaluator needs a two-option control, a pairwise one the config's A/B pair."""
-        resolve_transformers()
         from .evaluator.reward import RewardScorer
         from .evaluator.scorer import Scorer
 
@@ -365,15 +364,16 @@ class LabelJudgeBackend:
         labeling run) comes from the cache, so opening a task again or retrieving predictions after
         ``labeljudge label`` costs nothing; new usable ones are cached. The rest run on the pool."""
         version = state.judge.version
-        hashes = [content_hash(t["data"]) if isinstance(t, dict) and isinstance(t.get("data"), dict) else None
-                  for t in tasks]
-        hits = self.store.get_verdicts(version, [h for h in hashes if h is not None])
-        verdicts: list[Verdict | None] = [verdict_from_dict(hits[h]) if h in hits else None for h in hashes]
+        items = [(i, t["data"]) for i, t in enumerate(tasks) if isinstance(t, dict) and isinstance(t.get("data"), dict)]
+        verdicts: list[Verdict | None] = [None] * len(tasks)
+        hashes: dict[int, str] = {}
+        for i, _, h, hit in looked_up(items, version, self.store, chunk=max(1, len(items))):
+            hashes[i], verdicts[i] = h, hit.verdict if hit is not None else None
         todo = [i for i, v in enumerate(verdicts) if v is None]
         judged = list(self._pool.map(lambda i: self._judge_one(state, tasks[i]), todo))
         for i, v in zip(todo, judged):
             verdicts[i] = v
-        fresh = [(hashes[i], verdict_to_dict(v)) for i, v in zip(todo, judged) if hashes[i] is not None and v.usable]
+        fresh = [(hashes[i], verdict_to_dict(v)) for i, v in zip(todo, judged) if i in hashes and v.usable]
         if fresh:
             self.store.put_verdicts(version, fresh)
         return verdicts, judged  # type: ignore[return-value]  # every None was filled

@@ -31,12 +31,13 @@ def _owner_alive(owner: str) -> bool:
     if host != socket.gethostname():
         return True
     try:
-        os.kill(int(pid), 0)
+        os.kill(int(pid), 0)  # signal 0: only asks whether the process exists
     except ProcessLookupError:
         return False
-    except (PermissionError, ValueError):
-        return True
+    except PermissionError:  # it exists, as another user's
+        pass
     return True
+
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS projects (

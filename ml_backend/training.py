@@ -21,9 +21,7 @@ log = logging.getLogger(__name__)
 def train_project(backend: Any, project: int, *, progress: Callable[[dict], None] | None = None) -> dict:
     """Sync the project's labels from Label Studio, train, gate and (maybe) promote. Blocking."""
     from .reporting import project_records
-    from .warmup import resolve_transformers
 
-    resolve_transformers()
     api = backend.api()
     if api is None:
         raise RuntimeError("training needs LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY")

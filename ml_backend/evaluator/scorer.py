@@ -12,6 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..warmup import resolve_transformers
 from .train import softmax_pos
 
 ONNX_FILE = "model.onnx"
@@ -53,6 +54,7 @@ class Scorer:
 
     def __init__(self, model_dir: Path | str, *, runtime: str = "auto", threads: int | None = None,
                  max_length: int | None = None) -> None:
+        resolve_transformers()
         from transformers import AutoTokenizer
 
         self.model_dir = Path(model_dir)

@@ -18,6 +18,8 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from ..warmup import resolve_transformers
+
 
 @dataclass
 class TrainConfig:
@@ -85,6 +87,8 @@ def base_model_path(cfg: TrainConfig) -> str:
 def load_base(cfg: TrainConfig, num_labels: int):
     """Seeded tokenizer + sequence-classification model on the chosen device: (tok, model, device, path)."""
     import torch
+
+    resolve_transformers()
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
