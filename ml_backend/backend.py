@@ -15,11 +15,13 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from .judge import Judge, JudgeSpec, resolve_template
-from .judge.providers import LocalProvider, OpenAIProvider, Provider, ProviderError, scrub
+from .judge.providers import LocalProvider, OpenAIProvider, Provider, ProviderError
 from .judge.pricing import cost as price
 from .judge.runner import looked_up
 from .judge.types import Answer, Example, Verdict, verdict_to_dict
+from .events import ANNOTATION_EVENTS, BadEvent, check_event, deleted_ids, int_id, project_id_of
 from .jobs import EventWorker
+from .redact import redact, register
 from .schema import TaskSchema, is_correction, parse_label_config
 from .settings import ProjectConfig, Settings, parse_extra_params
 from .store import Store
@@ -27,7 +29,7 @@ from .warmup import resolve_transformers
 
 log = logging.getLogger(__name__)
 
-ANNOTATION_EVENTS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED")
+PER_TASK_LOOKUPS = 8  # a burst touching more tasks of a project resyncs it once instead
 
 
 class UnknownProject(LookupError):
@@ -75,11 +77,17 @@ class ProjectState:
         return self.judge.version
 
 
+def is_judge_version(model_version: Any) -> bool:
+    """Whether a prediction's model_version is one of the judge's (not an evaluator's, not a human's)."""
+    return str(model_version or "").startswith("judge-")
+
+
 def project_key(project: Any) -> str:
-    """Label Studio sends "<id>.<created_ts>"; the id alone names the project everywhere else."""
+    """Label Studio sends "<id>.<created_ts>"; the id alone names the project everywhere else.
+    Anything but a positive integer id is refused (ValueError), so nothing else becomes a store key."""
     if project is None or project == "":
         raise ValueError("the request names no project")
-    return str(project).split(".", 1)[0]
+    return project_id_of(project)
 
 
 class LabelJudgeBackend:
@@ -92,7 +100,9 @@ class LabelJudgeBackend:
         self._lock = threading.RLock()
         # judge calls of /predict in flight at once (Label Studio sends a whole selection in one request)
         self._pool = ThreadPoolExecutor(max_workers=settings.predict_concurrency, thread_name_prefix="labeljudge-judge")
-        self.worker = EventWorker(self.store, self.fit)
+        register(settings.openai_api_key, settings.label_studio_api_key, settings.basic_auth_pass,
+                 settings.webhook_secret)
+        self.worker = EventWorker(self.store, self.handle_events)
         self._evaluators: dict[str, Evaluator | None] = {}
         self._train_timers: dict[str, threading.Timer] = {}
         from .training import TrainingScheduler
@@ -139,16 +149,20 @@ class LabelJudgeBackend:
             return self._providers[key]
 
     # -- setup -----------------------------------------------------------------------------------
-    def setup(self, project: Any, label_config: str, extra_params: Any = None) -> ProjectState:
+    def setup(self, project: Any, label_config: str, extra_params: Any = None, *,
+              remember: bool = True) -> ProjectState:
         """Parse and remember a project's configuration; raises ConfigError / SchemaError /
-        TemplateError with a message for the user when something in it cannot work."""
+        TemplateError with a message for the user when something in it cannot work.
+        ``remember=False``: a state for one run (a labeling job's overrides), neither stored nor
+        served to /predict."""
         pid = project_key(project)
         params = parse_extra_params(extra_params)
-        state = self._build(pid, label_config, params)
-        self.store.save_project(pid, label_config, params, state.version)
+        state = self._build(pid, label_config, params, remember=remember)
+        if remember:
+            self.store.save_project(pid, label_config, params, state.version)
         return state
 
-    def _build(self, pid: str, label_config: str, params: dict) -> ProjectState:
+    def _build(self, pid: str, label_config: str, params: dict, *, remember: bool = True) -> ProjectState:
         key = (label_config, repr(sorted(params.items())), self._pool_generation.get(pid, 0))
         with self._lock:
             cached = self._projects.get(pid)
@@ -172,13 +186,14 @@ class LabelJudgeBackend:
             pair=(pair[1], pair[2]) if pair else None, pair_question=pair[0] if pair else None,
         )
         judge = Judge(spec, self.provider(config), input_keys=schema.data_fields,
-                      max_field_chars=self.settings.max_field_chars)
+                      max_field_chars=self.settings.max_field_chars, max_prompt_chars=self.settings.max_prompt_chars)
         state = ProjectState(pid, config, schema, judge, key, dict(params), self.evaluator_for(pid, schema))
         self.store.save_version(pid, spec.version, {
             "template": spec.template, "metric": config.metric, "provider": spec.provider, "model": spec.model,
             "temperature": spec.temperature, "few_shot": [e.id for e in spec.examples], "k": spec.few_shot_k})
-        with self._lock:
-            self._projects[pid] = state
+        if remember:
+            with self._lock:
+                self._projects[pid] = state
         return state
 
     def examples(self, pid: str, schema: TaskSchema) -> tuple[Example, ...]:
@@ -385,7 +400,10 @@ class LabelJudgeBackend:
         try:
             verdict = state.judge.judge(data)
         except ProviderError as exc:
-            verdict = Verdict(error=scrub(str(exc), self._secrets()))
+            verdict = Verdict(error=redact(str(exc)))
+        except Exception as exc:  # one task's surprise is its own abstention, never the batch's failure
+            log.exception("project %s task %s: judging failed", state.project_id, task.get("id"))
+            verdict = Verdict(error=redact(f"could not judge this task: {type(exc).__name__}: {exc}"))
         self.record_positions(state, task.get("id"), verdict)
         for warning in verdict.warnings:
             log.warning("project %s task %s: %s", state.project_id, task.get("id"), warning)
@@ -395,8 +413,10 @@ class LabelJudgeBackend:
 
     def record_positions(self, state: ProjectState, task_id: Any, verdict: Verdict) -> None:
         """Pairwise: keep both orders' answers, so the report can measure position bias."""
+        if isinstance(task_id, bool) or not isinstance(task_id, (int, str)) or not (str(task_id).isascii() and str(task_id).isdigit()):
+            return  # a task without a Label Studio id (a preview, a hand-made request): nothing to key it by
         for answer in verdict.answers.values():
-            if answer.position is not None and task_id is not None:
+            if answer.position is not None:
                 self.store.add_pair_judgment(state.project_id, int(task_id), state.judge.version, answer.position)
 
     def prediction_for(self, state: ProjectState, verdict: Verdict, version: str | None = None) -> dict | list:
@@ -415,62 +435,115 @@ class LabelJudgeBackend:
         return (s.openai_api_key, s.label_studio_api_key, s.basic_auth_pass, s.webhook_secret)
 
     # -- fit (webhook events, run by the background worker) ---------------------------------------
-    def record_event(self, payload: dict) -> int:
-        """Persist a webhook event and wake the worker; this is all /webhook does before answering."""
-        action = str(payload.get("action") or "UNKNOWN")
-        project = payload.get("project")
-        pid = None
-        if isinstance(project, dict) and project.get("id") is not None:
-            pid = str(project["id"])
-        event_id = self.store.add_event(pid, action, payload)
+    def record_event(self, payload: Any) -> int:
+        """Check and persist a webhook event and wake the worker; this is all /webhook does before
+        answering. A payload that cannot be understood is quarantined (stored apart with its reason,
+        logged, counted in /metrics) and BadEvent raised, so it never reaches the events it would break."""
+        try:
+            head = check_event(payload)
+        except BadEvent as exc:
+            project = payload.get("project") if isinstance(payload, dict) else None
+            raw = project.get("id") if isinstance(project, dict) else None
+            pid = str(raw)[:20] if isinstance(raw, (int, str)) and str(raw).isascii() and str(raw).isdigit() else None
+            qid = self.store.quarantine(pid, "webhook", str(exc), payload)
+            log.warning("webhook quarantined as #%s (project %s): %s", qid, pid, exc)
+            raise
+        event_id = self.store.add_event(head.project_id, head.action, payload)
         self.worker.kick()
         return event_id
 
     def fit(self, event: str, data: dict, **kwargs: Any) -> None:
+        """One event, as Label Studio's ML backend class names it; raises what handling it raised."""
+        error = self.handle_events([{"id": 0, "action": event, "payload": data}]).get(0)
+        if error:
+            raise RuntimeError(error)
+
+    def handle_events(self, events: list[dict]) -> dict[int, str | None]:
+        """A burst of stored events, coalesced: annotations are stored as they come, then each project
+        touched is looked at once (corrections against the judge, the few-shot pool, the training
+        trigger), not once per event. Returns the error of each event that failed, by event id."""
+        errors: dict[int, str | None] = {}
+        touched: dict[str, dict] = {}  # project -> {"tasks": {task ids}, "config": label_config or None}
+        for event in events:
+            try:
+                self._apply_event(event["action"], event["payload"], touched)
+            except Exception as exc:  # a bad event must not stop the burst
+                log.warning("event %s (%s) failed: %s", event["id"], event["action"], exc)
+                errors[event["id"]] = f"{type(exc).__name__}: {exc}"
+        for pid, seen in touched.items():
+            try:
+                if seen["tasks"]:
+                    self._mark_corrections(pid, seen["tasks"], seen["config"])
+            except Exception as exc:  # the correction flag is a hint; the labels are stored already
+                from .labelstudio import describe_error
+
+                log.warning("project %s: could not compare new annotations with the judge: %s", pid,
+                            describe_error(exc))
+            self.labels_changed(pid)
+            if seen["annotated"]:
+                self.maybe_train(pid)
+        return errors
+
+    def _apply_event(self, event: str, data: dict, touched: dict[str, dict]) -> None:
+        head = check_event(data)  # events stored before checks existed are checked here too
+        pid = head.project_id
         project = data.get("project") or {}
-        pid = str(project.get("id")) if isinstance(project, dict) and project.get("id") is not None else None
         if event in ANNOTATION_EVENTS and pid:
-            annotation = data.get("annotation") or {}
-            if annotation.get("id") is None or annotation.get("task") is None:
-                raise ValueError(f"{event} without annotation id/task")
-            task = data.get("task") or {}
+            annotation = data["annotation"]
+            seen = touched.setdefault(pid, {"tasks": set(), "config": None, "annotated": False})
+            seen["config"] = project.get("label_config") or seen["config"]
             if annotation.get("was_cancelled"):
                 self.store.delete_annotations([int(annotation["id"])])
-            else:
-                self.store.upsert_annotation(pid, annotation, task.get("data"),
-                                             self._correction(pid, annotation, project))
-            self.labels_changed(pid)
-            self.maybe_train(pid)
+                return
+            problems = self._problems(pid, annotation, project.get("label_config"))
+            if problems:
+                qid = self.store.quarantine(pid, "annotation", "; ".join(problems)[:500], data)
+                log.warning("annotation %s of project %s quarantined as #%s: %s", annotation["id"], pid, qid,
+                            problems[0])
+                return
+            task_id = int_id(annotation["task"], "annotation.task")
+            self.store.upsert_annotation(pid, {**annotation, "task": task_id}, (data.get("task") or {}).get("data"))
+            seen["tasks"].add(task_id)
+            seen["annotated"] = True
         elif event == "ANNOTATIONS_DELETED":
-            ids = [int(a["id"]) for a in data.get("annotations") or [] if a.get("id") is not None]
-            self.store.delete_annotations(ids)
+            self.store.delete_annotations(deleted_ids(data))
             if pid:
-                self.labels_changed(pid)
+                touched.setdefault(pid, {"tasks": set(), "config": None, "annotated": False})
         elif event == "START_TRAINING" and pid:
             if self.api() is None:
                 raise RuntimeError("Start Training needs LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY on the backend")
             self.resync(int(pid))
             self.trainer.request(pid, "Start Training")
-        # START_TRAINING and the evaluator's training are handled by the evaluator issue's code;
-        # every other project event is acknowledged and ignored.
+        # every other project event is acknowledged and ignored
 
-    def _correction(self, pid: str, annotation: dict, project: dict) -> bool | None:
-        """Did the human change the judge's answer? Needs Label Studio's API (the webhook payload
-        carries no predictions); None when it cannot be known."""
+    def _problems(self, pid: str, annotation: dict, label_config: str | None) -> list[str]:
+        """Why this annotation cannot be read against its project's config (empty when it can, or when
+        the config is not known here: reads skip what they cannot use)."""
+        try:
+            schema = self.state(pid, label_config).schema
+        except Exception:
+            return []
+        return schema.problems(annotation.get("result"))
+
+    def _mark_corrections(self, pid: str, task_ids: set[int], label_config: str | None) -> None:
+        """Did the humans change the judge's answers? Needs Label Studio's API (the webhook payload
+        carries no predictions): a few tasks are looked up one by one, a bigger burst resyncs the
+        project once (one export) instead of one request per event."""
         api = self.api()
         if api is None:
-            return None
-        try:
-            preds = [p for p in api.client.predictions.list(task=int(annotation["task"]))
-                     if str(p.model_version or "").startswith("judge-")]
+            return
+        if len(task_ids) > PER_TASK_LOOKUPS:
+            self.resync(int(pid))
+            return
+        schema = self.state(pid, label_config).schema
+        by_id = {a["id"]: a for a in self.store.annotations(pid) if a["task_id"] in task_ids}
+        for task_id in task_ids:
+            preds = [p for p in api.task_predictions(task_id) if is_judge_version(p["model_version"])]
             if not preds:
-                return None
-            schema = self.state(pid, project.get("label_config")).schema
-            return is_correction(schema, annotation.get("result") or [], preds[-1].result)
-        except Exception as exc:  # the sync must not fail because of this hint
-            log.warning("could not compare annotation %s with the judge: %s", annotation.get("id"),
-                        scrub(str(exc), self._secrets()))
-            return None
+                continue
+            for ann in by_id.values():
+                if ann["task_id"] == task_id:
+                    self.store.set_correction(ann["id"], is_correction(schema, ann["result"], preds[-1]["result"]))
 
     def api(self):
         """A Label Studio API client when LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY are set."""
@@ -496,7 +569,7 @@ class LabelJudgeBackend:
 
     def start_label_job(self, project: int, *, sample: int | None = None, concurrency: int = 8,
                         overrides: dict | None = None, batch_api: bool = False,
-                        poll_interval: float = 30.0) -> dict:
+                        poll_interval: float = 30.0, max_cost: float | None = None) -> dict:
         """Bulk-label a project in a background thread; status is readable at /jobs/<id>.
         One labeling job per project at a time: a second request returns the running one.
         ``batch_api``: through one OpenAI Batch API batch (its id and status show in the progress)."""
@@ -535,11 +608,12 @@ class LabelJudgeBackend:
             try:
                 summary = label_project(self, api, project, overrides=overrides, sample=sample,
                                         concurrency=concurrency, progress=progress, batch_api=batch_api,
-                                        poll_interval=poll_interval, batch_progress=batch_progress)
+                                        poll_interval=poll_interval, batch_progress=batch_progress,
+                                        max_cost=max_cost)
                 self.store.update_job(job_id, status="finished", result=summary.as_dict())
             except Exception as exc:
                 log.exception("labeling job %s failed", job_id)
-                self.store.update_job(job_id, status="failed", error=scrub(str(exc), self._secrets())[:500])
+                self.store.update_job(job_id, status="failed", error=redact(str(exc))[:500])
             finally:
                 self._live_jobs.discard(job_id)
 

@@ -63,7 +63,7 @@ def label(args: argparse.Namespace) -> int:
                                 concurrency=args.concurrency, rpm=args.rpm, tpm=args.tpm,
                                 batch_size=args.batch_size, progress=progress, stop=stop,
                                 batch_api=args.batch_api, poll_interval=args.poll_interval,
-                                batch_progress=batch_progress)
+                                batch_progress=batch_progress, max_cost=args.max_cost)
     except Exception as exc:
         raise UserError(scrub(str(exc), (settings.openai_api_key, args.api_key))) from None
     finally:
@@ -78,7 +78,10 @@ def label(args: argparse.Namespace) -> int:
               f"cost ${out['cost']:.4f}, {out['seconds']} s")
         for f in out["failures"][:10]:
             print(f"  task {f['task']}: {f['reason']}")
-    return 0 if not stop.is_set() else 130
+        if summary.stopped == "budget":
+            print(f"stopped: the budget of ${args.max_cost:.4f} was reached; run the same command again "
+                  f"(with a larger --max-cost) to continue", file=sys.stderr)
+    return 130 if summary.stopped == "interrupted" else 0
 
 
 def sync(args: argparse.Namespace) -> int:

@@ -1,4 +1,5 @@
-"""Background work in-process: one daemon thread drains the store's pending webhook events.
+"""Background work in-process: one daemon thread drains the store's pending webhook events, a burst at
+a time (the handler coalesces the work per project).
 
 Events are written to sqlite before /webhook answers, so a crash between acknowledging and
 processing loses nothing: the worker picks unprocessed events up again when the process restarts.
@@ -15,7 +16,7 @@ log = logging.getLogger(__name__)
 
 
 class EventWorker:
-    def __init__(self, store: Store, handle: Callable[[str, dict], None]) -> None:
+    def __init__(self, store: Store, handle: Callable[[list[dict]], dict[int, str | None]]) -> None:
         self.store = store
         self.handle = handle
         self._wake = threading.Event()
@@ -49,13 +50,11 @@ class EventWorker:
                 batch = self.store.pending_events()
                 if not batch:
                     break
-                for event in batch:
-                    error = None
-                    try:
-                        self.handle(event["action"], event["payload"])
-                    except Exception as exc:  # a bad event must not stop the worker
-                        log.exception("event %s (%s) failed", event["id"], event["action"])
-                        error = f"{type(exc).__name__}: {exc}"[:500]
-                    self.store.mark_event(event["id"], error)
+                try:  # the burst is handled at once: one look per project, not one per event
+                    errors = self.handle(batch)
+                except Exception as exc:  # a bad burst must not stop the worker
+                    log.exception("handling %s events failed", len(batch))
+                    errors = {e["id"]: f"{type(exc).__name__}: {exc}" for e in batch}
+                self.store.mark_events([e["id"] for e in batch], errors)
             if not self._wake.is_set():
                 self._idle.set()

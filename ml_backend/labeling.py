@@ -43,6 +43,7 @@ class LabelSummary:
     tokens_out: int = 0
     cost: float = 0.0
     seconds: float = 0.0
+    stopped: str | None = None  # "budget" when max_cost was reached, "interrupted" on a stop request
     labeling_seconds: float = 0.0  # the judge calls and the writes, without listing the project
     judging_seconds: float = 0.0  # until the last verdict: the judge calls without the final write
     failures: list[dict] = field(default_factory=list)
@@ -70,8 +71,10 @@ def resolve_state(backend: LabelJudgeBackend, api: LabelStudioAPI, project: int,
         if raw:
             params = parse_extra_params(raw)
             break
-    params.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    return backend.setup(project, label_config, params)
+    run_only = {k: v for k, v in (overrides or {}).items() if v is not None}
+    params.update(run_only)
+    # overrides are for this run: the project's stored config (what /predict serves) stays as it is
+    return backend.setup(project, label_config, params, remember=not run_only)
 
 
 def one_run_per_project(label: Callable[..., LabelSummary]) -> Callable[..., LabelSummary]:
@@ -92,8 +95,12 @@ def label_project(backend: LabelJudgeBackend, api: LabelStudioAPI, project: int,
                   max_wait: float = 2.0, batch_api: bool = False, poll_interval: float = 30.0,
                   use_async: bool | None = None,
                   batch_progress: Callable[[Any], None] | None = None,
-                  progress: ProgressFn | None = None, stop: threading.Event | None = None) -> LabelSummary:
+                  progress: ProgressFn | None = None, stop: threading.Event | None = None,
+                  max_cost: float | None = None) -> LabelSummary:
+    """``max_cost``: stop cleanly once the run has spent this many dollars (calls in flight finish and
+    are written; a re-run continues with the tasks left)."""
     t0 = time.time()
+    stop = stop if stop is not None else threading.Event()
     from .sync import resync_project
 
     resync_project(api, backend.store, project)  # few-shot pool = Label Studio's current annotations
@@ -191,6 +198,11 @@ def label_project(backend: LabelJudgeBackend, api: LabelStudioAPI, project: int,
                 backend.store.record_failure(pid, o.key, version, reason)
                 count(failures=1)
             summary.judging_seconds = time.time() - t_run
+            if max_cost is not None and summary.cost >= max_cost and not stop.is_set():
+                summary.stopped = "budget"
+                log.warning("project %s: budget of $%.4f reached ($%.4f spent); stopping, a re-run continues",
+                            project, max_cost, summary.cost)
+                stop.set()
             if progress is not None:
                 progress(summary, len(todo))
 
@@ -212,6 +224,8 @@ def label_project(backend: LabelJudgeBackend, api: LabelStudioAPI, project: int,
         writer_thread.join()
         summary.labeling_seconds = time.time() - t_run
         summary.seconds = time.time() - t0
+    if stop.is_set() and summary.stopped is None:
+        summary.stopped = "interrupted"
     if write_errors:
         raise RuntimeError(f"writing predictions to Label Studio failed: {write_errors[0]}") from write_errors[0]
     return summary

@@ -13,6 +13,26 @@ log = logging.getLogger(__name__)
 EXPORT_TIMEOUT = 1800  # one request carries the whole project: about 1.7 s per 1,000 tasks on Label Studio's side
 
 
+def describe_error(exc: BaseException) -> str:
+    """One line for a failed Label Studio call: the status and what Label Studio said, never the
+    response headers (the SDK's own message carries them, Set-Cookie session ids included)."""
+    import httpx
+
+    if isinstance(exc, ApiError):
+        body = exc.body
+        detail = body.get("detail") or body.get("validation_errors") or body.get("error") \
+            if isinstance(body, dict) else body
+        reason = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+                  500: "Internal Server Error"}.get(exc.status_code or 0, "")
+        text = f"Label Studio answered {exc.status_code} {reason}".rstrip()
+        return f"{text}: {str(detail)[:200]}" if detail else text
+    if isinstance(exc, httpx.ConnectError):
+        return f"could not connect to Label Studio (connection refused or host unknown): {exc}"[:300]
+    if isinstance(exc, httpx.TimeoutException):
+        return "Label Studio did not answer in time"
+    return f"{type(exc).__name__}: {exc}"[:300]
+
+
 class LabelStudioAPI:
     def __init__(self, url: str, api_key: str, *, timeout: float = 60.0) -> None:
         if not url or not api_key:
@@ -105,14 +125,26 @@ class LabelStudioAPI:
         self.client.actions.create(id="retrieve_tasks_predictions", project=project,
                                    selected_items={"all": True, "excluded": []})
 
+    def task_predictions(self, task: int) -> list[dict]:
+        """One task's predictions, oldest first, as plain dicts."""
+        preds = sorted(self.client.predictions.list(task=task), key=lambda p: p.id or 0)
+        return [{"id": p.id, "model_version": p.model_version or "", "result": p.result or []} for p in preds]
+
     def predictions(self, project: int) -> list[Any]:
         return list(self.client.predictions.list(project=project))
 
     def ensure_webhook(self, project: int, url: str, headers: dict[str, str]) -> int:
-        """A webhook that carries our auth header (Label Studio's auto-registered one carries none)."""
-        for hook in self.client.webhooks.list(project=project):
-            if hook.url == url and (hook.headers or {}) == headers:
-                return int(hook.id)
+        """Exactly one webhook of ``project`` at ``url``, carrying our auth header (Label Studio's
+        auto-registered one carries none): an existing one is updated, extra copies are removed."""
+        same = [h for h in self.client.webhooks.list(project=project) if (h.url or "").rstrip("/") == url.rstrip("/")]
+        for extra in same[1:]:
+            self.client.webhooks.delete(id=extra.id)
+        if same:
+            hook = same[0]
+            if (hook.headers or {}) != headers or not hook.is_active:
+                self.client.webhooks.update(id=hook.id, url=url, headers=headers, is_active=True,
+                                            send_payload=True, send_for_all_actions=True)
+            return int(hook.id)
         hook = self.client.webhooks.create(url=url, project=project, headers=headers, send_payload=True,
                                            send_for_all_actions=True, is_active=True)
         return int(hook.id)

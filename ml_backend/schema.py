@@ -22,6 +22,10 @@ log = logging.getLogger(__name__)
 JUDGED_TAGS = ("Choices", "Rating", "Number", "Taxonomy", "Pairwise")
 RATIONALE_TAG = "TextArea"
 MAX_NUMBER_OPTIONS = 11  # integer ranges up to this size are scored as options (0..10 included)
+# Every option is spelled out in the prompt (and a local model scores each one): a config asking about
+# a million options would cost millions of tokens per task. Refused at /setup with this bound.
+MAX_OPTIONS = 200
+MAX_CONFIG_CHARS = 200_000
 
 
 class SchemaError(ValueError):
@@ -117,37 +121,94 @@ class TaskSchema:
                     return name, a, b
         return None
 
-    def answers_from_result(self, result: list[dict]) -> tuple[dict[str, Any], str | None]:
+    def answers_from_result(self, result: Any) -> tuple[dict[str, Any], str | None]:
         """A human annotation's result as the judge's answers (per control) and its rationale text.
-        Values the config no longer allows are dropped, so an old annotation cannot teach a stale label."""
+        Values the config no longer allows are dropped, so an old annotation cannot teach a stale label;
+        a region that cannot be read (stored before it was checked, or from a changed config) is skipped,
+        never raised: one bad record must not break every later read of its project."""
         answers: dict[str, Any] = {}
         rationale = None
-        for region in result or []:
-            name, value = region.get("from_name"), region.get("value") or {}
-            if name == self.rationale_control and value.get("text"):
-                text = value["text"]
-                rationale = " ".join(text) if isinstance(text, list) else str(text)
+        for region in result if isinstance(result, list) else []:
+            try:
+                name, value = self._read_region(region)
+            except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError):
                 continue
-            spec = self.controls.get(name)
-            if spec is None:
+            if name is None:
                 continue
-            q = spec.question
-            if spec.tag == "Choices" and value.get("choices"):
-                picked = [c for c in value["choices"] if c in q.options]
-                answers[name] = picked if q.kind == "multiple" else (picked[0] if len(picked) == 1 else None)
-            elif spec.tag == "Rating" and value.get("rating") is not None:
-                answers[name] = str(int(value["rating"]))
-            elif spec.tag == "Number" and value.get("number") is not None:
-                answers[name] = str(int(value["number"])) if q.kind == "single" else float(value["number"])
-            elif spec.tag == "Taxonomy" and value.get("taxonomy"):
-                answers[name] = " / ".join(value["taxonomy"][0])
-            elif spec.tag == "Pairwise" and value.get("selected"):
-                answers[name] = value["selected"]
-            if name in answers and q.kind == "single" and answers[name] not in q.options:
-                answers.pop(name)
-            elif answers.get(name) is None:
-                answers.pop(name, None)
+            if name == self.rationale_control:
+                rationale = value
+            else:
+                answers[name] = value
         return answers, rationale
+
+    def problems(self, result: Any) -> list[str]:
+        """Why regions of a human result cannot be used as answers to this config (empty when all can):
+        the webhook ingestion quarantines such an annotation instead of storing it."""
+        out = []
+        for i, region in enumerate(result if isinstance(result, list) else []):
+            if not isinstance(region, dict) or region.get("from_name") not in self.controls:
+                continue
+            try:
+                name, _ = self._read_region(region)
+            except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError) as exc:
+                out.append(f"result[{i}] ({region.get('from_name')}): {exc}")
+                continue
+            if name is None and any(region.get("value", {}).get(k) not in (None, [], "") for k in
+                                    ("choices", "rating", "number", "taxonomy", "selected")):
+                out.append(f"result[{i}] ({region['from_name']}): the value is not one of the config's options")
+        return out
+
+    def _read_region(self, region: Any) -> tuple[str | None, Any]:
+        """(control name, answer) of one region, (None, None) for a region without a usable answer;
+        raises ValueError/TypeError naming what is malformed."""
+        if not isinstance(region, dict):
+            raise TypeError(f"a region must be an object, got {type(region).__name__}")
+        name, value = region.get("from_name"), region.get("value")
+        if not isinstance(value, dict):
+            raise TypeError(f"value must be an object, got {type(value).__name__}")
+        if name == self.rationale_control:
+            text = value.get("text")
+            if not text:
+                return None, None
+            return name, " ".join(map(str, text)) if isinstance(text, list) else str(text)
+        spec = self.controls.get(name)
+        if spec is None:
+            return None, None
+        q = spec.question
+        answer: Any = None
+        if spec.tag == "Choices" and value.get("choices"):
+            choices = value["choices"]
+            if not isinstance(choices, list) or not all(isinstance(c, str) for c in choices):
+                raise TypeError("choices must be a list of strings")
+            picked = [c for c in choices if c in q.options]
+            answer = picked if q.kind == "multiple" else (picked[0] if len(picked) == 1 else None)
+        elif spec.tag == "Rating" and value.get("rating") is not None:
+            answer = str(_whole(value["rating"], "rating"))
+        elif spec.tag == "Number" and value.get("number") is not None:
+            number = value["number"]
+            if isinstance(number, bool) or not isinstance(number, (int, float)) or number != number:
+                raise TypeError(f"number must be a number, got {number!r}"[:80])
+            answer = str(_whole(number, "number")) if q.kind == "single" else float(number)
+        elif spec.tag == "Taxonomy" and value.get("taxonomy"):
+            path = value["taxonomy"][0]
+            if not isinstance(path, list) or not all(isinstance(p, str) for p in path):
+                raise TypeError("taxonomy must be a list of paths (lists of strings)")
+            answer = " / ".join(path)
+        elif spec.tag == "Pairwise" and value.get("selected"):
+            if not isinstance(value["selected"], str):
+                raise TypeError("selected must be 'left' or 'right'")
+            answer = value["selected"]
+        if answer is None or (q.kind == "single" and answer not in q.options):
+            return None, None
+        return name, answer
+
+
+def _whole(value: Any, what: str) -> int:
+    """An integer-valued number (5 or 5.0), or ValueError naming the field."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value \
+            or not float(value).is_integer():
+        raise ValueError(f"{what} must be a whole number, got {value!r}"[:80])
+    return int(value)
 
 
 def is_correction(schema: TaskSchema, human: list[dict], judge: list[dict]) -> bool:
@@ -179,8 +240,12 @@ def _region_for(spec: ControlSpec, control: Any, value: Any) -> dict[str, Any]:
 
 def parse_label_config(config: str) -> TaskSchema:
     """Parse a label config into a TaskSchema; raise SchemaError with a readable message."""
-    if not isinstance(config, str) or not config.strip():
+    if not isinstance(config, str):
+        raise SchemaError(f"label config must be an XML string, got {type(config).__name__}")
+    if not config.strip():
         raise SchemaError("label config is empty")
+    if len(config) > MAX_CONFIG_CHARS:
+        raise SchemaError(f"label config is {len(config):,} characters; at most {MAX_CONFIG_CHARS:,} are accepted")
     try:
         root = ET.fromstring(config)
     except ET.ParseError as exc:
@@ -196,6 +261,7 @@ def parse_label_config(config: str) -> TaskSchema:
         if isinstance(getattr(obj, "value", None), str) and obj.value.startswith("$")
     }
     elements = {el.get("name"): el for el in root.iter() if el.get("name")}
+    objects = {obj.name for obj in interface.objects}
     controls: dict[str, ControlSpec] = {}
     rationale = None
     for control in interface.controls:
@@ -204,7 +270,15 @@ def parse_label_config(config: str) -> TaskSchema:
             continue
         if control.tag not in JUDGED_TAGS:
             continue
-        controls[control.name] = _control_spec(control, elements.get(control.name))
+        spec = _control_spec(control, elements.get(control.name))
+        missing = [t for t in spec.to_name if t not in objects]
+        if missing:
+            raise SchemaError(f"{spec.tag} {spec.name!r} has toName={missing[0]!r}, which names no object in "
+                              f"the config (objects: {', '.join(sorted(objects)) or 'none'})")
+        if len(spec.question.options) > MAX_OPTIONS:
+            raise SchemaError(f"{spec.tag} {spec.name!r} asks about {len(spec.question.options):,} options; the judge "
+                              f"takes at most {MAX_OPTIONS} per control (each option is spelled out in every prompt)")
+        controls[control.name] = spec
     if not controls:
         tags = sorted({c.tag for c in interface.controls}) or ["none"]
         raise SchemaError(
@@ -226,7 +300,12 @@ def _control_spec(control: Any, element: ET.Element | None) -> ControlSpec:
         kind = "multiple" if attr.get("choice") == "multiple" else "single"
         return ControlSpec(name, tag, to_name, Question(name, kind, labels, instruction=hint))
     if tag == "Rating":
-        top = int(attr.get("maxRating", 5))
+        try:
+            top = int(attr.get("maxRating", 5))
+        except ValueError:
+            raise SchemaError(f"Rating {name!r} has maxRating={attr.get('maxRating')!r}, not a whole number") from None
+        if not 1 <= top <= MAX_OPTIONS:
+            raise SchemaError(f"Rating {name!r} has maxRating={top}; the judge takes 1 to {MAX_OPTIONS}")
         options = tuple(str(i) for i in range(1, top + 1))
         return ControlSpec(name, tag, to_name, Question(name, "single", options, instruction=hint))
     if tag == "Number":

@@ -83,6 +83,21 @@ class Settings:
     redis_url: str | None = None
     preload_model: bool = True
     log_level: str = "INFO"
+    judge_models: tuple[str, ...] = ()  # JUDGE_MODELS: the models extra_params may pick (besides the default)
+    max_prompt_chars: int = 60_000
+    max_request_bytes: int = 64 * 1024 * 1024
+    max_webhook_bytes: int = 4 * 1024 * 1024
+
+    def allowed_models(self, provider: str) -> tuple[str, ...] | None:
+        """The models a project may name for ``provider``; None means any name (an OpenAI-compatible
+        server with no JUDGE_MODELS set: the name is only sent to the server the operator chose). A
+        local model is a file or a hub download, so only the configured and embedded ones may load."""
+        default = self.judge_model if self.judge_model and provider == self.judge_provider else _default_model(provider)
+        if self.judge_models:
+            return tuple(dict.fromkeys((default, *self.judge_models)))
+        if provider == "local":
+            return tuple(dict.fromkeys((default, DEFAULT_LOCAL_MODEL)))
+        return None
 
     def __post_init__(self) -> None:
         if self.train_precision not in ("auto", "fp32"):
@@ -91,6 +106,10 @@ class Settings:
             raise ConfigError("EVALUATOR_LAYERS must be 0 (all layers) or a positive number of layers")
         if self.predict_concurrency < 1:
             raise ConfigError("PREDICT_CONCURRENCY must be at least 1")
+        for name, value in (("MAX_PROMPT_CHARS", self.max_prompt_chars), ("MAX_REQUEST_BYTES", self.max_request_bytes),
+                            ("MAX_WEBHOOK_BYTES", self.max_webhook_bytes), ("MAX_FIELD_CHARS", self.max_field_chars)):
+            if value < 1:
+                raise ConfigError(f"{name} must be a positive number")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -136,6 +155,10 @@ class Settings:
             redis_url=env.get("REDIS_URL") or None,
             preload_model=_env_bool(env, "PRELOAD_MODEL", True),
             log_level=(env.get("LOG_LEVEL") or "INFO").upper(),
+            judge_models=tuple(m.strip() for m in (env.get("JUDGE_MODELS") or "").split(",") if m.strip()),
+            max_prompt_chars=_env_num(env, "MAX_PROMPT_CHARS", 60_000, int),
+            max_request_bytes=_env_num(env, "MAX_REQUEST_BYTES", 64 * 1024 * 1024, int),
+            max_webhook_bytes=_env_num(env, "MAX_WEBHOOK_BYTES", 4 * 1024 * 1024, int),
         )
 
     def redacted(self) -> dict[str, Any]:
@@ -191,14 +214,19 @@ class ProjectConfig:
             few_shot_k=settings.few_shot_k, mode=settings.serving_mode, train_every=settings.train_every,
             judge_weight=settings.judge_weight, cascade_band=(settings.cascade_low, settings.cascade_high),
         )
-        return base.with_params(parse_extra_params(extra_params))
+        config = base.with_params(parse_extra_params(extra_params))
+        allowed = settings.allowed_models(config.provider)
+        if allowed is not None and config.model not in allowed:
+            raise ConfigError(f"model {config.model[:80]!r} is not one this backend's operator allows for the "
+                              f"{config.provider} provider (allowed: {', '.join(allowed)}; set JUDGE_MODELS)")
+        return config
 
     def with_params(self, params: Mapping[str, Any]) -> "ProjectConfig":
         changes: dict[str, Any] = {}
         for key, value in params.items():
             if key not in _PARAM_TYPES:
                 raise ConfigError(
-                    f"unknown extra_params key {key!r}; known keys: {', '.join(sorted(_PARAM_TYPES))}"
+                    f"unknown extra_params key {str(key)[:60]!r}; known keys: {', '.join(sorted(_PARAM_TYPES))}"
                 )
             changes[key] = _coerce(key, value)
         if "provider" in changes and "model" not in changes and changes["provider"] != self.provider:
@@ -232,6 +260,10 @@ _PARAM_TYPES: dict[str, type | tuple[type, ...]] = {
 }
 
 
+_BOUNDS = {"max_tokens": (1, 32_768), "few_shot_k": (0, 64), "train_every": (0, 1_000_000)}
+_MAX_TEXT = {"model": 200, "prompt": 100_000, "metric": 100}
+
+
 def _coerce(key: str, value: Any) -> Any:
     expected = _PARAM_TYPES[key]
     if value is None and key in ("prompt", "metric"):
@@ -261,15 +293,21 @@ def _coerce(key: str, value: Any) -> Any:
         if not 0 <= value <= 2:
             raise ConfigError("extra_params['temperature'] must be between 0 and 2")
         return float(value)
-    if key in ("max_tokens", "few_shot_k", "train_every") and value < 0:
-        raise ConfigError(f"extra_params[{key!r}] must not be negative")
+    if key in _BOUNDS and not _BOUNDS[key][0] <= value <= _BOUNDS[key][1]:
+        low, high = _BOUNDS[key]
+        raise ConfigError(f"extra_params[{key!r}] must be between {low} and {high:,}, got {value!r}"[:160])
+    if key in _MAX_TEXT and len(value) > _MAX_TEXT[key]:
+        raise ConfigError(f"extra_params[{key!r}] is {len(value):,} characters; at most {_MAX_TEXT[key]:,}")
+    if key == "model" and not value.strip():
+        raise ConfigError("extra_params['model'] must name a model")
     if key == "control":
         names = [value] if isinstance(value, str) else value
-        if not all(isinstance(n, str) and n for n in names):
+        if not names or len(names) > 50 or not all(isinstance(n, str) and 0 < len(n) <= 200 for n in names):
             raise ConfigError("extra_params['control'] must be a control name or a list of them")
         return tuple(names)
     if key == "fields":
-        if not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        if len(value) > 100 or not all(isinstance(k, str) and isinstance(v, str) and len(k) <= 200 and len(v) <= 200
+                                       for k, v in value.items()):
             raise ConfigError("extra_params['fields'] maps template names to task data keys (strings)")
         return dict(value)
     return value

@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+from .redact import redact, redact_obj
+
 log = logging.getLogger(__name__)
 
 
@@ -128,6 +130,14 @@ CREATE TABLE IF NOT EXISTS provider_batches (
     updated_at REAL NOT NULL,
     PRIMARY KEY (scope, batch_id)
 );
+CREATE TABLE IF NOT EXISTS quarantine (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    project_id TEXT,
+    source TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    excerpt TEXT NOT NULL,
+    at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS jobs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     project_id TEXT NOT NULL,
@@ -206,7 +216,15 @@ class Store:
 
     def mark_event(self, event_id: int, error: str | None = None) -> None:
         with self._tx() as db:
-            db.execute("UPDATE events SET processed_at=?, error=? WHERE id=?", (time.time(), error, event_id))
+            db.execute("UPDATE events SET processed_at=?, error=? WHERE id=?",
+                       (time.time(), None if error is None else redact(error)[:500], event_id))
+
+    def mark_events(self, event_ids: list[int], errors: dict[int, str | None]) -> None:
+        """A burst marked processed in one transaction, each with its error (if any)."""
+        now = time.time()
+        with self._tx() as db:
+            db.executemany("UPDATE events SET processed_at=?, error=? WHERE id=?",
+                           [(now, None if errors.get(i) is None else redact(errors[i])[:500], i) for i in event_ids])
 
     def events(self, project_id: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
         sql = "SELECT id, project_id, action, received_at, processed_at, error FROM events"
@@ -216,6 +234,25 @@ class Store:
             args = (project_id,)
         rows = self._conn().execute(sql + " ORDER BY id DESC LIMIT ?", args + (limit,)).fetchall()
         return [dict(r) for r in rows]
+
+    # -- quarantine: records that could not be understood, kept with their reason ---------------
+    def quarantine(self, project_id: str | None, source: str, reason: str, record: Any) -> int:
+        """Keep a record that cannot be used (a malformed webhook, an annotation its config cannot
+        read) out of every table that is read later, with why; only a redacted excerpt is stored."""
+        excerpt = record if isinstance(record, str) else json.dumps(record, default=str)[:2000]
+        with self._tx() as db:
+            cur = db.execute("INSERT INTO quarantine (project_id, source, reason, excerpt, at) VALUES (?, ?, ?, ?, ?)",
+                             (project_id, source, redact(reason)[:500], redact(excerpt[:2000]), time.time()))
+            return int(cur.lastrowid)
+
+    def quarantined(self, limit: int = 20) -> dict[str, Any]:
+        """Counts per project and source, and the latest records (for /metrics)."""
+        db = self._conn()
+        counts = db.execute("SELECT project_id, source, COUNT(*) AS n FROM quarantine GROUP BY project_id, source")
+        latest = db.execute("SELECT id, project_id, source, reason, at FROM quarantine ORDER BY id DESC LIMIT ?",
+                            (limit,))
+        rows = [dict(r) for r in counts.fetchall()]
+        return {"total": sum(r["n"] for r in rows), "by_project": rows, "latest": [dict(r) for r in latest.fetchall()]}
 
     # -- annotations ---------------------------------------------------------------------------
     def upsert_annotation(self, project_id: str, annotation: dict, task_data: dict | None,
@@ -232,6 +269,10 @@ class Store:
                  json.dumps(task_data) if task_data is not None else None, time.time(),
                  None if correction is None else int(correction)),
             )
+
+    def set_correction(self, annotation_id: int, correction: bool) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE annotations SET correction=? WHERE id=?", (int(correction), annotation_id))
 
     def replace_annotations(self, project_id: str, keep_ids: set[int]) -> int:
         """Drop synced annotations that Label Studio no longer has (deleted while we were down)."""
@@ -349,7 +390,7 @@ class Store:
     def record_failure(self, project_id: str, task_id: int, version: str, reason: str) -> None:
         with self._tx() as db:
             db.execute("INSERT OR REPLACE INTO label_failures VALUES (?, ?, ?, ?, ?)",
-                       (project_id, task_id, version, reason[:500], time.time()))
+                       (project_id, task_id, version, redact(reason)[:500], time.time()))
 
     def clear_failure(self, project_id: str, task_id: int, version: str) -> None:
         with self._tx() as db:
@@ -423,9 +464,9 @@ class Store:
                    result: dict | None = None, error: str | None = None) -> None:
         sets, args = ["updated_at=?"], [time.time()]
         for col, val in (("status", status), ("progress", progress), ("result", result), ("error", error)):
-            if val is not None:
+            if val is not None:  # what a job shows over HTTP is redacted here, whoever wrote it
                 sets.append(f"{col}=?")
-                args.append(json.dumps(val) if isinstance(val, dict) else val)
+                args.append(json.dumps(redact_obj(val)) if isinstance(val, dict) else redact(val))
         with self._tx() as db:
             db.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE id=?", (*args, job_id))
 

@@ -1,6 +1,7 @@
 """Fixtures that start real servers on free ports and always stop them."""
 from __future__ import annotations
 
+import dataclasses
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -59,9 +60,12 @@ class RunningBackend:
 @contextmanager
 def serve_backend(settings: Settings) -> Iterator[RunningBackend]:
     """The real Flask app on a real socket (werkzeug's threaded server), stopped afterwards."""
+    server = make_server("127.0.0.1", 0, lambda environ, start: [], threaded=True)
+    if not settings.backend_url:  # what an operator sets: the URL Label Studio reaches the backend at
+        settings = dataclasses.replace(settings, backend_url=f"http://127.0.0.1:{server.server_port}")
     backend = LabelJudgeBackend(settings, Store(settings.model_dir / "labeljudge.sqlite3"))
     app = create_app(settings, backend)
-    server = make_server("127.0.0.1", 0, app, threaded=True)
+    server.app = app
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:

@@ -155,14 +155,15 @@ def test_unhandled_error_is_json_500_without_secrets(srv, monkeypatch):
 
 
 def test_webhook_acknowledges_every_event_and_survives_bad_ones(srv):
-    for payload in ({"action": "PROJECT_UPDATED", "project": {"id": 1}},
-                    {"action": "ANNOTATION_CREATED", "project": {"id": 1}, "annotation": {}},
-                    {"action": "ANNOTATION_CREATED", "project": {"id": 1}, "task": {"id": 5, "data": {"a": 1}},
-                     "annotation": {"id": 9, "task": 5, "result": [], "completed_by": 1}}):
-        assert httpx.post(f"{srv.url}/webhook", json=payload).status_code == 201
+    for payload, status in (({"action": "PROJECT_UPDATED", "project": {"id": 1}}, 201),
+                            ({"action": "ANNOTATION_CREATED", "project": {"id": 1}, "annotation": {}}, 422),
+                            ({"action": "ANNOTATION_CREATED", "project": {"id": 1}, "task": {"id": 5, "data": {"a": 1}},
+                              "annotation": {"id": 9, "task": 5, "result": [], "completed_by": 1}}, 201)):
+        assert httpx.post(f"{srv.url}/webhook", json=payload).status_code == status
     assert srv.backend.worker.wait_idle(10)
-    errors = [e["error"] for e in srv.backend.store.events("1")]
-    assert sum(e is not None for e in errors) == 1  # the malformed one, recorded with its reason
+    assert all(e["error"] is None for e in srv.backend.store.events("1"))
+    quarantined = httpx.get(f"{srv.url}/metrics").json()["quarantine"]
+    assert quarantined["total"] == 1 and "annotation.id" in quarantined["latest"][0]["reason"]
     assert [a["id"] for a in srv.backend.store.annotations("1")] == [9]
 
 

@@ -65,11 +65,12 @@ class Judge:
     """Applies a JudgeSpec through a Provider. Per-task problems become abstentions, never crashes."""
 
     def __init__(self, spec: JudgeSpec, provider: Provider, *, input_keys: Sequence[str] = (),
-                 max_field_chars: int = 8000) -> None:
+                 max_field_chars: int = 8000, max_prompt_chars: int = 60_000) -> None:
         self.spec = spec
         self.provider = provider
         self.input_keys = tuple(input_keys)
         self.max_field_chars = max_field_chars
+        self.max_prompt_chars = max_prompt_chars
         self.decoding = Decoding(spec.temperature, spec.max_tokens, spec.rationale)
         self._selector: FewShotSelector | None = None
         self._selector_lock = threading.Lock()
@@ -99,6 +100,9 @@ class Judge:
     def render(self, data: Mapping[str, Any]) -> tuple[str, list[str]]:
         rendered = render(self.spec.template, data, field_map=self.spec.field_map,
                           input_keys=self.input_keys, max_chars=self.max_field_chars)
+        if len(rendered.text) > self.max_prompt_chars:  # many fields, each under MAX_FIELD_CHARS, add up
+            raise JudgeError(f"the task's prompt is {len(rendered.text):,} characters; MAX_PROMPT_CHARS allows "
+                             f"{self.max_prompt_chars:,} (the task is skipped, not sent)")
         return rendered.text, rendered.warnings
 
     def judge(self, data: Mapping[str, Any]) -> Verdict:

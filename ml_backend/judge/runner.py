@@ -173,6 +173,8 @@ def _run_threads(judge: Judge, items: Iterable[tuple[Any, dict]], on_outcome: Ca
             return _judged(key, h, judge.judge(data), writer)
         except ProviderError as exc:
             return Outcome(key, None, str(exc), retryable=True)
+        except Exception as exc:  # one task's surprise must not end the run
+            return Outcome(key, None, f"{type(exc).__name__}: {exc}", retryable=True)
 
     with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="labeljudge-run") as pool:
         pending: set[Future] = set()
@@ -207,6 +209,8 @@ async def _run_async(judge: Judge, items: Iterable[tuple[Any, dict]], on_outcome
                     hit = _judged(key, h, await judge.ajudge(data), writer)
                 except ProviderError as exc:
                     hit = Outcome(key, None, str(exc), retryable=True)
+                except Exception as exc:  # one task's surprise must not end the run
+                    hit = Outcome(key, None, f"{type(exc).__name__}: {exc}", retryable=True)
             on_outcome(hit)
 
     import asyncio

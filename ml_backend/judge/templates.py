@@ -80,7 +80,13 @@ def render(
             warnings.append(f"field {name!r} truncated from {len(value)} to {max_chars} characters")
             value = value[:max_chars] + f" ...[truncated {len(value) - max_chars} characters]"
         out.append(value)
-    return Rendered("".join(out), warnings)
+    text = "".join(out)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate (bad JSON escapes in task data) cannot be sent anywhere
+        text = "".join(c if not 0xD800 <= ord(c) <= 0xDFFF else "\ufffd" for c in text)
+        warnings.append("task text had invalid characters (lone surrogates); replaced with U+FFFD")
+    return Rendered(text, warnings)
 
 
 def _has(data: Mapping[str, Any], key: str) -> bool:

@@ -1,11 +1,10 @@
 """The one interface every judge provider implements."""
 from __future__ import annotations
 
-import re
-
 from dataclasses import dataclass
 from typing import Protocol
 
+from ...redact import redact, register
 from ..types import Answer, Question
 
 
@@ -33,12 +32,7 @@ class ProviderError(RuntimeError):
     """The provider could not be reached or kept failing after retries; message carries no secrets."""
 
 
-_KEYLIKE = re.compile(r"\b(sk|pk|rk|hf|gsk|key)[-_][A-Za-z0-9_\-*]{6,}")
-
-
 def scrub(text: str, secrets: tuple[str | None, ...] = ()) -> str:
-    """Remove known secrets and anything shaped like an API key from a message before it is shown."""
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "***")
-    return _KEYLIKE.sub(lambda m: m.group(1) + "-***", text)
+    """Remove ``secrets`` (registered for good) and anything shaped like a credential from a message."""
+    register(*secrets)
+    return redact(text)

@@ -48,9 +48,17 @@ class LocalProvider:
         return self._lm is not None
 
     def load(self) -> None:
+        """Load once; any failure (a missing file, a bad path, no hub here) is a ProviderError whose
+        message says so, so the task abstains with it instead of failing the request."""
         with self._lock:
             if self._lm is None:
-                self._tok, self._lm = self._load()
+                try:
+                    self._tok, self._lm = self._load()
+                except ProviderError:
+                    raise
+                except Exception as exc:
+                    raise ProviderError(f"local model {self.model[:80]!r} could not be loaded: "
+                                        f"{type(exc).__name__}: {str(exc)[:200]}") from None
 
     def _load(self) -> tuple[Any, Any]:
         import torch

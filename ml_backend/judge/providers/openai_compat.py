@@ -21,6 +21,7 @@ from openai import AsyncOpenAI, DefaultHttpxClient, OpenAI
 from ..parsing import AnswerError, parse_reply, span_confidence
 from ..prompting import answer_schema
 from ..types import Answer, Question, Usage
+from ...redact import redact, register
 from .base import Decoding, ProviderError, scrub
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ class OpenAIProvider:
                  timeout: float = 60.0, max_retries: int = 4) -> None:
         self.model = model
         self._secret = api_key
+        register(api_key)
         # Local servers (vLLM, Ollama, llama.cpp) need no key, but the client insists on one.
         self.client = OpenAI(api_key=api_key or "no-key", base_url=base_url, timeout=timeout,
                              max_retries=max_retries, http_client=DefaultHttpxClient(verify=tls_context()))
@@ -162,16 +164,18 @@ class OpenAIProvider:
         """A chat-completion reply (a dict) as an Answer; an unusable one carries its error."""
         usage = Usage(calls=1)
         if not isinstance(response, dict) or not all(isinstance(c, dict) for c in response.get("choices") or []):
-            return Answer(error=f"the provider's reply is not a chat completion: {str(response)[:120]!r}",
+            return Answer(error=f"the provider's reply is not a chat completion: {redact(str(response))[:120]!r}",
                           usage=usage)
-        counts = response.get("usage") or {}
-        usage.tokens_in = counts.get("prompt_tokens") or 0
-        usage.tokens_out = counts.get("completion_tokens") or 0
+        counts = response.get("usage") if isinstance(response.get("usage"), dict) else {}
+        usage.tokens_in = _count(counts.get("prompt_tokens"))
+        usage.tokens_out = _count(counts.get("completion_tokens"))
         if not response.get("choices"):
             return Answer(error="the provider returned no choices", usage=usage)
         choice = response["choices"][0]
         text = (choice.get("message") or {}).get("content")
-        text = text if isinstance(text, str) else None
+        # a reply can quote the request back (its Authorization header included): nothing the provider
+        # says reaches a verdict, a failure reason or a log line unredacted
+        text = redact(text) if isinstance(text, str) else None
         try:
             parsed = parse_reply(question, text)
         except AnswerError as exc:
@@ -190,3 +194,8 @@ class OpenAIProvider:
         error = body.get("error")
         msg = error.get("message") if isinstance(error, dict) else body.get("message")
         return scrub(str(msg or exc.message or ""), (self._secret,))[:200]
+
+
+def _count(value: Any) -> int:
+    """A token count from a reply's usage: servers omit it or send odd types; never negative."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
