@@ -102,6 +102,10 @@ def score_dataframe(df: pd.DataFrame, *, model: str | Path, project: int | str |
     else:
         spec = InputSpec(text_a=tuple(inputs.get("text_a", ("output",))),
                          text_b=tuple(inputs.get("text_b", ("input", "context"))))
+        if not any(k in df.columns for k in spec.text_a):
+            raise ValueError(f"the evaluator reads the column(s) {', '.join(spec.text_a)} (and {', '.join(spec.text_b)} "
+                             f"as context); the data has none of {', '.join(spec.text_a)} "
+                             f"(its columns: {', '.join(map(str, df.columns[:20]))})")
         pairs = [spec.pair(r) for r in records]
         scores = Scorer(path).score([a for a, _ in pairs], [b for _, b in pairs], batch_size=batch_size)
     out = df.copy()

@@ -8,6 +8,21 @@ import sys
 from pathlib import Path
 
 
+def _positive(kind: type):
+    """An argparse type: a number above zero (0 concurrency or 0 requests a minute can never finish)."""
+    def parse(raw: str):
+        try:
+            value = kind(raw)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{raw!r} is not a {kind.__name__}") from None
+        if not value > 0 or value != value or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"must be above 0, got {raw}")
+        return value
+
+    parse.__name__ = f"positive {kind.__name__}"
+    return parse
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="labeljudge", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -28,22 +43,24 @@ def main(argv: list[str] | None = None) -> int:
 
     def project_cmd(name: str, help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help)
-        p.add_argument("--project", type=int, required=True, help="Label Studio project id")
+        p.add_argument("--project", type=_positive(int), required=True, help="Label Studio project id")
         p.add_argument("--url", default=os.environ.get("LABEL_STUDIO_URL"), help="Label Studio URL")
         p.add_argument("--api-key", default=os.environ.get("LABEL_STUDIO_API_KEY"), help="Label Studio token")
         return p
 
     label = project_cmd("label", "label every task without a prediction of the current judge version")
-    label.add_argument("--sample", type=int, help="only a diverse sample of N tasks")
-    label.add_argument("--concurrency", type=int, default=8)
-    label.add_argument("--rpm", type=float, help="max requests per minute")
-    label.add_argument("--tpm", type=float, help="max (estimated) tokens per minute")
-    label.add_argument("--batch-size", type=int, default=500,
+    label.add_argument("--sample", type=_positive(int), help="only a diverse sample of N tasks")
+    label.add_argument("--concurrency", type=_positive(int), default=8)
+    label.add_argument("--rpm", type=_positive(float), help="max requests per minute")
+    label.add_argument("--tpm", type=_positive(float), help="max (estimated) tokens per minute")
+    label.add_argument("--max-cost", type=_positive(float),
+                       help="stop cleanly once the run has spent this many dollars (a re-run continues)")
+    label.add_argument("--batch-size", type=_positive(int), default=500,
                        help="predictions written per API call (or what 2 s gathered)")
     label.add_argument("--batch-api", action="store_true",
                        help="send the requests as one OpenAI Batch API batch (half price, up to 24 h); "
                             "a re-run collects the same batch")
-    label.add_argument("--poll-interval", type=float, default=30.0, help="seconds between batch status checks")
+    label.add_argument("--poll-interval", type=_positive(float), default=30.0, help="seconds between batch status checks")
     label.add_argument("--prompt", help="file with a prompt template (overrides extra_params)")
     label.add_argument("--metric", help="built-in metric (overrides extra_params)")
     label.add_argument("--model", help="judge model (overrides extra_params)")
@@ -65,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
 
     imp = sub.add_parser("import", help="import a CSV/JSONL/Parquet dataset (or Labelbox JSON) as tasks")
     imp.add_argument("file")
-    imp.add_argument("--project", type=int, help="existing project id (else --config creates one)")
+    imp.add_argument("--project", type=_positive(int), help="existing project id (else --config creates one)")
     imp.add_argument("--config", help="label config name in label_configs/ (or a path) for a new project")
     imp.add_argument("--title", help="title of the new project")
     imp.add_argument("--format", default="table", choices=["table", "labelbox"])
@@ -89,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     ev = sub.add_parser("evaluate", help="score a CSV/JSONL/Parquet file with an evaluator (adds a score column)")
     ev.add_argument("data")
     ev.add_argument("--model", required=True, help="evaluator version (with --project) or a model directory")
-    ev.add_argument("--project", type=int, help="project whose registry holds --model")
+    ev.add_argument("--project", type=_positive(int), help="project whose registry holds --model")
     ev.add_argument("--out", help="write the scored table here (default: print CSV)")
 
     worker = sub.add_parser("worker", help="run an RQ worker for training jobs (needs REDIS_URL)")
@@ -111,8 +128,14 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return getattr(commands, {"import": "import_"}.get(args.command, args.command))(args)
-    except commands.UserError as exc:
-        print(f"labeljudge {args.command}: {exc}", file=sys.stderr)
+    except Exception as exc:
+        message = commands.user_message(exc)
+        if message is None:  # ours, not the user's: one line, the traceback only when asked for
+            logging.getLogger("labeljudge").debug("traceback", exc_info=True)
+            print(f"labeljudge {args.command}: internal error: {type(exc).__name__}: "
+                  f"{commands.redact(str(exc))[:300]} (LOG_LEVEL=DEBUG shows the traceback)", file=sys.stderr)
+            return 1
+        print(f"labeljudge {args.command}: {message}", file=sys.stderr)
         return 2
 
 

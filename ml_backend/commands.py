@@ -13,11 +13,34 @@ from tqdm import tqdm
 from .backend import LabelJudgeBackend
 from .judge.providers import scrub
 from .labelstudio import LabelStudioAPI
+from .redact import redact
 from .settings import ConfigError, Settings
 
 
 class UserError(Exception):
     """Something the user must fix; printed without a traceback."""
+
+
+def user_message(exc: BaseException) -> str | None:
+    """The one line to print for an error the user can fix (exit status 2), or None for our own bug."""
+    import httpx
+    from label_studio_sdk.core.api_error import ApiError
+
+    from .io import TableError
+    from .labelstudio import describe_error
+    from .store import Busy
+
+    if isinstance(exc, (UserError, TableError, ConfigError, Busy)):
+        return redact(str(exc))
+    if isinstance(exc, (ApiError, httpx.HTTPError)):
+        return redact(describe_error(exc))
+    if isinstance(exc, (FileNotFoundError, IsADirectoryError, PermissionError)):
+        return f"cannot read {exc.filename}: {exc.strerror}"
+    if isinstance(exc, UnicodeDecodeError):
+        return f"a file is not UTF-8 text: {exc.reason}"
+    if isinstance(exc, json.JSONDecodeError):
+        return f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+    return None
 
 
 def _context(args: argparse.Namespace) -> tuple[Settings, LabelJudgeBackend, LabelStudioAPI]:
@@ -65,7 +88,8 @@ def label(args: argparse.Namespace) -> int:
                                 batch_api=args.batch_api, poll_interval=args.poll_interval,
                                 batch_progress=batch_progress, max_cost=args.max_cost)
     except Exception as exc:
-        raise UserError(scrub(str(exc), (settings.openai_api_key, args.api_key))) from None
+        scrub("", (settings.openai_api_key, args.api_key))  # registered: every message below is redacted
+        raise UserError(user_message(exc) or f"{type(exc).__name__}: {redact(str(exc))}") from None
     finally:
         signal.signal(signal.SIGINT, previous)
         bar.close()
@@ -277,8 +301,8 @@ def evaluate(args: argparse.Namespace) -> int:
     df = read_table(args.data)
     try:
         out = score_dataframe(df, model=args.model, project=args.project)
-    except (KeyError, FileNotFoundError) as exc:
-        raise UserError(str(exc)) from None
+    except (KeyError, FileNotFoundError, ValueError) as exc:
+        raise UserError(str(exc).strip("'\"")) from None
     if args.out:
         write_table(out, args.out)
         print(json.dumps({"rows": len(out), "out": args.out, "model": args.model}))

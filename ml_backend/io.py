@@ -15,19 +15,43 @@ import pandas as pd
 from .quality.report import norm, reference_labels
 
 
+class TableError(ValueError):
+    """A dataset file that cannot be read as a table; the message names the file and the problem."""
+
+
 def read_table(path: str | Path) -> pd.DataFrame:
+    """A CSV/JSONL/JSON/Parquet file as a DataFrame of at least one row; TableError when it is missing,
+    empty, ragged or not what its suffix says."""
     path = Path(path)
     suffix = path.suffix.lower()
-    if suffix == ".csv":
-        return pd.read_csv(path)
-    if suffix in (".jsonl", ".ndjson"):
-        return pd.read_json(path, lines=True)
-    if suffix == ".json":
-        data = json.loads(path.read_text())
-        return pd.DataFrame([d.get("data", d) if isinstance(d, dict) else d for d in data])
-    if suffix == ".parquet":
-        return pd.read_parquet(path)
-    raise ValueError(f"unsupported file type {suffix!r}: use .csv, .jsonl, .json or .parquet")
+    if suffix not in (".csv", ".jsonl", ".ndjson", ".json", ".parquet"):
+        raise TableError(f"{path}: unsupported file type {suffix or '(none)'!r}: use .csv, .jsonl, .json or .parquet")
+    if not path.is_file():
+        raise TableError(f"{path}: no such file")
+    try:
+        if suffix == ".csv":
+            df = pd.read_csv(path)
+        elif suffix in (".jsonl", ".ndjson"):
+            df = pd.read_json(path, lines=True)
+        elif suffix == ".json":
+            data = json.loads(path.read_text())
+            if not isinstance(data, list):
+                raise TableError(f"{path}: expected a JSON list of rows (objects)")
+            df = pd.DataFrame([d.get("data", d) if isinstance(d, dict) else d for d in data])
+        else:
+            df = pd.read_parquet(path)
+    except TableError:
+        raise
+    except pd.errors.EmptyDataError:
+        raise TableError(f"{path}: the file is empty") from None
+    except (ValueError, UnicodeDecodeError, OSError, RecursionError) as exc:  # ParserError is a ValueError
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TableError(f"{path}: not a valid {suffix[1:]} file: {first[:200]}") from None
+    except Exception as exc:  # pyarrow's own errors for a file that is not Parquet
+        raise TableError(f"{path}: not a valid {suffix[1:]} file: {type(exc).__name__}: {str(exc)[:200]}") from None
+    if df.empty:
+        raise TableError(f"{path}: the file has no rows")
+    return df
 
 
 def write_table(df: pd.DataFrame, path: str | Path) -> None:

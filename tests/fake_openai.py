@@ -4,7 +4,8 @@ Answers: the option named by ``EXPECT=<option>`` in the last user message, else 
 the JSON schema's enum (or "Pass"). Confidence is carried in the log-probabilities: the answer's
 tokens get log(``p_answer``). Faults are queued (``server.faults.append("429")``) and each is used
 by one request: "429", "500", "timeout" (sleeps past the client's timeout), "invalid_label",
-"malformed_json", "no_logprobs", "reject_format" (400 on response_format), "html" (a 200 that is not JSON). ``latency`` adds a fixed delay per call.
+"malformed_json", "no_logprobs", "reject_format" (400 on response_format), "html" (a 200 that is not JSON), "echo_auth" / "echo_auth_rationale" /
+"echo_auth_error" (a reply, a rationale or an error that quotes the request's API key back). ``latency`` adds a fixed delay per call.
 It also speaks the Batch API (/files, /batches, /files/<id>/content): a batch completes on its
 ``batch_polls``-th poll, answering every line like a live call (``batch_faults`` fail lines).
 """
@@ -188,6 +189,19 @@ class FakeOpenAI:
                 if fault == "timeout":
                     time.sleep(outer.timeout_sleep)
                     return self._send(504, {"error": {"message": "too late"}})
+                auth = self.headers.get("Authorization", "")
+                if fault == "echo_auth":  # a 200 whose text quotes the request's credentials back
+                    status, payload, headers = outer.reply(body, "invalid_label")
+                    payload["choices"][0]["message"]["content"] = f"I cannot answer. You sent Authorization: {auth}"
+                    return self._send(status, payload, headers)
+                if fault == "echo_auth_rationale":  # a usable answer whose rationale quotes the key
+                    status, payload, headers = outer.reply(body)
+                    content = json.loads(payload["choices"][0]["message"]["content"])
+                    content["rationale"] = f"The header said {auth.split()[-1]}"
+                    payload["choices"][0]["message"]["content"] = json.dumps(content)
+                    return self._send(status, payload, headers)
+                if fault == "echo_auth_error":  # an error body that quotes the key
+                    return self._send(500, {"error": {"message": f"bad key {auth.split()[-1]} for this model"}})
                 self._send(*outer.reply(body, fault))
 
             def do_GET(self) -> None:
