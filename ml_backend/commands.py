@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 import signal
 import sys
 import threading
@@ -47,9 +48,11 @@ def _context(args: argparse.Namespace) -> tuple[Settings, LabelJudgeBackend, Lab
     if not args.url or not args.api_key:
         raise UserError("set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY (or --url / --api-key)")
     try:
-        settings = Settings.from_env()
+        # --url / --api-key win over the environment everywhere, training's own client included
+        settings = replace(Settings.from_env(), label_studio_url=args.url, label_studio_api_key=args.api_key)
     except ConfigError as exc:
         raise UserError(str(exc)) from None
+    scrub("", (args.api_key,))  # registered as a secret: no message below can show it
     return settings, LabelJudgeBackend(settings), LabelStudioAPI(args.url, args.api_key)
 
 
@@ -276,11 +279,14 @@ def evaluators(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     registry = Registry(settings.model_dir / "evaluators", str(args.project))
-    if args.rollback:
-        print(f"now serving {registry.rollback()}")
-    if args.promote:
-        registry.promote(args.promote, "promoted by hand")
-        print(f"now serving {args.promote}")
+    try:
+        if args.rollback:
+            print(f"now serving {registry.rollback()}")
+        if args.promote:
+            registry.promote(args.promote, "promoted by hand")
+            print(f"now serving {args.promote}")
+    except KeyError as exc:
+        raise UserError(str(exc).strip("'\"")) from None
     rows = [{k: v.get(k) for k in ("version", "accuracy", "f1", "auc", "n_train", "n_test", "device", "runtime",
                                    "seconds")} for v in registry.versions()]
     current = registry.current()
