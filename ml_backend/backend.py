@@ -230,7 +230,7 @@ class LabelJudgeBackend:
             state.evaluator = self.evaluator_for(pid, state.schema)
             return state
         stored = self.store.project(pid)
-        if stored is None and label_config is None:
+        if stored is None and not label_config:
             raise UnknownProject(f"project {pid} is not set up: connect the backend in Label Studio first")
         params = stored["extra_params"] if stored is not None else (state.params if state is not None else {})
         return self._build(pid, label_config or stored["label_config"], params)

@@ -21,7 +21,7 @@ from werkzeug.exceptions import BadRequest, HTTPException
 
 from . import __version__
 from .backend import LabelJudgeBackend, UnknownProject
-from .events import BadEvent, project_id_of
+from .events import BadEvent
 from .judge.templates import TemplateError
 from .openapi import openapi_document
 from .redact import redact
@@ -76,7 +76,12 @@ def create_app(settings: Settings | None = None, backend: LabelJudgeBackend | No
         if exc.code == 413:
             limit = settings.max_webhook_bytes if request.path == "/webhook" else settings.max_request_bytes
             return jsonify(error=f"request body too large: {request.path} accepts at most {limit:,} bytes"), 413
-        return jsonify(error=redact(exc.description or exc.name)), exc.code
+        resp = jsonify(error=redact(exc.description or exc.name))
+        resp.status_code = exc.code or 500
+        for name, value in exc.get_headers():  # e.g. a 405's Allow: what the client may do instead
+            if name.lower() != "content-type":
+                resp.headers[name] = value
+        return resp
 
     @app.errorhandler(Exception)
     def _crash(exc: Exception) -> Any:
@@ -196,16 +201,16 @@ def create_app(settings: Settings | None = None, backend: LabelJudgeBackend | No
 
     @app.get("/jobs/<int:job_id>")
     def job_status(job_id: int) -> Any:
-        job = backend.store.job(job_id)
+        job = backend.store.job(job_id) if 0 < job_id < 2**63 else None
         return (jsonify(job), 200) if job else (jsonify(error=f"no job {job_id}"), 404)
 
     @app.get("/jobs")
     def jobs() -> Any:
         project, kind = request.args.get("project"), request.args.get("kind")
-        try:
-            project = project_id_of(project, "'project'") if project is not None else None
-        except BadEvent as exc:
-            return jsonify(error=str(exc)), 400
+        if len(request.args.getlist("project")) > 1 or len(request.args.getlist("kind")) > 1:
+            return jsonify(error="give 'project' and 'kind' at most once each"), 400
+        if project is not None and not (project.isascii() and project.isdigit() and 0 < int(project) < 2**63):
+            return jsonify(error=f"'project' must be a positive integer id, got {project[:40]!r}"), 400
         if kind not in (None, "label", "train"):
             return jsonify(error="'kind' must be label or train"), 400
         return jsonify(jobs=backend.store.jobs(project, kind))
