@@ -58,10 +58,11 @@ class RunningBackend:
 
 
 @contextmanager
-def serve_backend(settings: Settings) -> Iterator[RunningBackend]:
-    """The real Flask app on a real socket (werkzeug's threaded server), stopped afterwards."""
+def serve_backend(settings: Settings, *, public_url: bool = True) -> Iterator[RunningBackend]:
+    """The real Flask app on a real socket (werkzeug's threaded server), stopped afterwards.
+    ``public_url``: set LABELJUDGE_URL to the socket's URL, as an operator would (unless given)."""
     server = make_server("127.0.0.1", 0, lambda environ, start: [], threaded=True)
-    if not settings.backend_url:  # what an operator sets: the URL Label Studio reaches the backend at
+    if public_url and not settings.backend_url:  # what an operator sets: the URL Label Studio reaches the backend at
         settings = dataclasses.replace(settings, backend_url=f"http://127.0.0.1:{server.server_port}")
     backend = LabelJudgeBackend(settings, Store(settings.model_dir / "labeljudge.sqlite3"))
     app = create_app(settings, backend)
