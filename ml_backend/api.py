@@ -34,8 +34,9 @@ def label_dataframe(df: pd.DataFrame, *, prompt: str | None = None, metric: str 
                     model: str | None = None, temperature: float | None = None, rationale: bool = True,
                     concurrency: int = 8, rpm: float | None = None, tpm: float | None = None,
                     cache: Store | str | Path | None = None, prefix: str = "judge_") -> pd.DataFrame:
-    """A copy of ``df`` with ``judge_label``, ``judge_score``, ``judge_rationale``, ``judge_error``
-    columns. Each row's columns are the template's fields ({input}, {output}, {context}, ...)."""
+    """A copy of ``df`` with ``judge_label``, ``judge_score``, ``judge_score_method`` (how the score was
+    read: renormalized over the labels, or the answer's own token probability), ``judge_rationale``
+    and ``judge_error`` columns. Each row's columns are the template's fields ({input}, {output}, {context}, ...)."""
     settings = Settings.from_env()
     params = {k: v for k, v in {"provider": provider, "model": model, "prompt": prompt, "metric": metric,
                                 "temperature": temperature}.items() if v is not None}
@@ -47,12 +48,13 @@ def label_dataframe(df: pd.DataFrame, *, prompt: str | None = None, metric: str 
                   max_field_chars=settings.max_field_chars)
     store = cache if isinstance(cache, Store) or cache is None else Store(cache)
     out = df.copy()
-    cols = {name: [None] * len(df) for name in ("label", "score", "rationale", "error")}
+    cols = {name: [None] * len(df) for name in ("label", "score", "score_method", "rationale", "error")}
 
     def on_outcome(o: Outcome) -> None:
         answer = o.verdict.answers.get("label") if o.verdict else None
         if answer is not None and answer.value is not None:
             cols["label"][o.key], cols["score"][o.key] = answer.value, answer.confidence
+            cols["score_method"][o.key] = answer.confidence_method
             cols["rationale"][o.key] = o.verdict.rationale
         else:
             cols["error"][o.key] = o.error or "no usable answer"

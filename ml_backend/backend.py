@@ -532,10 +532,13 @@ class LabelJudgeBackend:
         api = self.api()
         if api is None:
             return
-        if len(task_ids) > PER_TASK_LOOKUPS:
+        try:
+            schema = self.state(pid, label_config).schema
+        except UnknownProject:  # not set up here and the payload has no config: the resync reads it
+            schema = None
+        if len(task_ids) > PER_TASK_LOOKUPS or schema is None:
             self.resync(int(pid))
             return
-        schema = self.state(pid, label_config).schema
         by_id = {a["id"]: a for a in self.store.annotations(pid) if a["task_id"] in task_ids}
         for task_id in task_ids:
             preds = [p for p in api.task_predictions(task_id) if is_judge_version(p["model_version"])]

@@ -75,6 +75,8 @@ class TaskSchema:
             region = self._region(name, answer.value)
             if answer.confidence is not None:
                 region["score"] = round(float(answer.confidence), 4)
+                if answer.confidence_method:  # shown with the region in Label Studio: how to read the score
+                    region["meta"] = {"text": [f"confidence: {answer.confidence_method}"]}
             regions.append(region)
         if regions and verdict.rationale and self.rationale_control:
             region = self._region(self.rationale_control, None)

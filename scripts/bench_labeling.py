@@ -151,14 +151,61 @@ def engine_only(tmp: Path, n: int, concurrency: int = 8, use_async: bool = True)
             "of_ideal": None, "overhead_ms_per_task": round(1000 * secs / n, 3)}
 
 
+def real_server_rows(n: int, concurrencies: tuple[int, ...] = (1, 2)) -> list[dict]:
+    """`labeljudge label` through a real Label Studio against llama-cpp-python's server (the embedded
+    SmolLM2 GGUF on this CPU): HaluEval QA rows, the faithfulness metric. The first run pays for the
+    capability probe (json_schema refused with a 500, then a JSON object with a schema)."""
+    from ml_backend.datasets import halueval_rows
+    from tests.llama_server import MODEL_ALIAS, llama_server
+
+    rows = []
+    df = halueval_rows("qa", n)
+    data = [{"data": {k: str(v) for k, v in r.items() if k in ("input", "context", "output")}} for r in df.to_dict("records")]
+    with tempfile.TemporaryDirectory() as tmp_s, llama_server() as url:
+        tmp = Path(tmp_s)
+        ls = LocalLabelStudio(data_dir=tmp / "ls", venv=find_ls_venv(ROOT)).start()
+        try:
+            api = LabelStudioAPI(ls.url, ls.token)
+            fake = type("Server", (), {"url": url})()
+            for c in concurrencies:
+                settings = judge_settings(tmp / f"real{c}", fake, LABEL_STUDIO_URL=ls.url, LABEL_STUDIO_API_KEY=ls.token,
+                                          FEW_SHOT_K="0", JUDGE_MODEL=MODEL_ALIAS, JUDGE_METRIC="faithfulness",
+                                          JUDGE_TIMEOUT="120")
+                backend = LabelJudgeBackend(settings, Store(settings.model_dir / "s.sqlite3"))
+                project = api.create_project(f"bench llama-cpp-python c={c}", CONFIG)
+                api.import_tasks(project, data)
+                s = label_project(backend, api, project, concurrency=c)
+                rows.append({"path": f"labeljudge label, llama-cpp-python server (SmolLM2-135M Q4), C={c}",
+                             "tasks": s.labeled, "failed": s.failed, "seconds": round(s.seconds, 2),
+                             "labeling_seconds": round(s.labeling_seconds, 2),
+                             "tasks_per_s": round(s.labeled / s.labeling_seconds, 2), "ideal_per_s": None,
+                             "of_ideal": None, "s_per_task": round(s.labeling_seconds / max(1, s.labeled), 3)})
+        finally:
+            ls.stop()
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--real-server", action="store_true",
+                    help="only the rows against llama-cpp-python's server (scripts/setup_llama_server.sh first)")
     ap.add_argument("--tasks", type=int, default=1000)
     ap.add_argument("--latency", type=float, default=0.2)
     ap.add_argument("--concurrency", default="8,32,64")
     ap.add_argument("--out", default=str(ROOT / "bench_results" / "labeling.json"))
     args = ap.parse_args()
     logging.disable(logging.WARNING)
+    if args.real_server:
+        rows = real_server_rows(min(args.tasks, 100))
+        print(f"{'path':<70}{'tasks':>6}{'failed':>7}{'seconds':>9}{'tasks/s':>9}{'s/task':>8}")
+        for r in rows:
+            print(f"{r['path']:<70}{r['tasks']:>6}{r['failed']:>7}{r['labeling_seconds']:>9}{r['tasks_per_s']:>9}"
+                  f"{r['s_per_task']:>8}")
+        out = Path(args.out).with_name("labeling_real_server.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"rows": rows}, indent=2))
+        print(f"wrote {out}")
+        return
     rows = []
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)

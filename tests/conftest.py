@@ -27,7 +27,14 @@ def pytest_addoption(parser):
 
 
 def pytest_collection_modifyitems(config, items):
-    """Fast unit tests by default; ``-m e2e`` / ``-m slow`` pick those; ``--all`` runs everything."""
+    """Fast unit tests by default; ``-m e2e`` / ``-m slow`` pick those; ``--all`` runs everything but
+    the ``real_server`` tests, which run only when asked for by name (``-m real_server``: they need
+    llama-cpp-python's server, built once by scripts/setup_llama_server.sh)."""
+    if "real_server" not in (config.getoption("-m") or ""):
+        skip_real = pytest.mark.skip(reason="real_server: run with -m real_server after scripts/setup_llama_server.sh")
+        for item in items:
+            if "real_server" in item.keywords:
+                item.add_marker(skip_real)
     if config.getoption("--all") or config.getoption("-m"):
         return
     skip = pytest.mark.skip(reason="needs --all (or -m e2e / -m slow)")

@@ -18,9 +18,63 @@ import threading
 import time
 from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 from typing import Any, Callable
 
 _EXPECT = re.compile(r"EXPECT=([A-Za-z0-9_\- ]+?)(?:\s*$|\s*\n|\s*[.;,])", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class Quirks:
+    """How one kind of OpenAI-compatible server behaves, from its documentation and what it was seen
+    to answer. ``formats``: the response_format types it honours ("text" is no response_format);
+    ``format_error``: status and body for one it does not; ``logprobs``: "full" (with top_logprobs),
+    "no_top" (never alternatives), "ignored" (accepted, none returned) or "rejected" (``logprobs_error``)."""
+
+    formats: tuple[str, ...] = ("json_schema", "json_object_schema", "json_object", "text")
+    format_error: tuple[int, dict] = (400, {"error": {"message": "Invalid parameter: 'response_format'.",
+                                                      "type": "invalid_request_error", "param": "response_format"}})
+    logprobs: str = "full"
+    logprobs_error: tuple[int, dict] = (400, {"error": {"message": "logprobs is not supported with this model.",
+                                                        "param": "logprobs", "code": "unsupported_parameter"}})
+    unconstrained: bool = False  # logprobs of the unconstrained distribution: a non-label token is likelier
+    usage: bool = True
+    content_parts: bool = False  # content as [{"type": "text", "text": ...}]
+    reasoning: bool = False  # a reasoning_content field beside the answer
+    batch: bool = True  # speaks the Batch API
+
+
+MODES: dict[str, Quirks] = {
+    "openai": Quirks(),
+    # o-series reasoning models refuse logprobs, with the parameter named
+    "openai_reasoning": Quirks(logprobs="rejected"),
+    # Azure OpenAI before api-version 2024-08-01-preview: no json_schema, JSON mode is fine
+    "azure": Quirks(formats=("json_object", "text"), format_error=(400, {"error": {
+        "code": "BadRequest", "message": "response_format value as json_schema is enabled only for api versions "
+                                         "2024-08-01-preview and later"}})),
+    # vLLM: guided decoding for both JSON modes, logprobs with up to 20 alternatives, a reasoning parser
+    "vllm": Quirks(format_error=(400, {"object": "error", "message": "guided decoding failed", "type":
+                                       "BadRequestError", "code": 400}), reasoning=True, batch=False),
+    # llama-cpp-python's server: json_schema is a pydantic 500; json_object honours a "schema"
+    "llama_cpp_python": Quirks(formats=("json_object_schema", "json_object", "text"), format_error=(500, {
+        "error": {"message": "[{'type': 'literal_error', 'loc': ('body', 'response_format', 'type'), 'msg': "
+                             "\"Input should be 'text' or 'json_object'\", 'input': 'json_schema'}]",
+                  "type": "internal_server_error"}}), unconstrained=True, batch=False),
+    # llama.cpp's llama-server: json_schema supported, logprobs with n_probs alternatives
+    "llama_server": Quirks(batch=False),
+    # Ollama's /v1: structured output yes, logprobs accepted and never returned
+    "ollama": Quirks(formats=("json_schema", "json_object", "text"), logprobs="ignored", batch=False),
+    # LM Studio: json_schema or text only
+    "lmstudio": Quirks(formats=("json_schema", "text"), format_error=(400, {
+        "error": "'response_format.type' must be 'json_schema' or 'text'"}), logprobs="ignored", batch=False),
+    # LiteLLM's proxy in front of a provider without logprobs (drop_params off)
+    "litellm": Quirks(logprobs="rejected", logprobs_error=(400, {"error": {
+        "message": "litellm.UnsupportedParamsError: bedrock does not support parameters: ['logprobs', "
+                   "'top_logprobs']. To drop these, set `litellm.drop_params=True`", "type": "None", "code": "400"}}),
+        batch=False),
+    # a gateway that returns content as a list of parts and leaves out usage
+    "gateway": Quirks(content_parts=True, usage=False, logprobs="no_top", batch=False),
+}
 
 
 class _Server(ThreadingHTTPServer):
@@ -30,7 +84,9 @@ class _Server(ThreadingHTTPServer):
 
 class FakeOpenAI:
     def __init__(self, *, p_answer: float = 0.9, latency: float = 0.0,
-                 decide: Callable[[dict, list[str]], str | None] | None = None) -> None:
+                 decide: Callable[[dict, list[str]], str | None] | None = None, mode: str = "openai") -> None:
+        self.mode = mode
+        self.quirks = MODES[mode]
         self.p_answer = p_answer
         self.latency = latency
         self.decide = decide
@@ -68,6 +124,11 @@ class FakeOpenAI:
             return 500, {"error": {"message": "upstream exploded"}}, None
         if fault == "reject_format" or (self.reject_format and body.get("response_format")):
             return 400, {"error": {"message": "response_format is not supported"}}, None
+        q = self.quirks
+        if _format(body) not in q.formats:
+            return q.format_error[0], q.format_error[1], None
+        if (body.get("logprobs") or body.get("top_logprobs")) and q.logprobs == "rejected":
+            return q.logprobs_error[0], q.logprobs_error[1], None
         options = _options(body)
         answer = self.decide(body, options) if self.decide else None
         if answer is None:
@@ -83,16 +144,24 @@ class FakeOpenAI:
             else json.dumps({"answer": answer})
         if fault == "malformed_json":
             content = '{"answer": "' + answer + '", "rationale": '
-        choice: dict[str, Any] = {"index": 0, "finish_reason": "stop",
-                                  "message": {"role": "assistant", "content": content}}
-        if body.get("logprobs") and fault != "no_logprobs":
-            choice["logprobs"] = {"content": _tokens(content, answer, self.p_answer)}
-        return 200, {
-            "id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()),
-            "model": body.get("model", "fake"), "choices": [choice],
-            "usage": {"prompt_tokens": sum(len(m["content"].split()) for m in body["messages"]),
-                      "completion_tokens": len(content.split()), "total_tokens": 0},
-        }, None
+        if fault == "length":
+            content = content[: len(content) // 2]
+        message: dict[str, Any] = {"role": "assistant", "content": content}
+        if q.content_parts:
+            message["content"] = [{"type": "text", "text": content[:5]}, {"type": "text", "text": content[5:]}]
+        if q.reasoning:
+            message["reasoning_content"] = "Let me think. The answer might be Maybe, or yes."
+        choice: dict[str, Any] = {"index": 0, "finish_reason": "length" if fault == "length" else "stop",
+                                  "message": message}
+        if body.get("logprobs") and fault != "no_logprobs" and q.logprobs in ("full", "no_top"):
+            top = int(body.get("top_logprobs") or 0) if q.logprobs == "full" else 0
+            choice["logprobs"] = {"content": _tokens(content, answer, self.p_answer, options, top, q.unconstrained)}
+        payload = {"id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()),
+                   "model": body.get("model", "fake"), "choices": [choice]}
+        if q.usage:
+            payload["usage"] = {"prompt_tokens": sum(len(str(m["content"]).split()) for m in body["messages"]),
+                                "completion_tokens": len(content.split()), "total_tokens": 0}
+        return 200, payload, None
 
     # -- the Batch API: files in, a batch that completes after ``batch_polls`` polls, files out ----
     def _upload(self, content_type: str, raw: bytes) -> dict:
@@ -163,11 +232,15 @@ class FakeOpenAI:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
                 if self.path.endswith("/files"):
+                    if not outer.quirks.batch:
+                        return self._send(404, {"detail": "Not Found"})
                     return self._send(200, outer._upload(self.headers.get("Content-Type", ""), raw))
                 body = json.loads(raw or b"{}")
                 with outer._lock:
                     outer.requests.append({"path": self.path, "body": body, "headers": dict(self.headers)})
                 if self.path.endswith("/batches"):
+                    if not outer.quirks.batch:
+                        return self._send(404, {"detail": "Not Found"})
                     return self._send(200, outer._create_batch(body))
                 if not self.path.endswith("/chat/completions"):
                     return self._send(404, {"error": {"message": "not found"}})
@@ -233,17 +306,48 @@ class FakeOpenAI:
 
 def _options(body: dict) -> list[str]:
     fmt = body.get("response_format") or {}
-    schema = (fmt.get("json_schema") or {}).get("schema") or {}
+    schema = (fmt.get("json_schema") or {}).get("schema") or fmt.get("schema") or {}
     answer = (schema.get("properties") or {}).get("answer") or {}
-    return list(answer.get("enum") or (answer.get("items") or {}).get("enum") or [])
+    found = list(answer.get("enum") or (answer.get("items") or {}).get("enum") or [])
+    if found:
+        return found
+    # no schema (JSON mode or plain text): the options as the prompt spells them out
+    last = next((m["content"] for m in reversed(body.get("messages") or []) if m.get("role") == "user"), "")
+    m = re.search(r"(?:exactly one of|from): (.+?)\.(?:\n|$)", str(last))
+    return [o.strip() for o in m.group(1).split(",")] if m else []
 
 
-def _tokens(content: str, answer: str, p: float) -> list[dict]:
-    """Split content into tokens; the answer itself is one token with log-probability log(p)."""
+def _format(body: dict) -> str:
+    fmt = body.get("response_format")
+    if not fmt:
+        return "text"
+    if fmt.get("type") == "json_object":
+        return "json_object_schema" if fmt.get("schema") else "json_object"
+    return str(fmt.get("type"))
+
+
+def _tokens(content: str, answer: str, p: float, options: list[str] | None = None, top: int = 0,
+            unconstrained: bool = False) -> list[dict]:
+    """Split content into tokens; the answer itself is one token with log-probability log(p). With
+    ``top``, each token carries alternatives: at the answer, the other options share 1 - p (and, for a
+    server that reports the unconstrained distribution, a non-label "yes" is likelier than any label)."""
     at = content.find('"answer": "') + len('"answer": "')
     pieces = re.findall(r"\w+|\W", content[:at]) + [answer] + re.findall(r"\w+|\W", content[at + len(answer):])
-    return [{"token": t, "logprob": math.log(p) if t == answer else -0.01, "bytes": None, "top_logprobs": []}
-            for t in pieces]
+    others = [o for o in options or [] if o != answer]
+    out = []
+    for t in pieces:
+        if t != answer:
+            alts = [{"token": t, "logprob": -0.01}] + ([{"token": "\u2581", "logprob": -6.0}] if top > 1 else [])
+            out.append({"token": t, "logprob": -0.01, "bytes": None, "top_logprobs": alts[:top]})
+            continue
+        scale = 0.1 if unconstrained else 1.0  # the labels' share of the unconstrained mass
+        alts = [{"token": answer, "logprob": math.log(p * scale)}]
+        alts += [{"token": o, "logprob": math.log((1 - p) * scale / len(others))} for o in others]
+        if unconstrained:
+            alts.insert(0, {"token": "yes", "logprob": math.log(0.9)})
+        out.append({"token": t, "logprob": alts[1 if unconstrained else 0]["logprob"], "bytes": None,
+                    "top_logprobs": sorted(alts, key=lambda a: -a["logprob"])[:top]})
+    return out
 
 
 if __name__ == "__main__":  # a separate process for benchmarks: python -m tests.fake_openai --latency 0.2

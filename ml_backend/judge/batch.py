@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Protocol
 
+import openai
+
 from .judge import Judge
 from .providers.base import Decoding, ProviderError
 from .providers.openai_compat import OpenAIProvider
@@ -115,9 +117,15 @@ def run_batch(judge: Judge, items: Iterable[tuple[Any, dict]], on_outcome: Calla
     if batch_id is None:
         lines = "".join(json.dumps({"custom_id": k, "method": "POST", "url": "/v1/chat/completions", "body": b}) + "\n"
                         for k, b in recorder.bodies.items())
-        upload = client.files.create(file=("requests.jsonl", io.BytesIO(lines.encode())), purpose="batch")
-        batch = client.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions",
-                                      completion_window="24h", metadata={"labeljudge": scope[:500]})
+        try:
+            upload = client.files.create(file=("requests.jsonl", io.BytesIO(lines.encode())), purpose="batch")
+            batch = client.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions",
+                                          completion_window="24h", metadata={"labeljudge": scope[:500]})
+        except openai.APIStatusError as exc:
+            if exc.status_code in (404, 405, 501):  # vLLM, llama.cpp, Ollama: no Batch API
+                raise ProviderError(f"{provider.model}: this server has no Batch API (/v1/files or /v1/batches "
+                                    f"answered {exc.status_code}); label without batch mode") from None
+            raise
         batch_id = batch.id
         store.save_batch(scope, batch_id, batch.status)
     status = _wait(client, batch_id, poll_interval, timeout, progress, stop)

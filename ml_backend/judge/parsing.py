@@ -91,6 +91,54 @@ def span_confidence(text: str, tokens: Sequence[tuple[str, float]], span: tuple[
     return math.exp(total) if hit else None
 
 
+def renormalized_confidence(text: str, tokens: Sequence[dict], span: tuple[int, int], options: Sequence[str],
+                            chosen: str) -> dict[str, float] | None:
+    """The answer's probability renormalised over the allowed options, from ``top_logprobs`` at the
+    answer's first token: {shown option: probability}, summing to 1, or None when it cannot be read.
+
+    Why: a server that samples under a grammar (llama.cpp, vLLM's guided decoding) reports logprobs of
+    the unconstrained distribution, where "yes" or a quote can outweigh every label; exp(logprob) of
+    the answer is then no confidence. What the model thinks of the labels relative to each other is.
+    Alternatives whose text could start several options (a "P" before "Pass" and "Partial") are
+    ambiguous: if the chosen answer's own first token is, None is returned (the caller falls back).
+    """
+    if not tokens or "".join(str(t.get("token", "")) for t in tokens) != text:
+        return None
+    start = span[0]
+    pos = 0
+    for tok in tokens:
+        token = str(tok.get("token", ""))
+        if pos + len(token) > start:
+            break
+        pos += len(token)
+    else:
+        return None
+    if not tok.get("top_logprobs"):
+        return None  # no alternatives: nothing to renormalise over
+    lead = text[pos:start]  # what the token carries before the answer (an opening quote)
+    alternatives: dict[str, float] = {}
+    for alt in [tok, *(tok.get("top_logprobs") or [])]:
+        if isinstance(alt, dict) and isinstance(alt.get("logprob"), (int, float)):
+            alternatives.setdefault(str(alt.get("token", "")), float(alt["logprob"]))
+    folded = {o: o.casefold() for o in options}
+    mass = {o: 0.0 for o in options}
+    for token, logprob in alternatives.items():
+        if not token.startswith(lead):
+            continue
+        rest = token[len(lead):].casefold().strip()
+        if not rest:
+            continue
+        matches = [o for o, f in folded.items() if f.startswith(rest) or rest.startswith(f)]
+        if len(matches) == 1:
+            mass[matches[0]] += math.exp(logprob)
+        elif chosen in matches and token == str(tok.get("token", "")):
+            return None  # the answer's own first token does not tell the options apart
+    total = sum(mass.values())
+    if total <= 0 or mass.get(chosen, 0.0) <= 0:
+        return None
+    return {o: m / total for o, m in mass.items()}
+
+
 def _json_object(text: str) -> tuple[dict | None, int]:
     stripped = _FENCE.sub("", text.strip())
     start = text.find("{")

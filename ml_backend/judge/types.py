@@ -71,6 +71,10 @@ class Answer:
     error: str | None = None
     raw: str | None = None
     position: dict | None = None  # pairwise: both orders' answers and whether they agreed
+    # how ``confidence`` was read: "renormalized" over the allowed labels (``distribution``),
+    # "answer_tokens" (the answer's own token probability), "options" (a local model scoring each)
+    confidence_method: str | None = None
+    distribution: dict[str, float] | None = None
 
 
 @dataclass
@@ -102,7 +106,8 @@ def verdict_to_dict(v: Verdict) -> dict[str, Any]:
     """Plain JSON for the cache: everything needed to rebuild the prediction without paying again."""
     return {
         "answers": {k: {"value": a.value, "confidence": a.confidence, "rationale": a.rationale,
-                        "error": a.error, "position": a.position} for k, a in v.answers.items()},
+                        "error": a.error, "position": a.position, "confidence_method": a.confidence_method,
+                        "distribution": a.distribution} for k, a in v.answers.items()},
         "rationale": v.rationale, "error": v.error, "warnings": v.warnings,
         "usage": {"tokens_in": v.usage.tokens_in, "tokens_out": v.usage.tokens_out, "calls": v.usage.calls},
     }
@@ -110,6 +115,7 @@ def verdict_to_dict(v: Verdict) -> dict[str, Any]:
 
 def verdict_from_dict(d: dict[str, Any]) -> Verdict:
     answers = {k: Answer(value=a["value"], confidence=a["confidence"], rationale=a["rationale"],
-                         error=a["error"], position=a.get("position")) for k, a in d["answers"].items()}
+                         error=a["error"], position=a.get("position"), confidence_method=a.get("confidence_method"),
+                         distribution=a.get("distribution")) for k, a in d["answers"].items()}
     return Verdict(answers=answers, rationale=d["rationale"], error=d["error"], warnings=list(d["warnings"]),
                    usage=Usage(**d["usage"]))

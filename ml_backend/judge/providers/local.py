@@ -122,7 +122,8 @@ class LocalProvider:
         best = max(range(len(probs)), key=probs.__getitem__)
         usage = Usage(tokens_in=len(ids), calls=1)
         answer = Answer(value=question.options[best], confidence=probs[best], usage=usage,
-                        raw=question.shown()[best])
+                        raw=question.shown()[best], confidence_method="renormalized",
+                        distribution={o: round(p, 6) for o, p in zip(question.options, probs)})
         if decoding.rationale:
             answer.rationale = self._explain(messages, question.shown()[best], decoding, usage)
         return answer

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import re
 import logging
 import ssl
 import threading
 import weakref
+from dataclasses import dataclass, field
 from typing import Any
 
 import openai
 from openai import AsyncOpenAI, DefaultHttpxClient, OpenAI
 
-from ..parsing import AnswerError, parse_reply, span_confidence
+from ..parsing import AnswerError, parse_reply, renormalized_confidence, span_confidence
 from ..prompting import answer_schema
 from ..types import Answer, Question, Usage
 from ...redact import redact, register
@@ -51,6 +53,39 @@ def aiohttp_client() -> Any:
         return None
 
 
+FORMATS = ("json_schema", "json_object_schema", "json_object", "text")
+_FEATURE_WORDS = ("response_format", "json_schema", "json_object", "logprobs", "top_logprobs", "guided")
+
+
+@dataclass
+class Capabilities:
+    """What one server does for one model, found by stepping down a ladder the first time a request
+    is refused, and remembered for the process: structured output as a JSON schema, as a JSON object
+    with a schema (llama-cpp-python, some vLLM versions), as any JSON object, or plain text parsed
+    strictly; log-probabilities, and the alternatives at each token (``top_logprobs``)."""
+
+    format: str = "json_schema"
+    logprobs: bool = True
+    top_logprobs: bool = True
+    confirmed: bool = False  # a request went through: later errors are errors, not refusals
+    notes: list[str] = field(default_factory=list)  # what each server said when a feature was refused
+
+
+_capabilities: dict[tuple[str, str], Capabilities] = {}
+_capabilities_lock = threading.Lock()
+
+
+def capabilities_for(base_url: str | None, model: str) -> Capabilities:
+    """The remembered capabilities of (server, model), shared by every provider object for them."""
+    with _capabilities_lock:
+        return _capabilities.setdefault(((base_url or "openai").rstrip("/"), model), Capabilities())
+
+
+def _top_k(question: Question) -> int:
+    """Alternatives to ask for per token: enough to see every label of a small option set."""
+    return min(20, max(10, 2 * len(question.options) + 2))
+
+
 class OpenAIProvider:
     name = "openai"
     as_json = True
@@ -63,40 +98,48 @@ class OpenAIProvider:
         # Local servers (vLLM, Ollama, llama.cpp) need no key, but the client insists on one.
         self.client = OpenAI(api_key=api_key or "no-key", base_url=base_url, timeout=timeout,
                              max_retries=max_retries, http_client=DefaultHttpxClient(verify=tls_context()))
+        # the first requests to a server probe its capabilities without retries: a refusal answered
+        # as a 500 (llama-cpp-python) must step down the ladder at once, not after the backoff
+        self._probe = self.client.with_options(max_retries=0)
         self._base_url, self._timeout, self._max_retries = base_url, timeout, max_retries
         # one async client per event loop: its connections belong to the loop that opened them, and
         # projects on the same model share this provider, so two labeling runs can be in flight at once
         self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncOpenAI] = weakref.WeakKeyDictionary()
-        self._structured = True
-        self._logprobs = True
+        self.caps = capabilities_for(base_url, model)
         self._lock = threading.Lock()
 
     def answer(self, messages: list[dict[str, str]], question: Question, decoding: Decoding) -> Answer:
+        probe = not self.caps.confirmed
         while True:
-            structured, logprobs = self._structured, self._logprobs
+            asked = self._snapshot()
             try:
                 # The client's request path (timeouts, retries with backoff and jitter, Retry-After,
                 # typed errors) with our already well-formed body and a plain-dict reply: its param
                 # transform and response models cost 1.4 ms of CPU per call, which at 64 calls in
                 # flight on 2 cores is the bottleneck (measured in scripts/bench_labeling.py).
-                response = self.client.post("/chat/completions", body=self.request_body(messages, question, decoding),
-                                            cast_to=dict)
+                client = self._probe if probe else self.client
+                response = client.post("/chat/completions", body=self.request_body(messages, question, decoding),
+                                       cast_to=dict)
+                self.caps.confirmed = True
                 return self.to_answer(response, question)
             except openai.APIError as exc:
-                self._retry_or_raise(exc, structured, logprobs)
+                probe = self._after_error(exc, asked, probe)
 
     async def aanswer(self, messages: list[dict[str, str]], question: Question, decoding: Decoding) -> Answer:
         """``answer`` through the async client, for the asyncio runner (many calls in flight on one
         thread). Call ``aclose`` from the same event loop when done."""
         client = self._aclient()
+        probe = not self.caps.confirmed
         while True:
-            structured, logprobs = self._structured, self._logprobs
+            asked = self._snapshot()
             try:
-                response = await client.post("/chat/completions",
-                                             body=self.request_body(messages, question, decoding), cast_to=dict)
+                use = client.with_options(max_retries=0) if probe else client
+                response = await use.post("/chat/completions",
+                                          body=self.request_body(messages, question, decoding), cast_to=dict)
+                self.caps.confirmed = True
                 return self.to_answer(response, question)
             except openai.APIError as exc:
-                self._retry_or_raise(exc, structured, logprobs)
+                probe = self._after_error(exc, asked, probe)
 
     def _aclient(self) -> AsyncOpenAI:
         """The running event loop's async client, made on its first call."""
@@ -116,11 +159,24 @@ class OpenAIProvider:
         if client is not None:
             await client.close()
 
-    def _retry_or_raise(self, exc: openai.APIError, structured: bool, logprobs: bool) -> None:
-        """After the client's own retries: return to ask again without an optional feature the server
-        rejected, else raise a ProviderError that carries no secret."""
-        if isinstance(exc, openai.BadRequestError) and self._downgrade(str(exc), structured, logprobs):
-            return
+    def _snapshot(self) -> tuple[str, bool, bool]:
+        return self.caps.format, self.caps.logprobs, self.caps.top_logprobs
+
+    def _after_error(self, exc: openai.APIError, asked: tuple[str, bool, bool], probe: bool) -> bool:
+        """After a failed request: step down the ladder when the server refused a feature we asked for
+        (whatever the status: 400, 422 or 500), or retry a probe with the client's retries; returns
+        whether the next try is still a probe. Raises a ProviderError that carries no secret otherwise."""
+        if isinstance(exc, openai.APIStatusError) and self._step_down(exc, asked):
+            return probe
+        retryable = isinstance(exc, (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError)) \
+            or (isinstance(exc, openai.APIStatusError) and exc.status_code in (408, 409) or
+                isinstance(exc, openai.APIStatusError) and exc.status_code >= 500)
+        if probe and retryable and self._max_retries > 0:
+            return False  # not a refusal: ask again, this time with the client's backoff and retries
+        self._raise(exc)
+        return probe  # pragma: no cover - _raise always raises
+
+    def _raise(self, exc: openai.APIError) -> None:
         if isinstance(exc, openai.BadRequestError):
             raise ProviderError(f"{self.model}: request rejected ({exc.status_code}): {self._message(exc)}") from None
         if isinstance(exc, openai.APITimeoutError):
@@ -132,32 +188,61 @@ class OpenAIProvider:
         raise ProviderError(f"{self.model}: {scrub(str(exc), (self._secret,))[:200]}") from None
 
     def request_body(self, messages: list[dict[str, str]], question: Question, decoding: Decoding) -> dict:
-        """The chat-completions body for one question (also what a Batch API line carries)."""
+        """The chat-completions body for one question (also what a Batch API line carries), asking for
+        what this server is known (or not yet known not) to do."""
         body: dict = {"model": self.model, "messages": messages,
                       "temperature": decoding.temperature, "max_tokens": decoding.max_tokens}
-        if self._structured:
+        caps = self.caps
+        schema = answer_schema(question, rationale=decoding.rationale)
+        if caps.format == "json_schema":
             body["response_format"] = {"type": "json_schema", "json_schema": {
-                "name": "verdict", "strict": True, "schema": answer_schema(question, rationale=decoding.rationale)}}
-        if self._logprobs:
+                "name": "verdict", "strict": True, "schema": schema}}
+        elif caps.format == "json_object_schema":
+            body["response_format"] = {"type": "json_object", "schema": schema}
+        elif caps.format == "json_object":
+            body["response_format"] = {"type": "json_object"}
+        if caps.logprobs:
             body["logprobs"] = True
+            if caps.top_logprobs and question.kind == "single":
+                body["top_logprobs"] = _top_k(question)
         return body
 
-    def _downgrade(self, error: str, structured: bool, logprobs: bool) -> bool:
-        """Drop an optional feature the server rejected; False if there is nothing left to drop."""
+    def _step_down(self, exc: openai.APIStatusError, asked: tuple[str, bool, bool]) -> bool:
+        """Drop what the server refused, one rung at a time; False if the error refuses nothing we
+        asked for. An error naming a feature counts whatever its status; one naming none counts only
+        as a 400/422 to a server not yet confirmed (the old one-time downgrade)."""
+        said = self._message(exc)
+        text = f"{said} {exc}".lower()
+        named = [w for w in _FEATURE_WORDS if w in text]
+        if not named and (exc.status_code not in (400, 422) or self.caps.confirmed):
+            return False
+        fmt, logprobs, top = asked
         with self._lock:
-            text = error.lower()
-            if logprobs and "logprob" in text:
-                self._logprobs = False
-            elif structured and ("response_format" in text or "json_schema" in text):
-                self._structured = False
-            elif logprobs:
-                self._logprobs = False
-            elif structured:
-                self._structured = False
+            caps = self.caps
+            if (fmt, logprobs, top) != (caps.format, caps.logprobs, caps.top_logprobs):
+                return True  # another request stepped down meanwhile: just ask again
+            if re.search(r"(?<![a-z_])logprobs", text) and logprobs:  # logprobs itself, not only top_logprobs
+                caps.logprobs = caps.top_logprobs = False
+            elif "top_logprobs" in named and top:
+                caps.top_logprobs = False
+            elif any(w in named for w in ("response_format", "json_schema", "json_object", "guided")) \
+                    and fmt != "text":
+                named_type = any(w in named for w in ("json_schema", "json_object")) or "schema" in text
+                # "response_format is not supported" with no type named: no JSON mode at all
+                caps.format = FORMATS[FORMATS.index(fmt) + 1] if named_type else "text"
+            elif not named and top and logprobs:
+                caps.top_logprobs = False
+            elif not named and logprobs:
+                caps.logprobs = caps.top_logprobs = False
+            elif not named and fmt != "text":
+                caps.format = FORMATS[FORMATS.index(fmt) + 1]
             else:
                 return False
-            log.warning("provider %s rejected an optional feature; now structured=%s logprobs=%s",
-                        self.model, self._structured, self._logprobs)
+            note = f"{exc.status_code}: {said[:160]}"
+            caps.notes.append(note)
+            log.warning("provider %s at %s refused a feature (%s); now asking for format=%s logprobs=%s "
+                        "top_logprobs=%s", self.model, self._base_url or "OpenAI", note, caps.format,
+                        caps.logprobs, caps.top_logprobs)
             return True
 
     def to_answer(self, response: dict, question: Question) -> Answer:
@@ -172,7 +257,7 @@ class OpenAIProvider:
         if not response.get("choices"):
             return Answer(error="the provider returned no choices", usage=usage)
         choice = response["choices"][0]
-        text = (choice.get("message") or {}).get("content")
+        text = _content_text((choice.get("message") or {}).get("content"))
         # a reply can quote the request back (its Authorization header included): nothing the provider
         # says reaches a verdict, a failure reason or a log line unredacted
         text = redact(text) if isinstance(text, str) else None
@@ -182,12 +267,22 @@ class OpenAIProvider:
             if choice.get("finish_reason") == "length":
                 return Answer(error=f"{exc} (reply cut at max_tokens)", usage=usage, raw=text)
             return Answer(error=str(exc), usage=usage, raw=text)
-        confidence = None
-        content_lp = (choice.get("logprobs") or {}).get("content")
+        confidence, method, distribution = None, None, None
+        logprobs = choice.get("logprobs") if isinstance(choice.get("logprobs"), dict) else {}
+        content_lp = [t for t in logprobs.get("content") or [] if isinstance(t, dict)]
         if content_lp and parsed.span:
-            confidence = span_confidence(text, [(t["token"], t["logprob"]) for t in content_lp], parsed.span)
+            if question.kind == "single":
+                shown = question.shown()[question.options.index(parsed.value)]
+                dist = renormalized_confidence(text, content_lp, parsed.span, question.shown(), shown)
+                if dist is not None:
+                    confidence, method = dist[shown], "renormalized"
+                    distribution = {question.to_label(o): round(p, 6) for o, p in dist.items()}
+            if confidence is None:
+                confidence = span_confidence(text, [(str(t.get("token", "")), float(t.get("logprob") or 0.0))
+                                                    for t in content_lp], parsed.span)
+                method = "answer_tokens" if confidence is not None else None
         return Answer(value=parsed.value, confidence=confidence, rationale=parsed.rationale,
-                      usage=usage, raw=text)
+                      usage=usage, raw=text, confidence_method=method, distribution=distribution)
 
     def _message(self, exc: openai.APIStatusError) -> str:
         body = exc.body if isinstance(exc.body, dict) else {}
@@ -199,3 +294,15 @@ class OpenAIProvider:
 def _count(value: Any) -> int:
     """A token count from a reply's usage: servers omit it or send odd types; never negative."""
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def _content_text(content: Any) -> str | None:
+    """A message's content as text: a string, or a list of parts ({"type": "text", "text": ...}) as
+    some servers and gateways send; reasoning (``reasoning_content``) is never part of the answer."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = [p.get("text") for p in content if isinstance(p, dict) and p.get("type") in (None, "text", "output_text")]
+        text = "".join(p for p in parts if isinstance(p, str))
+        return text or None
+    return None
