@@ -75,7 +75,7 @@ def _missing(value) -> bool:
 
 
 def score_dataframe(df: pd.DataFrame, *, model: str | Path, project: int | str | None = None,
-                    column: str = "score", batch_size: int = 64) -> pd.DataFrame:
+                    column: str = "score", batch_size: int = 64, model_dir: str | Path | None = None) -> pd.DataFrame:
     """A copy of ``df`` with the evaluator's 0..1 score per row (input/output/context/... columns; for a
     pairwise evaluator, response_a/response_b and the conversation, scored as P(A is better)).
     ``model`` is a model directory, or a version (``evaluator-0003``) of ``project``'s registry."""
@@ -89,7 +89,8 @@ def score_dataframe(df: pd.DataFrame, *, model: str | Path, project: int | str |
     if not path.is_dir():
         if project is None:
             raise FileNotFoundError(f"{model} is not a model directory; give project= to look it up by version")
-        path = Registry(Settings.from_env().model_dir / "evaluators", str(project)).path(str(model))
+        root = Path(model_dir) if model_dir is not None else Settings.from_env().model_dir
+        path = Registry(root / "evaluators", str(project)).path(str(model))
     manifest = _json.loads((path / "manifest.json").read_text()) if (path / "manifest.json").exists() else {}
     records = [{k: v for k, v in rec.items() if not _missing(v)} for rec in df.to_dict("records")]
     inputs = manifest.get("input", {})

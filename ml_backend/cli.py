@@ -126,7 +126,16 @@ def main(argv: list[str] | None = None) -> int:
         return run_quickstart(args.config, Path(args.home), ls_port=args.ls_port, port=args.port)
     from . import commands
 
+    if getattr(args, "json", False):  # library chatter below WARNING is noise around a JSON document
+        for noisy in ("onnxruntime", "onnx", "torch", "transformers", "matplotlib", "urllib3", "root"):
+            logging.getLogger(noisy if noisy != "root" else None).setLevel(logging.WARNING)
+        import warnings
+
+        warnings.filterwarnings("ignore")
     try:
+        if getattr(args, "json", False):
+            with commands.quiet_stdout():
+                return getattr(commands, {"import": "import_"}.get(args.command, args.command))(args)
         return getattr(commands, {"import": "import_"}.get(args.command, args.command))(args)
     except Exception as exc:
         message = commands.user_message(exc)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from dataclasses import replace
 import signal
 import sys
@@ -18,8 +19,48 @@ from .redact import redact
 from .settings import ConfigError, Settings
 
 
+_json_out = None
+
+
+def json_stdout():
+    """Where a --json command writes its one document: the real stdout, which library chatter (an
+    onnxruntime print, a warning) cannot reach while the command runs (see ``quiet_stdout``)."""
+    return _json_out or sys.stdout
+
+
+class quiet_stdout:
+    """For --json commands: file descriptor 1 points at stderr while the command runs, so whatever a
+    library prints (C extensions included) lands there; the JSON goes to the saved real stdout."""
+
+    def __enter__(self):
+        global _json_out
+        sys.stdout.flush()
+        self._saved = os.dup(1)
+        os.dup2(2, 1)
+        _json_out = os.fdopen(os.dup(self._saved), "w")
+        self._py = sys.stdout
+        sys.stdout = sys.stderr
+        return self
+
+    def __exit__(self, *exc) -> None:
+        global _json_out
+        sys.stdout = self._py
+        sys.stdout.flush()
+        os.dup2(self._saved, 1)
+        os.close(self._saved)
+        _json_out.close()
+        _json_out = None
+
+
 class UserError(Exception):
     """Something the user must fix; printed without a traceback."""
+
+
+def emit_json(value: object) -> None:
+    """The one JSON document a --json command leaves on stdout (see quiet_stdout)."""
+    stream = json_stdout()
+    stream.write(json.dumps(value, default=str) + "\n")
+    stream.flush()
 
 
 def user_message(exc: BaseException) -> str | None:
@@ -44,14 +85,38 @@ def user_message(exc: BaseException) -> str | None:
     return None
 
 
-def _context(args: argparse.Namespace) -> tuple[Settings, LabelJudgeBackend, LabelStudioAPI]:
-    if not args.url or not args.api_key:
-        raise UserError("set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY (or --url / --api-key)")
+def settings_for(args: argparse.Namespace) -> Settings:
+    """The CLI's settings: the environment, then what a running quickstart knows (its Label Studio,
+    token and store) for whatever the environment and flags leave unset, so the quickstart's printed
+    commands work as printed. A store other than the running demo's is pointed out on stderr."""
+    import os
+
+    from .quickstart import find_demo
+
     try:
-        # --url / --api-key win over the environment everywhere, training's own client included
-        settings = replace(Settings.from_env(), label_studio_url=args.url, label_studio_api_key=args.api_key)
+        settings = Settings.from_env()
     except ConfigError as exc:
         raise UserError(str(exc)) from None
+    demo = find_demo() if not (getattr(args, "url", None) and getattr(args, "api_key", None)
+                              and os.environ.get("MODEL_DIR")) else None
+    if demo is not None:
+        if hasattr(args, "url") and not args.url and not args.api_key:
+            args.url, args.api_key = demo["ls_url"], demo["token"]
+        if not os.environ.get("MODEL_DIR"):
+            settings = replace(settings, model_dir=Path(demo["model_dir"]))
+        elif Path(os.environ["MODEL_DIR"]).resolve() != Path(demo["model_dir"]).resolve():
+            print(f"note: the running demo backend keeps its store in {demo['model_dir']}; this command uses "
+                  f"MODEL_DIR={os.environ['MODEL_DIR']} (its own cache, ledger and evaluators)", file=sys.stderr)
+    return settings
+
+
+def _context(args: argparse.Namespace) -> tuple[Settings, LabelJudgeBackend, LabelStudioAPI]:
+    settings = settings_for(args)
+    if not args.url or not args.api_key:
+        raise UserError("set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY (or --url / --api-key), or start the demo "
+                        "with labeljudge quickstart")
+    # --url / --api-key win over the environment everywhere, training's own client included
+    settings = replace(settings, label_studio_url=args.url, label_studio_api_key=args.api_key)
     scrub("", (args.api_key,))  # registered as a secret: no message below can show it
     return settings, LabelJudgeBackend(settings), LabelStudioAPI(args.url, args.api_key)
 
@@ -98,7 +163,7 @@ def label(args: argparse.Namespace) -> int:
         bar.close()
     out = summary.as_dict()
     if args.json:
-        print(json.dumps(out))
+        emit_json(out)
     else:
         print(f"{out['model_version']}: labeled {out['labeled']}, skipped {out['skipped']} (already done), "
               f"failed {out['failed']}, cached {out['cached']}; tokens {out['tokens_in']}/{out['tokens_out']}, "
@@ -128,10 +193,15 @@ def report(args: argparse.Namespace) -> int:
     if args.out:
         Path(args.out).write_text(render_html(rep, title=f"LabelJudge report: project {args.project}"))
     if args.json:
-        print(json.dumps(rep, default=str))
+        emit_json(rep)
         return 0
     print(f"project {args.project}: {rep['n_reference']} of {rep['n_tasks']} tasks have a human reference "
           f"({rep['reference']}); control {rep['primary_control']}")
+    if not rep["versions"]:
+        from .quality.html import next_steps
+
+        print(f"next: {next_steps(rep)}")
+        return 0
     print(f"{'model version':<26}{'n':>5}{'acc':>7}{'95% CI':>15}{'F1':>7}{'kappa':>7}{'cover':>7}{'ECE':>7}{'cost $':>9}")
     for v in rep["versions"]:
         ci = f"{v['ci_low']:.2f}-{v['ci_high']:.2f}" if v["ci_low"] is not None else "-"
@@ -139,6 +209,9 @@ def report(args: argparse.Namespace) -> int:
               f"{_f(v['coverage'])}{_f(v['ece'])}{v.get('cost') or 0:>9.4f}")
     if rep["comparison"]:
         print(rep["comparison"]["message"])
+    for run in rep.get("training", [])[:3]:
+        verdict = "promoted" if run["promoted"] else "not promoted" if run["promoted"] is not None else run["status"]
+        print(f"training job {run['job']}: {run['version'] or '-'} {verdict}: {run['decision'] or ''}")
     if args.out:
         print(f"HTML report: {args.out}")
     return 0
@@ -191,7 +264,7 @@ def prompts(args: argparse.Namespace) -> int:
                      "ci_low": m.get("ci_low"), "ci_high": m.get("ci_high"), **v["spec"]})
     rows.sort(key=lambda r: (r["accuracy"] is not None, r["accuracy"] or 0), reverse=True)
     if args.json:
-        print(json.dumps(rows, default=str))
+        emit_json(rows)
         return 0
     for r in rows:
         acc = f"{r['accuracy']:.3f} (n={r['n']})" if r["accuracy"] is not None else "not scored yet"
@@ -265,7 +338,7 @@ def train(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     if args.json:
-        print(json.dumps(result, default=str))
+        emit_json(result)
     else:
         print(f"{result['version']}: accuracy {result['accuracy']:.3f}, F1 {result['f1']:.3f}, AUC "
               f"{result['auc'] if result['auc'] is None else round(result['auc'], 3)}, {result['n_train']} train / "
@@ -277,7 +350,7 @@ def train(args: argparse.Namespace) -> int:
 def evaluators(args: argparse.Namespace) -> int:
     from .evaluator.registry import Registry
 
-    settings = Settings.from_env()
+    settings = settings_for(args)
     registry = Registry(settings.model_dir / "evaluators", str(args.project))
     try:
         if args.rollback:
@@ -287,16 +360,27 @@ def evaluators(args: argparse.Namespace) -> int:
             print(f"now serving {args.promote}")
     except KeyError as exc:
         raise UserError(str(exc).strip("'\"")) from None
-    rows = [{k: v.get(k) for k in ("version", "accuracy", "f1", "auc", "n_train", "n_test", "device", "runtime",
-                                   "seconds")} for v in registry.versions()]
     current = registry.current()
+    rows = []
+    for v in registry.versions():
+        result_path = Path(v["path"]) / "result.json"
+        result = json.loads(result_path.read_text()) if result_path.exists() else {}
+        rows.append({**{k: v.get(k) for k in ("version", "accuracy", "f1", "auc", "n_train", "n_test", "device",
+                                              "runtime", "seconds")},
+                     "current": v["version"] == current, "promoted": result.get("promoted"),
+                     "decision": result.get("reason")})
     if args.json:
-        print(json.dumps({"current": current, "versions": rows}))
+        emit_json({"current": current, "versions": rows})
         return 0
+    if not rows:
+        print(f"project {args.project} has no evaluator yet: labeljudge train --project {args.project}, or Start "
+              f"Training in Label Studio")
     for r in rows:
-        mark = "*" if r["version"] == current else " "
-        print(f"{mark} {r['version']}  acc {r['accuracy']:.3f}  f1 {r['f1']:.3f}  n_train {r['n_train']}  "
-              f"{r['runtime']}  {r['device']}")
+        mark = "*" if r["current"] else " "
+        why = "serving" if r["current"] else ("not promoted: " + r["decision"]) if r["promoted"] is False and \
+            r["decision"] else "not serving"
+        print(f"{mark} {r['version']}  acc {_f(r['accuracy']).strip()}  f1 {_f(r['f1']).strip()}  n_train "
+              f"{r['n_train']}  {r['runtime']}  {r['device']}  ({why})")
     return 0
 
 
@@ -306,7 +390,7 @@ def evaluate(args: argparse.Namespace) -> int:
 
     df = read_table(args.data)
     try:
-        out = score_dataframe(df, model=args.model, project=args.project)
+        out = score_dataframe(df, model=args.model, project=args.project, model_dir=settings_for(args).model_dir)
     except (KeyError, FileNotFoundError, ValueError) as exc:
         raise UserError(str(exc).strip("'\"")) from None
     if args.out:
@@ -318,7 +402,7 @@ def evaluate(args: argparse.Namespace) -> int:
 
 
 def worker(args: argparse.Namespace) -> int:
-    settings = Settings.from_env()
+    settings = settings_for(args)
     if not settings.redis_url:
         raise UserError("set REDIS_URL to the Redis that the backend queues training jobs on")
     from redis import Redis

@@ -125,6 +125,13 @@ class LabelStudioAPI:
         self.client.actions.create(id="retrieve_tasks_predictions", project=project,
                                    selected_items={"all": True, "excluded": []})
 
+    def user_emails(self) -> dict[int, str]:
+        """Label Studio user id -> email, to show people rather than numbers (empty if not allowed)."""
+        try:
+            return {int(u.id): u.email or u.username or str(u.id) for u in self.client.users.list()}
+        except ApiError:
+            return {}
+
     def task_predictions(self, task: int) -> list[dict]:
         """One task's predictions, oldest first, as plain dicts."""
         preds = sorted(self.client.predictions.list(task=task), key=lambda p: p.id or 0)

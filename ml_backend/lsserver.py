@@ -86,14 +86,16 @@ class LocalLabelStudio:
         env.update(LABEL_STUDIO_BASE_DATA_DIR=str(self.data_dir), ML_BLOCK_LOCAL_IP="false",
                    SSRF_PROTECTION_ENABLED="false", SENTRY_DSN="", FRONTEND_SENTRY_DSN="",
                    COLLECT_ANALYTICS="false", LATEST_VERSION_CHECK="false",
-                   LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN="true")
+                   LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN="true",
+                   # credentials through the environment: a command line is visible to every local user
+                   LABEL_STUDIO_USERNAME=self.username, LABEL_STUDIO_PASSWORD=self.password,
+                   LABEL_STUDIO_USER_TOKEN=self.token)
         # Label Studio 1.23.2's default prediction import recounts every task of the project on each
         # request (1 prediction into a project holding 1,000: 0.87 s); its own flag limits the
         # recount to the imported tasks (0.06 s). The environment may still turn it off.
         env.setdefault(FAST_PREDICTION_IMPORT, "true")
         cmd = [str(self.venv / "bin" / "label-studio"), "start", "--no-browser", "--internal-host", "127.0.0.1",
-               "--port", str(self.port), "--data-dir", str(self.data_dir), "--username", self.username,
-               "--password", self.password, "--user-token", self.token, "--enable-legacy-api-token"]
+               "--port", str(self.port), "--data-dir", str(self.data_dir), "--enable-legacy-api-token"]
         log = open(self.log_path or self.data_dir / "label_studio.log", "ab")
         self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self._wait(timeout)

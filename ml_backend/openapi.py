@@ -91,6 +91,18 @@ def openapi_document(version: str) -> dict[str, Any]:
                     "poll_interval": {"type": "number", "exclusiveMinimum": True, "minimum": 0, "maximum": 86400},
                     "prompt": {"type": "string"}, "metric": {"type": "string"}, "model": {"type": "string"}}}),
                 "responses": {**_ok("the job", job, code=202), **_errors(400, 401, 413, 503)}}},
+            "/train": {"post": {
+                "summary": "queue a training run of the project's evaluator; says where to watch it",
+                "requestBody": _body({"type": "object", "required": ["project"], "properties": {
+                    "project": {"oneOf": [_PROJECT, {"type": "object"}]}}}),
+                "responses": {**_ok("queued or running", {"type": "object", "properties": {
+                    "job": {"type": "integer"}, "status": {"type": "string"}, "message": {"type": "string"},
+                    "watch": {"type": "string"}, "report": {"type": "string"}}}, code=201),
+                    **_errors(400, 401, 413, 503)}}},
+            "/job_status": {"post": {
+                "summary": "a job's status, as Label Studio polls it",
+                "requestBody": _body({"type": "object", "required": ["job"], "properties": {"job": {"type": "integer"}}}),
+                "responses": {**_ok("the job"), **_errors(400, 401, 404, 413)}}},
             "/jobs/{job_id}": {"get": {
                 "summary": "one job's status, progress and result",
                 "parameters": [{"name": "job_id", "in": "path", "required": True, "schema": {"type": "integer"}}],

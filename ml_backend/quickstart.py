@@ -38,6 +38,27 @@ def _pids(home: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def demo_homes() -> list[Path]:
+    """Where a quickstart may have left its state: $LABELJUDGE_HOME alone when set, else ./.labeljudge
+    and this checkout's .labeljudge."""
+    if os.environ.get("LABELJUDGE_HOME"):
+        return [Path(os.environ["LABELJUDGE_HOME"])]
+    return [Path(".labeljudge"), ROOT / ".labeljudge"]
+
+
+def find_demo() -> dict | None:
+    """The running quickstart's Label Studio URL, token, MODEL_DIR and backend URL, so the commands
+    it prints work as printed with no environment set; None when no quickstart is running."""
+    for home in demo_homes():
+        state = _pids(home)
+        creds = Path(state.get("credentials") or home / "label-studio" / "labeljudge_credentials.json")
+        if state.get("ls_url") and creds.exists() and _up(state["ls_url"]):
+            return {"ls_url": state["ls_url"], "token": json.loads(creds.read_text())["token"],
+                    "model_dir": state.get("model_dir") or str(home.resolve()), "backend_url": state.get("backend_url"),
+                    "home": str(home.resolve())}
+    return None
+
+
 def run_quickstart(config: str, home: Path, *, ls_port: int, port: int) -> int:
     home = home.resolve()
     home.mkdir(parents=True, exist_ok=True)
@@ -62,8 +83,8 @@ def run_quickstart(config: str, home: Path, *, ls_port: int, port: int) -> int:
     backend_url = f"http://127.0.0.1:{port}"
     if not _up(backend_url):
         print("Starting the LabelJudge backend (embedded local judge, no key needed) ...")
-        env = dict(os.environ, MODEL_DIR=str(home / "models"), LABEL_STUDIO_URL=ls.url,
-                   LABEL_STUDIO_API_KEY=ls.token)
+        # the CLI's default store (MODEL_DIR=.labeljudge) is this one: one cache, ledger and registry
+        env = dict(os.environ, MODEL_DIR=str(home), LABEL_STUDIO_URL=ls.url, LABEL_STUDIO_API_KEY=ls.token)
         log = open(home / "backend.log", "ab")
         proc = subprocess.Popen([sys.executable, "-m", "ml_backend.cli", "serve", "--host", "127.0.0.1",
                                  "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -75,8 +96,10 @@ def run_quickstart(config: str, home: Path, *, ls_port: int, port: int) -> int:
                 print(f"the backend did not start; see {home / 'backend.log'}", file=sys.stderr)
                 return 1
             time.sleep(0.3)
-    state["backend_url"] = backend_url
+    state.update(backend_url=backend_url, model_dir=str(home),
+                 credentials=str(home / "label-studio" / "labeljudge_credentials.json"))
     (home / "quickstart.json").write_text(json.dumps(state))
+    (home / "quickstart.json").chmod(0o600)
 
     api = LabelStudioAPI(ls.url, ls.token)
     title = "LabelJudge demo (HaluEval dialogue)" if halueval else f"LabelJudge demo ({config})"
@@ -87,8 +110,9 @@ def run_quickstart(config: str, home: Path, *, ls_port: int, port: int) -> int:
         print(f"Created project {project}: {title}")
     api.connect_backend(project, backend_url, title="LabelJudge (local judge)", extra_params=DEMO_PARAMS.get(config, {}))
     if halueval:
-        missing = _label_sample(backend_url, project, SAMPLE)
-        _summary(ls, project, backend_url, home, f"a diverse sample of {SAMPLE} of {HALUEVAL_TASKS} tasks", missing)
+        missing, what = _label_sample(backend_url, project, SAMPLE)
+        _summary(ls, project, backend_url, home, f"{what} (a diverse sample of {SAMPLE} of {HALUEVAL_TASKS} tasks)",
+                 missing)
         return 0 if not missing else 1
 
     task_ids = api.task_ids(project)
@@ -114,8 +138,9 @@ def halueval_tasks(n: int) -> list[dict]:
             for r in df.itertuples()]
 
 
-def _label_sample(backend_url: str, project: int, sample: int) -> int:
-    """Pre-label a diverse sample through the backend's labeling job, with a progress bar."""
+def _label_sample(backend_url: str, project: int, sample: int) -> tuple[int, str]:
+    """Pre-label a diverse sample through the backend's labeling job, with a progress bar; returns the
+    failures and what was done, as it happened (labeled now, or already labeled by this version)."""
     job = httpx.post(f"{backend_url}/jobs/label", json={"project": project, "sample": sample}, timeout=30).json()
     with tqdm(total=sample, desc="pre-labeling a sample", unit="task") as bar:
         while job.get("status") not in ("finished", "failed"):
@@ -125,12 +150,17 @@ def _label_sample(backend_url: str, project: int, sample: int) -> int:
             bar.refresh()
     if job["status"] == "failed":
         print(f"labeling failed: {job.get('error')}", file=sys.stderr)
-        return sample
-    result = job["result"]
-    return result["failed"]
+        return sample, "nothing"
+    r = job["result"]
+    done = f"labeled {r['labeled']} now with {r['model_version']}" if r["labeled"] else \
+        f"all {r['skipped']} already labeled by {r['model_version']}"
+    if r["labeled"] and r["skipped"]:
+        done += f", {r['skipped']} already were"
+    return r["failed"], done
 
 
 def _summary(ls: LocalLabelStudio, project: int, backend_url: str, home: Path, what: str, missing: int) -> None:
+    cli = Path(sys.executable).parent / "labeljudge"  # the venv's, so the lines work without activating it
     print(f"""
 Label Studio : {ls.url}/projects/{project}/data
 Login        : {ls.username} / {ls.password}
@@ -138,14 +168,16 @@ Backend      : {backend_url}  (logs: {home / 'backend.log'})
 Report       : {backend_url}/report/{project}
 Pre-labeled  : {what}{f'  ({missing} failed, run again to retry)' if missing else ''}
 
-Next:
+Next (the CLI finds this demo's Label Studio, token and store by itself):
  1. Open the project, click a task: the prediction shows the judge's label, score and reason.
  2. Correct or accept a few (Submit): they become the judge's few-shot examples.
- 3. labeljudge label --project {project} --sample 16   (or the report page) to compare prompt versions.
- 4. Project settings > Model > Start Training: fine-tune the fast evaluator from your labels.
- 5. Your own data: labeljudge import data.csv --config pass_fail; your own LLM:
-    JUDGE_PROVIDER=openai OPENAI_BASE_URL=... JUDGE_MODEL=... labeljudge serve
-Stop everything with: labeljudge quickstart --stop
+ 3. {cli} label --project {project} --sample 16   (then the report page) to compare prompt versions.
+ 4. {cli} report --project {project}
+ 5. Project settings > Model > Start Training: fine-tune the fast evaluator from your labels.
+ 6. Your own data: {cli} import data.csv --config pass_fail; your own LLM:
+    JUDGE_PROVIDER=openai OPENAI_BASE_URL=... JUDGE_MODEL=... {cli} serve
+Stop everything with: {cli} quickstart --stop
+(or `source {Path(sys.executable).parent}/activate` once, then plain `labeljudge ...`)
 """)
 
 

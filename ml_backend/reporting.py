@@ -19,6 +19,7 @@ def project_records(api: LabelStudioAPI, project: int,
                  "ordinal": c.tag == "Rating" or (c.tag == "Number" and c.question.kind == "single")}
                 for n, c in schema.controls.items()]
     tasks = []
+    emails = api.user_emails()
     for t in api.project_tasks(project, with_predictions=True):
         anns = []
         for a in t["annotations"]:
@@ -26,7 +27,8 @@ def project_records(api: LabelStudioAPI, project: int,
                 continue
             answers, _ = schema.answers_from_result(a.get("result") or [])
             who = a.get("completed_by")
-            anns.append({"id": a["id"], "annotator": who.get("id") if isinstance(who, dict) else who,
+            who = who.get("id") if isinstance(who, dict) else who
+            anns.append({"id": a["id"], "annotator": emails.get(who, who) if isinstance(who, int) else who,
                          "ground_truth": bool(a.get("ground_truth")), "answers": answers})
         preds = []
         for p in t["predictions"]:  # oldest first
@@ -42,9 +44,26 @@ def project_report(api: LabelStudioAPI, store: Store, project: int, *, public_ur
     ledger = {row["version"]: row for row in store.ledger(str(project))}
     url = (public_url or api.url).rstrip("/") + f"/projects/{project}/data?task={{id}}"
     report = build_report(tasks, controls, ledger=ledger, task_url=url, project=project)
+    report["training"] = training_runs(store, project)
     pair = schema.pair_fields()
     if pair:
         from .quality.pairwise import pairwise_report
 
         report["pairwise"] = pairwise_report(tasks, pair[0], store.pair_judgments(str(project)))
     return report
+
+
+def training_runs(store: Store, project: int, limit: int = 10) -> list[dict]:
+    """The project's latest training runs as a person reads them: when, status, data, metrics, and
+    whether the new evaluator was promoted and why (or why the run failed)."""
+    out = []
+    for job in store.jobs(str(project), "train")[:limit]:
+        result = job.get("result") or {}
+        out.append({"job": job["id"], "status": job["status"], "at": job["updated_at"],
+                    "reason_started": (job.get("progress") or {}).get("reason"),
+                    "version": result.get("version"), "promoted": result.get("promoted"),
+                    "decision": result.get("reason") or job.get("error"), "accuracy": result.get("accuracy"),
+                    "n_train": result.get("n_train"), "n_test": result.get("n_test"),
+                    "n_human_train": result.get("n_human_train"), "n_judge_train": result.get("n_judge_train"),
+                    "device": result.get("device"), "seconds": result.get("seconds")})
+    return out

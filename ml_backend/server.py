@@ -20,7 +20,7 @@ from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import BadRequest, HTTPException
 
 from . import __version__
-from .backend import LabelJudgeBackend, UnknownProject
+from .backend import LabelJudgeBackend, UnknownProject, project_key
 from .events import BadEvent
 from .judge.templates import TemplateError
 from .openapi import openapi_document
@@ -198,6 +198,32 @@ def create_app(settings: Settings | None = None, backend: LabelJudgeBackend | No
         except RuntimeError as exc:
             return jsonify(error=redact(str(exc))), 503
         return jsonify(job), 202
+
+    @app.post("/train")
+    def train() -> Any:
+        """Label Studio's legacy training call (1.23.2 sends START_TRAINING to /webhook instead, handled
+        the same way): queue a run and say where to watch it. Label Studio keeps the ``job`` key."""
+        data = body()
+        project = data.get("project")
+        project = project.get("id") if isinstance(project, dict) else project
+        try:
+            pid = project_key(project)
+        except ValueError as exc:
+            return jsonify(error=str(exc)), 400
+        if backend.api() is None:
+            return jsonify(error="training needs LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY on the backend"), 503
+        answer = backend.trainer.request(pid, "Start Training")
+        return jsonify(**answer, watch=f"/jobs/{answer['job']}", report=f"/report/{pid}"), 201
+
+    @app.post("/job_status")
+    def job_status_legacy() -> Any:
+        """Label Studio polls a training job it was told about: ``{"job": id}``."""
+        job_id = body().get("job")
+        job = backend.store.job(job_id) if isinstance(job_id, int) and not isinstance(job_id, bool) \
+            and 0 < job_id < 2**63 else None
+        if job is None:
+            return jsonify(error=f"no job {str(job_id)[:40]}"), 404
+        return jsonify(job=job["id"], status=job["status"], error=job.get("error"), result=job.get("result"))
 
     @app.get("/jobs/<int:job_id>")
     def job_status(job_id: int) -> Any:

@@ -69,39 +69,53 @@ class TrainingScheduler:
         self._lock = threading.Lock()
         self._running: set[str] = set()
         self._again: set[str] = set()
+        self._jobs: dict[str, int] = {}  # project -> its latest training job
         self.runs = 0  # how many runs actually started (tests check coalescing with it)
 
-    def request(self, pid: str, reason: str) -> None:
+    def request(self, pid: str, reason: str) -> dict:
+        """Start a run (its job is created now, so the caller can point at it), or, while one runs,
+        ask for exactly one more afterwards. Returns what a person needs: the job and its status."""
+        store = self.backend.store
         with self._lock:
             if pid in self._running:
                 self._again.add(pid)
-                return
+                return {"job": self._jobs.get(pid), "status": "running",
+                        "message": f"training of project {pid} is already running (job {self._jobs.get(pid)}); "
+                                   f"one more run with the newest labels follows it"}
             self._running.add(pid)
+            job = store.create_job(pid, "train")
+            self._jobs[pid] = job
+        store.update_job(job, progress={"reason": reason})
         if self.backend.settings.redis_url:
-            self._enqueue_rq(pid, reason)
+            self._enqueue_rq(pid, reason, job)
             with self._lock:
                 self._running.discard(pid)
-            return
-        threading.Thread(target=self._loop, args=(pid, reason), name=f"labeljudge-train-{pid}", daemon=True).start()
+        else:
+            threading.Thread(target=self._loop, args=(pid, reason, job), name=f"labeljudge-train-{pid}",
+                             daemon=True).start()
+        return {"job": job, "status": "queued",
+                "message": f"training of project {pid} queued as job {job}: watch GET /jobs/{job}; the outcome "
+                           f"(promoted or not, and why) shows on /report/{pid}"}
 
     def busy(self, pid: str) -> bool:
         with self._lock:
             return pid in self._running
 
-    def _loop(self, pid: str, reason: str) -> None:
+    def _loop(self, pid: str, reason: str, job: int) -> None:
         while True:
-            self._run_once(pid, reason)
+            self._run_once(pid, reason, job)
             with self._lock:
                 if pid in self._again:
                     self._again.discard(pid)
                     reason = "labels arrived during the previous run"
+                    job = self.backend.store.create_job(pid, "train")
+                    self._jobs[pid] = job
                     continue
                 self._running.discard(pid)
                 return
 
-    def _run_once(self, pid: str, reason: str) -> None:
+    def _run_once(self, pid: str, reason: str, job: int) -> None:
         store = self.backend.store
-        job = store.create_job(pid, "train")
         self.runs += 1
         store.update_job(job, status="running", progress={"reason": reason})
         try:
@@ -112,20 +126,32 @@ class TrainingScheduler:
             log.exception("training project %s failed", pid)
             store.update_job(job, status="failed", error=scrub(str(exc), self.backend._secrets())[:500])
 
-    def _enqueue_rq(self, pid: str, reason: str) -> None:
+    def _enqueue_rq(self, pid: str, reason: str, job: int) -> None:
         from redis import Redis
         from rq import Queue
 
         queue = Queue("labeljudge", connection=Redis.from_url(self.backend.settings.redis_url))
         # one queued run per project: RQ drops a job id that is already queued
-        queue.enqueue("ml_backend.training.rq_train", int(pid), reason, job_id=f"train-{pid}",
+        queue.enqueue("ml_backend.training.rq_train", int(pid), reason, job, job_id=f"train-{pid}",
                       job_timeout=3600, result_ttl=86400, failure_ttl=86400)
 
 
-def rq_train(project: int, reason: str) -> dict:
-    """The RQ job: a worker process builds its own backend from its environment (same MODEL_DIR)."""
+def rq_train(project: int, reason: str, job: int | None = None) -> dict:
+    """The RQ job: a worker process builds its own backend from its environment (same MODEL_DIR) and
+    reports on the job the backend created."""
     from .backend import LabelJudgeBackend
     from .settings import Settings
 
     backend = LabelJudgeBackend(Settings.from_env())
-    return train_project(backend, project)
+    store = backend.store
+    if job is None:
+        return train_project(backend, project)
+    store.update_job(job, status="running", progress={"reason": reason})
+    try:
+        result = train_project(backend, project,
+                               progress=lambda row: store.update_job(job, progress={"reason": reason, **row}))
+    except Exception as exc:
+        store.update_job(job, status="failed", error=scrub(str(exc), backend._secrets())[:500])
+        raise
+    store.update_job(job, status="finished", result=result)
+    return result

@@ -105,6 +105,7 @@ def test_cli_user_errors(case, files, capsys, monkeypatch, tmp_path):
     for var in ("LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY", "REDIS_URL", "OPENAI_API_KEY"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("MODEL_DIR", str(tmp_path / "store"))
+    monkeypatch.setenv("LABELJUDGE_HOME", str(tmp_path / "no-demo"))  # never a running quickstart's
     port = _closed_port()
     args = [a.replace("{port}", str(port)) for a in argv]
     args = [files[a[1:-1]] if a.startswith("{") and a.endswith("}") and a[1:-1] in files else a for a in args]

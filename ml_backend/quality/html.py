@@ -110,11 +110,16 @@ def render_html(report: dict, *, title: str = "LabelJudge report") -> str:
         f"<td>{_fmt(d['reference'])}</td><td>{_fmt(d['predicted'])}</td><td>{_fmt(d['score'])}</td></tr>"
         for d in report["disagreements"])
     pairwise = _pairwise_html(report.get("pairwise"))
-    cmp_msg = html.escape(report["comparison"]["message"]) if report.get("comparison") else \
-        "Only one version has predicted on reference tasks so far."
     imgs = "".join(f'<img class="plot" src="{p}" alt="plot">' for p in plots if p)
-    empty = "" if versions else ("<p class='warn'>No version has predictions on tasks with a human reference yet: "
-                                 "label a sample, review it in Label Studio, then come back.</p>")
+    next_step = html.escape(next_steps(report))
+    if report.get("comparison"):
+        cmp_msg = html.escape(report["comparison"]["message"])
+    elif versions:
+        cmp_msg = "Only one version has predicted on reference tasks so far: change the prompt or model to compare."
+    else:
+        cmp_msg = next_step
+    empty = "" if versions else f"<p class='warn' id='next'>{next_step}</p>"
+    training = _training_html(report.get("training") or [])
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse;margin:1em 0}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child,th:first-child{{text-align:left}}
@@ -130,7 +135,34 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child,th
 <h2>Annotators vs the judge (best version)</h2><table><tr><th>annotator</th><th>n</th><th>agreement</th><th>kappa</th></tr>{ann}</table>
 <h2>Between annotators (overlapping tasks)</h2><table><tr><th>pair</th><th>n</th><th>agreement</th><th>kappa</th></tr>{iaa}</table>
 <h2>Most confident disagreements (worth a second look)</h2><table id="disagreements"><tr><th>task</th><th>reference</th><th>judge</th><th>score</th></tr>{dis}</table>
-{pairwise}<p>Built in {report['seconds']} s.</p></body></html>"""
+{pairwise}{training}<p>Built in {report['seconds']} s.</p></body></html>"""
+
+
+def next_steps(report: dict) -> str:
+    """What to do next when the report has nothing to compare yet (one message, HTML and CLI alike)."""
+    project = report.get("project")
+    if report.get("n_tasks", 0) == 0:
+        return f"Project {project} has no tasks yet: import some (labeljudge import data.csv --project {project})."
+    if report.get("n_reference", 0) == 0:
+        return (f"No task has a human label yet, so no version can be scored: open a few tasks in Label Studio and "
+                f"submit (or correct) their labels; pre-label first with labeljudge label --project {project} --sample 20.")
+    return (f"{report['n_reference']} tasks have a human label but none has a judge prediction yet: run "
+            f"labeljudge label --project {project} (or Retrieve predictions in Label Studio), then reload.")
+
+
+def _training_html(runs: list[dict]) -> str:
+    """The evaluator's training runs: what each was trained on and whether it now serves, and why."""
+    if not runs:
+        return ("<h2 id='training'>Evaluator training</h2><p>No training run yet: it starts after TRAIN_EVERY new "
+                "labels, or from Start Training in the project's Model settings.</p>")
+    rows = "".join(
+        f"<tr><td>{r['job']}</td><td>{_fmt(r['status'])}</td><td>{_fmt(r['version'])}</td>"
+        f"<td>{_fmt(r['n_human_train'])}/{_fmt(r['n_judge_train'])}</td><td>{_fmt(r['n_test'])}</td>"
+        f"<td>{_fmt(r['accuracy'])}</td><td>{'yes' if r['promoted'] else 'no' if r['promoted'] is not None else '-'}</td>"
+        f"<td style='text-align:left'>{_fmt(r['decision'])}</td></tr>" for r in runs)
+    return ("<h2 id='training'>Evaluator training</h2><table id='training-runs'><tr><th>job</th><th>status</th>"
+            "<th>version</th><th>train human/judge</th><th>test</th><th>accuracy</th><th>promoted</th>"
+            f"<th>why</th></tr>{rows}</table>")
 
 
 def _pairwise_html(pw: dict | None) -> str:

@@ -1,0 +1,124 @@
+"""What a newcomer's first hour found, end to end against a real Label Studio: the CLI beside a running
+demo uses the demo's Label Studio, token and store with no environment; every --json command leaves
+exactly one JSON document on stdout; Start Training says what happened, on /jobs and the report page;
+the empty report says what to do next; annotators show as people; credentials stay off `ps`."""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from .conftest import ROOT, judge_settings, serve_backend
+from .test_e2e_labelstudio import PASS_FAIL, _tasks, _wait
+
+pytestmark = pytest.mark.e2e
+
+
+def cli(args: list[str], env: dict, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ml_backend.cli", *args], env=env, cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture
+def demo(tmp_path, fake_llm, label_studio, ls_api):
+    """A running 'quickstart': its state file, a backend on its store, a project with 12 tasks."""
+    home = tmp_path / "home"
+    home.mkdir()
+    creds = label_studio.data_dir / "labeljudge_credentials.json"
+    settings = judge_settings(home.parent, fake_llm, MODEL_DIR=str(home), LABEL_STUDIO_URL=label_studio.url,
+                              LABEL_STUDIO_API_KEY=label_studio.token, TRAIN_EVERY="0")
+    with serve_backend(settings) as srv:
+        (home / "quickstart.json").write_text(json.dumps({"ls_url": label_studio.url, "backend_url": srv.url,
+                                                          "model_dir": str(home), "credentials": str(creds)}))
+        project = ls_api.create_project("e2e newcomer", PASS_FAIL)
+        ls_api.import_tasks(project, _tasks(12))
+        ls_api.connect_backend(project, srv.url)
+        # no Label Studio variables, no MODEL_DIR: only what the demo left behind
+        env = {k: v for k, v in os.environ.items() if k not in ("LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY", "MODEL_DIR")}
+        env.update(LABELJUDGE_HOME=str(home), JUDGE_PROVIDER="openai", OPENAI_BASE_URL=fake_llm.url,
+                   OPENAI_API_KEY="sk-test-secret-key-123456", JUDGE_MODEL="fake-judge", PRELOAD_MODEL="false",
+                   TRAIN_EPOCHS="1")
+        yield {"home": home, "srv": srv, "project": project, "env": env, "settings": settings}
+
+
+def test_the_cli_beside_a_demo_uses_its_label_studio_and_store_and_prints_clean_json(demo, ls_api):
+    env, project, home = demo["env"], demo["project"], demo["home"]
+    label = cli(["label", "--project", str(project), "--sample", "6", "--json"], env)
+    assert label.returncode == 0, label.stderr
+    assert label.stdout.strip(), label.stderr[-3000:]
+    summary = json.loads(label.stdout)  # exactly one document: json.loads fails on anything around it
+    assert summary["labeled"] == 6
+    # one store: the CLI's ledger went into the demo's sqlite, where the backend reads it
+    db = sqlite3.connect(home / "labeljudge.sqlite3")
+    assert db.execute("SELECT SUM(calls) FROM ledger WHERE project_id=?", (str(project),)).fetchone()[0] >= 6
+    db.close()
+    region = {"from_name": "verdict", "to_name": "output", "type": "choices"}
+    for i, task in enumerate(ls_api.task_ids(project)):
+        ls_api.client.annotations.create(id=task, result=[{**region, "value": {"choices": ["Fail" if i % 3 == 0 else "Pass"]}}])
+    for args in (["report", "--project", str(project), "--json"], ["prompts", "--project", str(project), "--json"],
+                 ["evaluators", "--project", str(project), "--json"], ["train", "--project", str(project), "--json"]):
+        out = cli(args, env)
+        assert out.returncode == 0, (args, out.stderr[-2000:])
+        json.loads(out.stdout)  # one JSON document and nothing else
+    report = json.loads(cli(["report", "--project", str(project), "--json"], env).stdout)
+    assert report["annotators"] and report["annotators"][0]["annotator"] == "admin@example.com"
+    evaluators = json.loads(cli(["evaluators", "--project", str(project), "--json"], env).stdout)
+    assert evaluators["versions"] and {"current", "promoted", "decision"} <= set(evaluators["versions"][0])
+    # a store other than the demo's is pointed out
+    other = cli(["prompts", "--project", str(project)], {**env, "MODEL_DIR": str(home.parent / "elsewhere")})
+    assert "note: the running demo backend keeps its store in" in other.stderr
+
+
+def test_start_training_says_what_happened(demo, ls_api):
+    srv, project = demo["srv"], demo["project"]
+    region = {"from_name": "verdict", "to_name": "output", "type": "choices"}
+    for i, task in enumerate(ls_api.task_ids(project)):
+        ls_api.client.annotations.create(id=task, result=[{**region, "value": {"choices": ["Fail" if i % 3 == 0 else "Pass"]}}])
+    empty = httpx.get(f"{srv.url}/report/{project}").text
+    assert "No training run yet" in empty
+    ml_id = ls_api.backends(project)[0].id
+    ls_api.client.ml.train(id=ml_id)  # Label Studio's own Start Training: a START_TRAINING webhook
+    jobs = _wait(lambda: httpx.get(f"{srv.url}/jobs?project={project}&kind=train").json()["jobs"],
+                 what="the training job")
+    job = _wait(lambda: (j := httpx.get(f"{srv.url}/jobs/{jobs[0]['id']}").json())["status"] in ("finished", "failed")
+                and j, timeout=300, what="training to end")
+    assert job["status"] == "finished", job
+    runs = httpx.get(f"{srv.url}/report/{project}?format=json").json()["training"]
+    assert runs[0]["job"] == job["id"] and runs[0]["decision"] and runs[0]["promoted"] is not None
+    page = httpx.get(f"{srv.url}/report/{project}").text
+    assert "Evaluator training" in page and runs[0]["version"] in page
+    # the legacy /train answer (and /job_status) says where to watch
+    answer = httpx.post(f"{srv.url}/train", json={"project": project})
+    assert answer.status_code == 201
+    body = answer.json()
+    assert body["status"] in ("queued", "running") and body["watch"] == f"/jobs/{body['job']}"
+    assert body["report"] == f"/report/{project}" and "job" in body["message"]
+    status = httpx.post(f"{srv.url}/job_status", json={"job": body["job"]}).json()
+    assert status["job"] == body["job"] and status["status"] in ("queued", "running", "finished")
+    _wait(lambda: httpx.get(f"{srv.url}/jobs/{body['job']}").json()["status"] in ("finished", "failed"),
+          timeout=300, what="the second run")
+
+
+def test_an_empty_report_says_what_to_do_next(demo):
+    srv, project, env = demo["srv"], demo["project"], demo["env"]
+    page = httpx.get(f"{srv.url}/report/{project}").text
+    assert "Only one version" not in page and "No task has a human label yet" in page
+    out = cli(["report", "--project", str(project)], env)
+    assert out.returncode == 0 and "next: No task has a human label yet" in out.stdout
+
+
+def test_the_quickstart_says_what_it_labeled_and_hides_credentials(demo, label_studio):
+    from ml_backend.quickstart import _label_sample
+
+    srv, project = demo["srv"], demo["project"]
+    missing, what = _label_sample(srv.url, project, 3)
+    assert missing == 0 and what.startswith("labeled 3 now with judge-")
+    missing, what = _label_sample(srv.url, project, 3)
+    assert what.startswith("all 3 already labeled by judge-")
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert label_studio.password not in ps and label_studio.token not in ps
