@@ -7,10 +7,11 @@ rebuilt only when the label config or extra_params change.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -77,6 +78,30 @@ class ProjectState:
         return self.judge.version
 
 
+MAX_HINT_CHARS = 2000
+
+
+def interactive_hint(context: Any) -> str | None:
+    """The text an annotator typed for interactive pre-annotation: Label Studio sends it as
+    ``params.context.result`` regions (a TextArea's ``value.text``, as in its llm_interactive example)."""
+    if not isinstance(context, dict) or not isinstance(context.get("result"), list):
+        return None
+    texts = []
+    for region in context["result"]:
+        value = region.get("value") if isinstance(region, dict) else None
+        text = value.get("text") if isinstance(value, dict) else None
+        if isinstance(text, str):
+            text = [text]
+        if isinstance(text, list):
+            texts += [t.strip() for t in text if isinstance(t, str) and t.strip()]
+    hint = " ".join(texts)[:MAX_HINT_CHARS]
+    return hint or None
+
+
+def _task_id(task: Any) -> Any:
+    return task.get("id") if isinstance(task, dict) else None
+
+
 def is_judge_version(model_version: Any) -> bool:
     """Whether a prediction's model_version is one of the judge's (not an evaluator's, not a human's)."""
     return str(model_version or "").startswith("judge-")
@@ -109,6 +134,7 @@ class LabelJudgeBackend:
 
         self.trainer = TrainingScheduler(self)
         self._live_jobs: set[int] = set()
+        self._claims: dict[str, set[int]] = {}  # project -> task ids a running labeling job owns
         self._pool_generation: dict[str, int] = {}  # bumped when a project's human labels change
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -348,36 +374,92 @@ class LabelJudgeBackend:
     def predict(self, tasks: Sequence[dict], *, project: Any, label_config: str | None = None,
                 context: dict | None = None) -> list[dict | list]:
         """One entry per task, in order. A task the judge cannot label gets an empty list (an
-        abstention) with the reason logged; it never fails the batch."""
+        abstention) with the reason logged; it never fails the batch.
+
+        Answers within PREDICT_BUDGET seconds (Label Studio gives up on /predict after 100 s): what is
+        ready then (cached verdicts, the evaluator's answers, the calls finished in time) is returned,
+        and the rest is handed to a background labeling job of the project that writes their
+        predictions through the API as they come. Tasks such a job owns are never answered here too,
+        so no task gets two predictions and a second press starts no second job."""
         state = self.state(project, label_config)
         version = state.version
+        hint = interactive_hint(context)
+        if hint:  # an annotator's note (interactive pre-annotation): the judge, told it, for this task only
+            state, version = self._hinted(state, hint), f"{state.judge.version}+hint"
+        deadline = time.monotonic() + self.settings.predict_budget
+        owned = self._claimed(state.project_id)
+        free = [i for i, t in enumerate(tasks) if _task_id(t) not in owned]
+        verdicts: list[Verdict] = [Verdict(error="being labeled by a background job") for _ in tasks]
         if state.mode == "judge":
-            verdicts, judged = self._judge_tasks(state, tasks)
-            hits = len(tasks) - len(judged)
+            answered, judged, late, running = self._judge_tasks(state, [tasks[i] for i in free], deadline)
+            hits = len(free) - len(judged) - len(late)
+            for i, v in zip(free, answered):
+                verdicts[i] = v
+            late = [free[i] for i in late]
         else:
-            scores = self.score_tasks(state, tasks)
+            scores = self.score_tasks(state, [tasks[i] for i in free])
             low, high = state.config.cascade_band
-            verdicts = [self._evaluator_verdict(state, p) for p in scores]
-            unsure = [i for i, p in enumerate(scores) if low < p < high] if state.mode == "cascade" else []
-            answered, judged = self._judge_tasks(state, [tasks[i] for i in unsure])
-            hits = len(unsure) - len(judged)
+            for i, p in zip(free, scores):
+                verdicts[i] = self._evaluator_verdict(state, p)
+            unsure = [i for i, p in zip(free, scores) if low < p < high] if state.mode == "cascade" else []
+            answered, judged, late, running = self._judge_tasks(state, [tasks[i] for i in unsure], deadline)
+            hits = len(unsure) - len(judged) - len(late)
             for i, v in zip(unsure, answered):
                 verdicts[i] = v
+            late = [unsure[i] for i in late]
             self.store.add_ledger(state.project_id, version, state.config.model,
-                                  evaluator_answered=len(tasks) - len(unsure))
+                                  evaluator_answered=len(free) - len(unsure))
         calls = sum(v.usage.calls for v in judged)
         if calls or hits:
             t_in, t_out = sum(v.usage.tokens_in for v in judged), sum(v.usage.tokens_out for v in judged)
             self.store.add_ledger(state.project_id, version, state.config.model, calls=calls, tokens_in=t_in,
                                   tokens_out=t_out, cost=price(state.config.model, t_in, t_out), cache_hits=hits,
                                   failures=sum(1 for v in judged if not v.usable))
+        if late:
+            self._hand_over(state, [tasks[i] for i in late], running)
         return [self.prediction_for(state, v, version) for v in verdicts]
 
-    def _judge_tasks(self, state: ProjectState, tasks: Sequence[dict]) -> tuple[list[Verdict], list[Verdict]]:
-        """The judge's verdicts for ``tasks``, in order, and the ones that were paid for now. A verdict
-        already paid for (the same judge version and task content, from an earlier /predict or a
-        labeling run) comes from the cache, so opening a task again or retrieving predictions after
-        ``labeljudge label`` costs nothing; new usable ones are cached. The rest run on the pool."""
+    def _hinted(self, state: ProjectState, hint: str) -> ProjectState:
+        """The project's judge with the annotator's note added to its prompt: its own version (cached
+        apart), answered by the judge even where an evaluator serves. Predictions never become few-shot
+        examples (only human annotations do), so a note cannot leak into other tasks."""
+        from dataclasses import replace
+
+        note = hint.replace("{", "{{").replace("}", "}}")
+        spec = replace(state.judge.spec, template=f"{state.judge.spec.template}\n\nA note from the annotator "
+                                                  f"for this item (take it into account): {note}")
+        judge = Judge(spec, state.judge.provider, input_keys=state.judge.input_keys,
+                      max_field_chars=state.judge.max_field_chars, max_prompt_chars=state.judge.max_prompt_chars)
+        return replace(state, judge=judge, evaluator=None)
+
+    def _claimed(self, pid: str) -> set:
+        with self._lock:
+            return set(self._claims.get(pid, ()))
+
+    def _hand_over(self, state: ProjectState, tasks: Sequence[dict], running: Sequence[Any] = ()) -> None:
+        """The tasks /predict had no time for go to a background labeling job of their project, which
+        writes their predictions through Label Studio's API (the runner, its lease and the cache)."""
+        ids = [t for t in (_task_id(t) for t in tasks) if isinstance(t, int)]
+        if not ids:
+            return
+        if self.api() is None:
+            log.warning("project %s: /predict ran out of its %.0f s budget with %d tasks left; without "
+                        "LABEL_STUDIO_URL/LABEL_STUDIO_API_KEY they cannot be labeled in the background, so "
+                        "Label Studio will ask again", state.project_id, self.settings.predict_budget, len(ids))
+            return
+        job = self.start_label_job(int(state.project_id), task_ids=ids, concurrency=self.settings.predict_concurrency,
+                                   wait_for=running,
+                                   reason=f"Retrieve predictions: {len(ids)} tasks past the {self.settings.predict_budget:.0f} s budget")
+        log.warning("project %s: /predict answered within its %.0f s budget; %d more tasks go to labeling job %s",
+                    state.project_id, self.settings.predict_budget, len(ids), job["id"])
+
+    def _judge_tasks(self, state: ProjectState, tasks: Sequence[dict],
+                     deadline: float | None = None) -> tuple[list[Verdict], list[Verdict], list[int], list[Any]]:
+        """The judge's verdicts for ``tasks``, in order, the ones that were paid for now, and the
+        indices not judged by ``deadline`` (their verdicts are abstentions). A verdict already paid for
+        (the same judge version and task content, from an earlier /predict or a labeling run) comes
+        from the cache, so opening a task again or retrieving predictions after ``labeljudge label``
+        costs nothing; new usable ones are cached, late ones too once they finish."""
         version = state.judge.version
         items = [(i, t["data"]) for i, t in enumerate(tasks) if isinstance(t, dict) and isinstance(t.get("data"), dict)]
         verdicts: list[Verdict | None] = [None] * len(tasks)
@@ -385,13 +467,37 @@ class LabelJudgeBackend:
         for i, _, h, hit in looked_up(items, version, self.store, chunk=max(1, len(items))):
             hashes[i], verdicts[i] = h, hit.verdict if hit is not None else None
         todo = [i for i, v in enumerate(verdicts) if v is None]
-        judged = list(self._pool.map(lambda i: self._judge_one(state, tasks[i]), todo))
-        for i, v in zip(todo, judged):
-            verdicts[i] = v
-        fresh = [(hashes[i], verdict_to_dict(v)) for i, v in zip(todo, judged) if i in hashes and v.usable]
+        futures = {i: self._pool.submit(self._judge_one, state, tasks[i]) for i in todo}
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        wait(list(futures.values()), timeout=remaining)
+        late = [i for i in todo if not futures[i].done()]
+        running = []
+        for i in late:
+            future = futures[i]
+            if not future.cancel():  # already running: let it finish and cache, so nothing is paid twice
+                cached = threading.Event()
+                future.add_done_callback(functools.partial(self._cache_late, version, hashes.get(i), cached))
+                running.append(cached)
+            verdicts[i] = Verdict(error="not judged within the /predict budget")
+        judged = [futures[i].result() for i in todo if i not in set(late)]
+        for i in todo:
+            if i not in set(late):
+                verdicts[i] = futures[i].result()
+        fresh = [(hashes[i], verdict_to_dict(verdicts[i])) for i in todo
+                 if i not in set(late) and i in hashes and verdicts[i].usable]
         if fresh:
             self.store.put_verdicts(version, fresh)
-        return verdicts, judged  # type: ignore[return-value]  # every None was filled
+        return verdicts, judged, late, running  # type: ignore[return-value]  # every None was filled
+
+    def _cache_late(self, version: str, content_hash: str | None, cached: threading.Event, future: Any) -> None:
+        try:
+            verdict = future.result()
+            if content_hash and verdict.usable:
+                self.store.put_verdicts(version, [(content_hash, verdict_to_dict(verdict))])
+        except Exception:
+            log.exception("caching a verdict that finished after the /predict budget failed")
+        finally:
+            cached.set()
 
     def _judge_one(self, state: ProjectState, task: dict) -> Verdict:
         data = task.get("data") if isinstance(task, dict) else None
@@ -572,9 +678,14 @@ class LabelJudgeBackend:
 
     def start_label_job(self, project: int, *, sample: int | None = None, concurrency: int = 8,
                         overrides: dict | None = None, batch_api: bool = False,
-                        poll_interval: float = 30.0, max_cost: float | None = None) -> dict:
+                        poll_interval: float = 30.0, max_cost: float | None = None,
+                        task_ids: Sequence[int] | None = None, reason: str | None = None,
+                        wait_for: Sequence[Any] = ()) -> dict:
         """Bulk-label a project in a background thread; status is readable at /jobs/<id>.
-        One labeling job per project at a time: a second request returns the running one.
+        One labeling job per project at a time: a second request returns the running one (tasks it was
+        handed on top are added to it if it has not listed the project yet, else left for the next press).
+        ``task_ids``: only these tasks (what /predict had no time for); they are claimed, so /predict
+        does not answer them too.
         ``batch_api``: through one OpenAI Batch API batch (its id and status show in the progress)."""
         api = self.api()
         if api is None:
@@ -587,6 +698,10 @@ class LabelJudgeBackend:
                 return running[0]
             job_id = self.store.create_job(pid, "label")
             self._live_jobs.add(job_id)
+            if task_ids is not None:
+                self._claims[pid] = set(task_ids)
+        if reason:
+            self.store.update_job(job_id, progress={"reason": reason, "done": 0, "total": len(task_ids or ())})
 
         shown = {"at": 0.0, "batch": None}
 
@@ -597,7 +712,8 @@ class LabelJudgeBackend:
                 return
             shown["at"] = now
             self.store.update_job(job_id, progress={"done": done, "total": todo, "failed": summary.failed,
-                                                    "cost": round(summary.cost, 6), "batch": shown["batch"]})
+                                                    "cost": round(summary.cost, 6), "batch": shown["batch"],
+                                                    **({"reason": reason} if reason else {})})
 
         def batch_progress(status) -> None:
             shown["batch"] = {"id": status.batch_id, "status": status.status, "completed": status.completed,
@@ -607,18 +723,23 @@ class LabelJudgeBackend:
         def run() -> None:
             from .labeling import label_project
 
+            for cached in wait_for:  # calls /predict left in flight: cached first, so the job does not pay again
+                cached.wait(self.settings.request_timeout * (self.settings.max_retries + 1))
             self.store.update_job(job_id, status="running")
             try:
                 summary = label_project(self, api, project, overrides=overrides, sample=sample,
                                         concurrency=concurrency, progress=progress, batch_api=batch_api,
                                         poll_interval=poll_interval, batch_progress=batch_progress,
-                                        max_cost=max_cost)
+                                        max_cost=max_cost, task_ids=task_ids)
                 self.store.update_job(job_id, status="finished", result=summary.as_dict())
             except Exception as exc:
                 log.exception("labeling job %s failed", job_id)
                 self.store.update_job(job_id, status="failed", error=redact(str(exc))[:500])
             finally:
-                self._live_jobs.discard(job_id)
+                with self._lock:
+                    self._live_jobs.discard(job_id)
+                    if task_ids is not None:
+                        self._claims.pop(pid, None)
 
         threading.Thread(target=run, name=f"labeljudge-label-{job_id}", daemon=True).start()
         return self.store.job(job_id)

@@ -8,6 +8,9 @@ import sys
 from pathlib import Path
 
 
+COMMANDS = {"import": "import_", "review-queue": "review_queue"}  # command -> its function in commands
+
+
 def _positive(kind: type):
     """An argparse type: a number above zero (0 concurrency or 0 requests a minute can never finish)."""
     def parse(raw: str):
@@ -67,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     label.add_argument("--json", action="store_true", help="print one JSON object at the end")
 
     project_cmd("sync", "re-read all annotations of a project into the backend's store")
+
+    project_cmd("review-queue", "add a Data Manager tab sorted by prediction score, least confident first")
 
     report = project_cmd("report", "accuracy of every model version against the human reference")
     report.add_argument("--json", action="store_true")
@@ -135,8 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if getattr(args, "json", False):
             with commands.quiet_stdout():
-                return getattr(commands, {"import": "import_"}.get(args.command, args.command))(args)
-        return getattr(commands, {"import": "import_"}.get(args.command, args.command))(args)
+                return getattr(commands, COMMANDS.get(args.command, args.command))(args)
+        return getattr(commands, COMMANDS.get(args.command, args.command))(args)
     except Exception as exc:
         message = commands.user_message(exc)
         if message is None:  # ours, not the user's: one line, the traceback only when asked for

@@ -184,6 +184,14 @@ def sync(args: argparse.Namespace) -> int:
     return 0
 
 
+def review_queue(args: argparse.Namespace) -> int:
+    _, _, api = _context(args)
+    view = api.ensure_review_view(args.project)
+    print(f"project {args.project}: Data Manager tab '{api.REVIEW_VIEW}' (view {view}) sorts tasks by prediction "
+          f"score, lowest first: {api.url}/projects/{args.project}/data?tab={view}")
+    return 0
+
+
 def report(args: argparse.Namespace) -> int:
     from .quality.html import render_html
     from .reporting import project_report

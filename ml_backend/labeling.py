@@ -18,7 +18,7 @@ import queue
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from .backend import LabelJudgeBackend, ProjectState
 from .judge.pricing import cost as price
@@ -96,7 +96,7 @@ def label_project(backend: LabelJudgeBackend, api: LabelStudioAPI, project: int,
                   use_async: bool | None = None,
                   batch_progress: Callable[[Any], None] | None = None,
                   progress: ProgressFn | None = None, stop: threading.Event | None = None,
-                  max_cost: float | None = None) -> LabelSummary:
+                  max_cost: float | None = None, task_ids: Sequence[int] | None = None) -> LabelSummary:
     """``max_cost``: stop cleanly once the run has spent this many dollars (calls in flight finish and
     are written; a re-run continues with the tasks left)."""
     t0 = time.time()
@@ -111,7 +111,7 @@ def label_project(backend: LabelJudgeBackend, api: LabelStudioAPI, project: int,
     listed = api.project_tasks(project, with_predictions=True)
     tasks = {t["id"]: t["data"] for t in listed}
     done = {t["id"] for t in listed if any(p["model_version"] == version for p in t["predictions"])}
-    chosen = list(tasks)
+    chosen = list(tasks) if task_ids is None else [t for t in dict.fromkeys(task_ids) if t in tasks]
     if sample:
         from .judge.embeddings import diverse_sample
 

@@ -39,6 +39,7 @@ class LabelStudioAPI:
             raise ValueError("LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY are both needed to reach Label Studio")
         self.url = url.rstrip("/")
         self.client = LabelStudio(base_url=self.url, api_key=api_key, timeout=timeout)
+        self._key = api_key
 
     # -- projects and tasks ----------------------------------------------------------------------
     def create_project(self, title: str, label_config: str, **kwargs: Any) -> int:
@@ -139,6 +140,34 @@ class LabelStudioAPI:
 
     def predictions(self, project: int) -> list[Any]:
         return list(self.client.predictions.list(project=project))
+
+    REVIEW_VIEW = "Review queue: least confident first"
+    # Data Manager columns kept out of the review queue's way; the prediction score and the predicted
+    # label (predictions_results) stay visible
+    _HIDDEN = ["tasks:inner_id", "tasks:annotations_ids", "tasks:predictions_model_versions", "tasks:file_upload",
+               "tasks:storage_filename", "tasks:created_at", "tasks:updated_at", "tasks:updated_by",
+               "tasks:avg_lead_time", "tasks:draft_exists", "tasks:cancelled_annotations", "tasks:total_predictions"]
+
+    def ensure_review_view(self, project: int) -> int:
+        """A Data Manager tab that sorts tasks by the prediction's score, lowest first, with the score and
+        the predicted label shown: the natural review queue (and a basic active-learning loop). One per
+        project: an existing tab of that title is updated."""
+        data = {"title": self.REVIEW_VIEW, "ordering": ["tasks:predictions_score"], "type": "list",
+                "target": "tasks", "hiddenColumns": {"explore": self._HIDDEN, "labeling": self._HIDDEN},
+                "filters": {"conjunction": "and", "items": []}}
+        headers = {"Authorization": f"Token {self._key}"}
+        import httpx
+
+        with httpx.Client(base_url=self.url, headers=headers, timeout=30) as http:
+            views = http.get("/api/dm/views/", params={"project": project})
+            views.raise_for_status()
+            mine = [v for v in views.json() if (v.get("data") or {}).get("title") == self.REVIEW_VIEW]
+            if mine:
+                r = http.patch(f"/api/dm/views/{mine[0]['id']}/", json={"project": project, "data": data})
+            else:
+                r = http.post("/api/dm/views/", json={"project": project, "data": data})
+            r.raise_for_status()
+            return int(r.json()["id"])
 
     def ensure_webhook(self, project: int, url: str, headers: dict[str, str]) -> int:
         """Exactly one webhook of ``project`` at ``url``, carrying our auth header (Label Studio's

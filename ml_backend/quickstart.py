@@ -109,6 +109,7 @@ def run_quickstart(config: str, home: Path, *, ls_port: int, port: int) -> int:
         api.import_tasks(project, halueval_tasks(HALUEVAL_TASKS) if halueval else json.loads(tasks_path.read_text()))
         print(f"Created project {project}: {title}")
     api.connect_backend(project, backend_url, title="LabelJudge (local judge)", extra_params=DEMO_PARAMS.get(config, {}))
+    api.ensure_review_view(project)  # the Data Manager tab sorted by score, least confident first
     if halueval:
         missing, what = _label_sample(backend_url, project, SAMPLE)
         _summary(ls, project, backend_url, home, f"{what} (a diverse sample of {SAMPLE} of {HALUEVAL_TASKS} tasks)",
@@ -163,6 +164,7 @@ def _summary(ls: LocalLabelStudio, project: int, backend_url: str, home: Path, w
     cli = Path(sys.executable).parent / "labeljudge"  # the venv's, so the lines work without activating it
     print(f"""
 Label Studio : {ls.url}/projects/{project}/data
+Review queue : the '{LabelStudioAPI.REVIEW_VIEW}' tab (least confident predictions first)
 Login        : {ls.username} / {ls.password}
 Backend      : {backend_url}  (logs: {home / 'backend.log'})
 Report       : {backend_url}/report/{project}

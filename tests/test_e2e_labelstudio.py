@@ -202,3 +202,57 @@ def test_project_tasks_reads_the_export_and_pages_the_same_where_it_is_gone(ls_a
     monkeypatch.setattr(ls_api.client.projects.exports, "download_sync", gone)
     assert shape(ls_api.project_tasks(project, with_predictions=True)) == shape(everything)
     assert shape(ls_api.project_tasks(project, annotated_only=True, with_predictions=True)) == shape(annotated)
+
+
+def test_retrieve_predictions_answers_within_the_budget_and_a_job_labels_the_rest(tmp_path, ls_api, label_studio):
+    """Label Studio's Retrieve predictions on a selection bigger than the budget allows: /predict
+    answers in time with what is ready, a background job writes the rest, a second press starts no
+    second job, and every task ends with exactly one prediction."""
+    from .fake_openai import FakeOpenAI
+
+    with FakeOpenAI(latency=0.2) as fake:
+        settings = judge_settings(tmp_path, fake, LABEL_STUDIO_URL=label_studio.url, LABEL_STUDIO_API_KEY=label_studio.token,
+                                  PREDICT_BUDGET="3", PREDICT_CONCURRENCY="4", FEW_SHOT_K="0")
+        with serve_backend(settings) as srv:
+            project = ls_api.create_project("e2e retrieve budget", PASS_FAIL)
+            ls_api.import_tasks(project, _tasks(160))
+            ls_api.connect_backend(project, srv.url)
+            t0 = time.time()
+            ls_api.retrieve_predictions(project)
+            first_press = time.time() - t0
+            assert first_press < 20  # the budget (3 s) plus Label Studio's own work, far below its 100 s
+            answered = len(ls_api.predictions(project))
+            assert 0 < answered < 160
+            jobs = httpx.get(f"{srv.url}/jobs?project={project}&kind=label").json()["jobs"]
+            assert len(jobs) == 1 and "Retrieve predictions" in jobs[0]["progress"]["reason"]
+            ls_api.retrieve_predictions(project)  # a second press while the job runs
+            assert len(httpx.get(f"{srv.url}/jobs?project={project}&kind=label").json()["jobs"]) == 1
+            job = _wait(lambda: (j := httpx.get(f"{srv.url}/jobs/{jobs[0]['id']}").json())["status"]
+                        in ("finished", "failed") and j, timeout=120, what="the background job")
+            assert job["status"] == "finished", job
+            per_task: dict[int, int] = {}
+            for p in ls_api.predictions(project):
+                per_task[int(p.task)] = per_task.get(int(p.task), 0) + 1
+            assert len(per_task) == 160 and set(per_task.values()) == {1}
+            assert len(fake.requests) <= 160 + 8  # at most the calls in flight at the budget are asked twice
+
+
+def test_the_review_queue_tab_sorts_tasks_least_confident_first(tmp_path, ls_api, label_studio):
+    project = ls_api.create_project("e2e review queue", PASS_FAIL)
+    ids = ls_api.import_tasks(project, _tasks(5))
+    region = {"from_name": "verdict", "to_name": "output", "type": "choices", "value": {"choices": ["Pass"]}}
+    scores = [0.9, 0.55, 0.99, 0.6, 0.7]
+    ls_api.client.projects.import_predictions(id=project, request=[
+        {"task": t, "model_version": "judge-x", "score": s, "result": [region]} for t, s in zip(ids, scores)])
+    # the Data Manager scores tasks by the predictions of the project's current model version (with
+    # LabelJudge connected: the version /setup answered)
+    ls_api.client.projects.update(id=project, model_version="judge-x")
+    view = ls_api.ensure_review_view(project)
+    assert ls_api.ensure_review_view(project) == view  # one tab, updated in place
+    tabs = httpx.get(f"{label_studio.url}/api/dm/views/", params={"project": project},
+                     headers={"Authorization": f"Token {label_studio.token}"}).json()
+    assert [t["id"] for t in tabs] == [view]
+    shown = httpx.get(f"{label_studio.url}/api/tasks", params={"project": project, "view": view, "fields": "all"},
+                      headers={"Authorization": f"Token {label_studio.token}"}).json()["tasks"]
+    assert [t["id"] for t in shown] == [ids[i] for i in sorted(range(5), key=lambda i: scores[i])]
+    assert "tasks:predictions_score" not in tabs[0]["data"]["hiddenColumns"]["explore"]
