@@ -98,6 +98,13 @@ def interactive_hint(context: Any) -> str | None:
     return hint or None
 
 
+def hint_controls(context: Any) -> set[str]:
+    """The controls (TextAreas) an interactive note was typed in."""
+    if not isinstance(context, dict) or not isinstance(context.get("result"), list):
+        return set()
+    return {r["from_name"] for r in context["result"] if isinstance(r, dict) and isinstance(r.get("from_name"), str)}
+
+
 def _task_id(task: Any) -> Any:
     return task.get("id") if isinstance(task, dict) else None
 
@@ -385,7 +392,7 @@ class LabelJudgeBackend:
         version = state.version
         hint = interactive_hint(context)
         if hint:  # an annotator's note (interactive pre-annotation): the judge, told it, for this task only
-            state, version = self._hinted(state, hint), f"{state.judge.version}+hint"
+            state, version = self._hinted(state, hint, context), f"{state.judge.version}+hint"
         deadline = time.monotonic() + self.settings.predict_budget
         owned = self._claimed(state.project_id)
         free = [i for i, t in enumerate(tasks) if _task_id(t) not in owned]
@@ -419,7 +426,7 @@ class LabelJudgeBackend:
             self._hand_over(state, [tasks[i] for i in late], running)
         return [self.prediction_for(state, v, version) for v in verdicts]
 
-    def _hinted(self, state: ProjectState, hint: str) -> ProjectState:
+    def _hinted(self, state: ProjectState, hint: str, context: Any = None) -> ProjectState:
         """The project's judge with the annotator's note added to its prompt: its own version (cached
         apart), answered by the judge even where an evaluator serves. Predictions never become few-shot
         examples (only human annotations do), so a note cannot leak into other tasks."""
@@ -430,7 +437,10 @@ class LabelJudgeBackend:
                                                   f"for this item (take it into account): {note}")
         judge = Judge(spec, state.judge.provider, input_keys=state.judge.input_keys,
                       max_field_chars=state.judge.max_field_chars, max_prompt_chars=state.judge.max_prompt_chars)
-        return replace(state, judge=judge, evaluator=None)
+        # the judge's reason must not overwrite the TextArea the note was typed in
+        schema = replace(state.schema, rationale_control=None, _regions={}) \
+            if state.schema.rationale_control in hint_controls(context) else state.schema
+        return replace(state, judge=judge, evaluator=None, schema=schema)
 
     def _claimed(self, pid: str) -> set:
         with self._lock:

@@ -126,6 +126,14 @@ class LabelStudioAPI:
         self.client.actions.create(id="retrieve_tasks_predictions", project=project,
                                    selected_items={"all": True, "excluded": []})
 
+    def ensure_user(self, email: str, **fields: str) -> int:
+        """The id of the Label Studio user with ``email``, created (without a password: nobody logs in
+        as it) when missing; for annotations that come from a dataset rather than a person."""
+        for user in self.client.users.list():
+            if (user.email or "").lower() == email.lower():
+                return int(user.id)
+        return int(self.client.users.create(email=email, **fields).id)
+
     def user_emails(self) -> dict[int, str]:
         """Label Studio user id -> email, to show people rather than numbers (empty if not allowed)."""
         try:
@@ -140,6 +148,21 @@ class LabelStudioAPI:
 
     def predictions(self, project: int) -> list[Any]:
         return list(self.client.predictions.list(project=project))
+
+    def show_model_version(self, project: int, version: str) -> bool:
+        """Make ``version`` the project's model version, which the Data Manager's prediction score
+        column (and the review queue's order) reads, unless a person chose another model's version
+        there. True when it changed."""
+        current = self.client.projects.get(id=project).model_version or ""
+        if current == version:
+            return False
+        # Label Studio sets it to a connected model's title; ours are judge-/evaluator- versions
+        replaceable = not current or current.startswith(("judge-", "evaluator-")) or \
+            current in {b.title for b in self.backends(project)}
+        if not replaceable:
+            return False
+        self.client.projects.update(id=project, model_version=version)
+        return True
 
     REVIEW_VIEW = "Review queue: least confident first"
     # Data Manager columns kept out of the review queue's way; the prediction score and the predicted

@@ -22,7 +22,8 @@ CONFIGS = ROOT / "label_configs"
 BATCH = 4  # tasks per /predict call: the local judge takes ~3-5 s a task, Label Studio waits 100 s
 HALUEVAL_TASKS = 200
 SAMPLE = 12
-DEMO_PARAMS = {"halueval": {"metric": "faithfulness"}, "pass_fail": {"metric": "faithfulness"},
+# the demo's 135M judge on a CPU: two few-shot examples keep its prompts short (HaluEval dialogues are long)
+DEMO_PARAMS = {"halueval": {"metric": "faithfulness", "few_shot_k": 2}, "pass_fail": {"metric": "faithfulness"},
                "rag_faithfulness": {"metric": "faithfulness"}, "rating": {"metric": "answer_relevance"}}
 
 
@@ -106,13 +107,15 @@ def run_quickstart(config: str, home: Path, *, ls_port: int, port: int) -> int:
     project = api.find_project(title)
     if project is None:
         project = api.create_project(title, xml_path.read_text())
-        api.import_tasks(project, halueval_tasks(HALUEVAL_TASKS) if halueval else json.loads(tasks_path.read_text()))
+        api.import_tasks(project, halueval_tasks(HALUEVAL_TASKS, api.ensure_user(**REFERENCE_USER)) if halueval
+                         else json.loads(tasks_path.read_text()))
         print(f"Created project {project}: {title}")
     api.connect_backend(project, backend_url, title="LabelJudge (local judge)", extra_params=DEMO_PARAMS.get(config, {}))
     api.ensure_review_view(project)  # the Data Manager tab sorted by score, least confident first
     if halueval:
         missing, what = _label_sample(backend_url, project, SAMPLE)
-        _summary(ls, project, backend_url, home, f"{what} (a diverse sample of {SAMPLE} of {HALUEVAL_TASKS} tasks)",
+        _summary(ls, project, backend_url, home, f"{what} (a diverse sample of {SAMPLE} of {HALUEVAL_TASKS} tasks; "
+                 f"{HALUEVAL_TASKS // 2} carry HaluEval's own label as ground truth by {REFERENCE_USER['email']})",
                  missing)
         return 0 if not missing else 1
 
@@ -131,12 +134,25 @@ def run_quickstart(config: str, home: Path, *, ls_port: int, port: int) -> int:
     return 0 if not missing else 1
 
 
-def halueval_tasks(n: int) -> list[dict]:
+REFERENCE_USER = {"email": "reference@halueval.dataset", "username": "halueval-reference",
+                  "first_name": "HaluEval", "last_name": "reference"}
+
+
+def halueval_tasks(n: int, reference_user: int | None = None) -> list[dict]:
+    """HaluEval dialogue items as tasks. With ``reference_user``, every other one carries the dataset's
+    own label as a ground-truth annotation by that clearly named user, so the demo's report scores the
+    judge and Start Training has labels on the first run (the rest is left for people to label)."""
     from .datasets import halueval_rows
 
     df = halueval_rows("dialogue", n, seed=7)
-    return [{"data": {"input": r.input, "context": r.context, "output": r.output, "halueval_label": r.label}}
-            for r in df.itertuples()]
+    tasks = []
+    for i, r in enumerate(df.itertuples()):
+        task: dict = {"data": {"input": r.input, "context": r.context, "output": r.output, "halueval_label": r.label}}
+        if reference_user is not None and i % 2 == 0:
+            task["annotations"] = [{"ground_truth": True, "completed_by": reference_user, "result": [{
+                "from_name": "verdict", "to_name": "output", "type": "choices", "value": {"choices": [r.label]}}]}]
+        tasks.append(task)
+    return tasks
 
 
 def _label_sample(backend_url: str, project: int, sample: int) -> tuple[int, str]:

@@ -45,6 +45,7 @@ def project_report(api: LabelStudioAPI, store: Store, project: int, *, public_ur
     url = (public_url or api.url).rstrip("/") + f"/projects/{project}/data?task={{id}}"
     report = build_report(tasks, controls, ledger=ledger, task_url=url, project=project)
     report["training"] = training_runs(store, project)
+    report["labeling_jobs"] = labeling_jobs(store, project)
     pair = schema.pair_fields()
     if pair:
         from .quality.pairwise import pairwise_report
@@ -66,4 +67,17 @@ def training_runs(store: Store, project: int, limit: int = 10) -> list[dict]:
                     "n_train": result.get("n_train"), "n_test": result.get("n_test"),
                     "n_human_train": result.get("n_human_train"), "n_judge_train": result.get("n_judge_train"),
                     "device": result.get("device"), "seconds": result.get("seconds")})
+    return out
+
+
+def labeling_jobs(store: Store, project: int, limit: int = 5) -> list[dict]:
+    """The project's latest labeling jobs (`labeljudge label` over HTTP, or what /predict handed over
+    past its budget) with their progress: done of total, failures, cost, why they were started."""
+    out = []
+    for job in store.jobs(str(project), "label")[:limit]:
+        progress, result = job.get("progress") or {}, job.get("result") or {}
+        out.append({"job": job["id"], "status": job["status"], "reason": progress.get("reason"),
+                    "done": result.get("labeled", progress.get("done")), "total": result.get("total", progress.get("total")),
+                    "failed": result.get("failed", progress.get("failed")), "cost": result.get("cost", progress.get("cost")),
+                    "error": job.get("error")})
     return out

@@ -119,6 +119,7 @@ def create_app(settings: Settings | None = None, backend: LabelJudgeBackend | No
         except (ConfigError, SchemaError, TemplateError, ValueError) as exc:
             return jsonify(error=redact(str(exc))), 400
         _ensure_authenticated_webhook(backend, settings, state.project_id)
+        _show_version(backend, state.project_id, state.version)
         return jsonify(model_version=state.version)
 
     @app.post("/predict")
@@ -316,6 +317,28 @@ def _basic_ok(header: str | None, settings: Settings) -> bool:
     except (ValueError, UnicodeDecodeError):
         return False
     return _same(user, settings.basic_auth_user or "") & _same(password, settings.basic_auth_pass or "")
+
+
+_shown: dict[str, str] = {}
+
+
+def _show_version(backend: LabelJudgeBackend, pid: str, version: str) -> None:
+    """In the background (/setup has 3 s): the project's model version in Label Studio follows the one
+    served, so the Data Manager's prediction score column and the review queue show its scores."""
+    if backend.api() is None or _shown.get(pid) == version:
+        return
+    _shown[pid] = version
+
+    def run() -> None:
+        from .labelstudio import describe_error
+
+        try:
+            backend.api().show_model_version(int(pid), version)
+        except Exception as exc:
+            _shown.pop(pid, None)
+            log.warning("could not set project %s's model version in Label Studio: %s", pid, describe_error(exc))
+
+    threading.Thread(target=run, daemon=True).start()
 
 
 _registered: set[tuple[str, str]] = set()

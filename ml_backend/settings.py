@@ -85,7 +85,7 @@ class Settings:
     log_level: str = "INFO"
     judge_models: tuple[str, ...] = ()  # JUDGE_MODELS: the models extra_params may pick (besides the default)
     max_prompt_chars: int = 60_000
-    predict_budget: float = 60.0  # seconds /predict works before answering with what is ready
+    predict_budget: float = 30.0  # seconds /predict works before answering with what is ready
     max_request_bytes: int = 64 * 1024 * 1024
     max_webhook_bytes: int = 4 * 1024 * 1024
 
@@ -160,7 +160,7 @@ class Settings:
             log_level=(env.get("LOG_LEVEL") or "INFO").upper(),
             judge_models=tuple(m.strip() for m in (env.get("JUDGE_MODELS") or "").split(",") if m.strip()),
             max_prompt_chars=_env_num(env, "MAX_PROMPT_CHARS", 60_000, int),
-            predict_budget=_env_num(env, "PREDICT_BUDGET", 60.0),
+            predict_budget=_env_num(env, "PREDICT_BUDGET", 30.0),
             max_request_bytes=_env_num(env, "MAX_REQUEST_BYTES", 64 * 1024 * 1024, int),
             max_webhook_bytes=_env_num(env, "MAX_WEBHOOK_BYTES", 4 * 1024 * 1024, int),
         )

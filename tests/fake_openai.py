@@ -155,7 +155,8 @@ class FakeOpenAI:
                                   "message": message}
         if body.get("logprobs") and fault != "no_logprobs" and q.logprobs in ("full", "no_top"):
             top = int(body.get("top_logprobs") or 0) if q.logprobs == "full" else 0
-            choice["logprobs"] = {"content": _tokens(content, answer, self.p_answer, options, top, q.unconstrained)}
+            p = self.p_answer(body) if callable(self.p_answer) else self.p_answer
+            choice["logprobs"] = {"content": _tokens(content, answer, p, options, top, q.unconstrained)}
         payload = {"id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()),
                    "model": body.get("model", "fake"), "choices": [choice]}
         if q.usage:

@@ -119,7 +119,7 @@ def render_html(report: dict, *, title: str = "LabelJudge report") -> str:
     else:
         cmp_msg = next_step
     empty = "" if versions else f"<p class='warn' id='next'>{next_step}</p>"
-    training = _training_html(report.get("training") or [])
+    training = _labeling_html(report.get("labeling_jobs") or []) + _training_html(report.get("training") or [])
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse;margin:1em 0}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child,th:first-child{{text-align:left}}
@@ -148,6 +148,17 @@ def next_steps(report: dict) -> str:
                 f"submit (or correct) their labels; pre-label first with labeljudge label --project {project} --sample 20.")
     return (f"{report['n_reference']} tasks have a human label but none has a judge prediction yet: run "
             f"labeljudge label --project {project} (or Retrieve predictions in Label Studio), then reload.")
+
+
+def _labeling_html(jobs: list[dict]) -> str:
+    """Labeling jobs with their progress: the background work Retrieve predictions handed over."""
+    if not jobs:
+        return ""
+    rows = "".join(f"<tr><td>{j['job']}</td><td>{_fmt(j['status'])}</td><td>{_fmt(j['done'])} / {_fmt(j['total'])}</td>"
+                   f"<td>{_fmt(j['failed'])}</td><td>{_fmt(j['cost'])}</td>"
+                   f"<td style='text-align:left'>{_fmt(j['reason'] or j['error'])}</td></tr>" for j in jobs)
+    return ("<h2 id='labeling'>Labeling jobs</h2><table id='labeling-jobs'><tr><th>job</th><th>status</th>"
+            f"<th>done / total</th><th>failed</th><th>cost $</th><th>why</th></tr>{rows}</table>")
 
 
 def _training_html(runs: list[dict]) -> str:
