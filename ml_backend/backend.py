@@ -105,8 +105,10 @@ def hint_controls(context: Any) -> set[str]:
     return {r["from_name"] for r in context["result"] if isinstance(r, dict) and isinstance(r.get("from_name"), str)}
 
 
-def _task_id(task: Any) -> Any:
-    return task.get("id") if isinstance(task, dict) else None
+def _task_id(task: Any) -> int | None:
+    """A task's Label Studio id, or None for anything else (a preview, a malformed task)."""
+    tid = task.get("id") if isinstance(task, dict) else None
+    return tid if isinstance(tid, int) and not isinstance(tid, bool) else None
 
 
 def is_judge_version(model_version: Any) -> bool:

@@ -121,6 +121,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO").upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per API call drowns the progress bars
+    import warnings
+
+    # libraries' deprecation notices (transformers, torch) are for their callers' developers, not for users
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
     if args.command == "serve":
         return _serve(args)
     if args.command == "quickstart":
