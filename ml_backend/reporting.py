@@ -66,7 +66,8 @@ def training_runs(store: Store, project: int, limit: int = 10) -> list[dict]:
                     "decision": result.get("reason") or job.get("error"), "accuracy": result.get("accuracy"),
                     "n_train": result.get("n_train"), "n_test": result.get("n_test"),
                     "n_human_train": result.get("n_human_train"), "n_judge_train": result.get("n_judge_train"),
-                    "device": result.get("device"), "seconds": result.get("seconds")})
+                    "device": result.get("device"), "seconds": result.get("seconds"),
+                    "holdout": result.get("holdout")})
     return out
 
 

@@ -138,3 +138,29 @@ def test_a_killed_training_leaves_registry_and_served_version_untouched(tmp_path
     assert any(d.name.startswith(".train-") for d in registry.dir.iterdir())  # the partial run, never served
     assert registry.cleanup_staging() == 1
     assert Scorer(registry.path(first["version"])).score(["x"], ["y"]).shape == (1,)
+
+
+def test_a_project_whose_every_label_is_ground_truth_trains_on_a_split_and_says_so():
+    tasks = records(80)
+    for t in tasks:  # the team marked its whole gold set
+        t["annotations"][0]["ground_truth"] = True
+    train, test = split(build_dataset(tasks, CONTROL, InputSpec()))
+    assert len(train) == 64 and len(test) == 16  # before: 0 train rows, all 80 held out
+    assert "were split too" in test.attrs["holdout"]
+
+
+def test_ground_truth_holds_out_when_enough_rows_remain_to_train():
+    tasks = records(60)
+    for t in tasks[:12]:
+        t["annotations"][0]["ground_truth"] = True
+    train, test = split(build_dataset(tasks, CONTROL, InputSpec()))
+    assert len(test) == 12 and test.ground_truth.all() and "12 ground-truth" in test.attrs["holdout"]
+
+
+def test_never_trains_on_fewer_rows_than_the_minimum():
+    import pytest as _pytest
+
+    from ml_backend.evaluator.data import MIN_TRAIN_ROWS
+
+    with _pytest.raises(ValueError, match=f"at least {MIN_TRAIN_ROWS}"):
+        split(build_dataset(records(12), CONTROL, InputSpec()))

@@ -63,7 +63,7 @@ def positive_labels(control: dict, spec: InputSpec) -> set[str]:
 def build_dataset(tasks: Sequence[dict], control: dict, spec: InputSpec) -> pd.DataFrame:
     """One row per task that has a human reference (gold) or, failing that, a judge label (weak).
     Columns: task_id, text_a, text_b, label (0/1), weight, source, ground_truth."""
-    ref, _ = reference_labels(tasks, control["name"])
+    ref, _ = reference_labels(tasks, control["name"], per_task=True)
     positives = positive_labels(control, spec)
     rows = []
     for t in tasks:
@@ -91,7 +91,7 @@ def build_pairs(tasks: Sequence[dict], control: str, a_key: str, b_key: str, spe
     """Preference pairs for the reward-model evaluator: one row per task whose preference is A or B
     (human gold, else the judge's as a weak label). ``label`` is 1 when A is preferred. The prompt is
     ``spec.text_b``'s fields (the conversation); model names never enter the text."""
-    ref, _ = reference_labels(tasks, control)
+    ref, _ = reference_labels(tasks, control, per_task=True)
     rows = []
     for t in tasks:
         data = t.get("data") or {}
@@ -114,17 +114,34 @@ def build_pairs(tasks: Sequence[dict], control: str, a_key: str, b_key: str, spe
     return pd.DataFrame(rows, columns=PAIR_COLUMNS)
 
 
+MIN_TRAIN_ROWS = 20  # an evaluator never trains (so is never promoted) on fewer rows than this
+MIN_GT_HOLDOUT = 10  # ground-truth annotations hold out only when at least this many, of both classes
+
+
 def split(df: pd.DataFrame, *, test_size: float = 0.2, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Held-out rows are human labels only: Label Studio's ground-truth annotations when the project
-    marks enough of them, else a stratified seeded split of the human rows. Judge rows only train."""
+    marks enough of them and enough rows remain to train on, else a stratified seeded split of the
+    human rows (ground truth included). Judge rows only train. ``test.attrs["holdout"]`` says which
+    was used and why; ValueError when fewer than MIN_TRAIN_ROWS rows would be left to train on."""
     human = df[df.source == "human"]
     gt = human[human.ground_truth]
-    if len(gt) >= 10 and gt.label.nunique() == 2:
-        test = gt
+    if len(gt) >= MIN_GT_HOLDOUT and gt.label.nunique() == 2 and len(df) - len(gt) >= MIN_TRAIN_ROWS:
+        test, holdout = gt, f"the {len(gt)} ground-truth annotations"
     else:
         stratify = human.label if human.label.value_counts().min() >= 2 else None
         if len(human) < 5:
             raise ValueError(f"need at least 5 human labels to hold out a test set, have {len(human)}")
         _, test = train_test_split(human, test_size=test_size, random_state=seed, stratify=stratify)
+        holdout = f"a stratified {test_size:.0%} of the {len(human)} human labels"
+        if len(gt) >= MIN_GT_HOLDOUT:  # common: a team marks its whole gold set as ground truth
+            holdout += (f" (the {len(gt)} ground-truth annotations would have left {len(df) - len(gt)} rows to "
+                        f"train on, under the minimum of {MIN_TRAIN_ROWS}, so they were split too)")
     train = df.drop(index=test.index)
-    return train.reset_index(drop=True), test.reset_index(drop=True)
+    if len(train) < MIN_TRAIN_ROWS:
+        raise ValueError(f"only {len(train)} rows would be left to train on after holding out {len(test)}; the "
+                         f"evaluator needs at least {MIN_TRAIN_ROWS} (label more tasks, or let the judge label them)")
+    if train.label.nunique() < 2:
+        raise ValueError("the rows left to train on hold a single class: the evaluator needs examples of both")
+    train, test = train.reset_index(drop=True), test.reset_index(drop=True)
+    test.attrs["holdout"] = holdout
+    return train, test

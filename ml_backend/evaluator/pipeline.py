@@ -111,7 +111,7 @@ def _train_and_gate(registry: Registry, train, test, manifest: dict, spec: Input
               "accuracy": metrics["accuracy"], "f1": metrics["f1"], "auc": metrics["auc"], "ece": metrics["ece"],
               "seconds": metrics["seconds"], "device": metrics["device"], "runtime": metrics["runtime"],
               "compared_with": current_metrics, "n_human_train": metrics["n_human_train"],
-              "n_judge_train": metrics["n_judge_train"]}
+              "n_judge_train": metrics["n_judge_train"], "holdout": test.attrs.get("holdout")}
     path = registry.path(version) / "result.json"
     path.write_text(json.dumps(result, indent=1))
     return result

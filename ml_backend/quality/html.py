@@ -170,7 +170,8 @@ def _training_html(runs: list[dict]) -> str:
         f"<tr><td>{r['job']}</td><td>{_fmt(r['status'])}</td><td>{_fmt(r['version'])}</td>"
         f"<td>{_fmt(r['n_human_train'])}/{_fmt(r['n_judge_train'])}</td><td>{_fmt(r['n_test'])}</td>"
         f"<td>{_fmt(r['accuracy'])}</td><td>{'yes' if r['promoted'] else 'no' if r['promoted'] is not None else '-'}</td>"
-        f"<td style='text-align:left'>{_fmt(r['decision'])}</td></tr>" for r in runs)
+        f"<td style='text-align:left'>{_fmt(r['decision'])}{'; held out ' + _fmt(r['holdout']) if r.get('holdout') else ''}"
+        f"</td></tr>" for r in runs)
     return ("<h2 id='training'>Evaluator training</h2><table id='training-runs'><tr><th>job</th><th>status</th>"
             "<th>version</th><th>train human/judge</th><th>test</th><th>accuracy</th><th>promoted</th>"
             f"<th>why</th></tr>{rows}</table>")

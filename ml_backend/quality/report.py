@@ -28,18 +28,26 @@ def norm(value: Any) -> str | None:
     return str(value)
 
 
-def reference_labels(tasks: Sequence[dict], control: str) -> tuple[dict[int, str], str]:
+def reference_labels(tasks: Sequence[dict], control: str, *, per_task: bool = False) -> tuple[dict[int, str], str]:
+    """The human reference label of each task (majority vote, latest wins ties). For the report, once
+    a project marks ground truth only those annotations count; ``per_task`` (training) takes a task's
+    ground truth where it has some and its other annotations elsewhere, so no human label is dropped."""
     any_gt = any(a.get("ground_truth") for t in tasks for a in t["annotations"])
     ref: dict[int, str] = {}
     for t in tasks:
-        anns = [a for a in t["annotations"] if (a.get("ground_truth") or not any_gt)]
+        if per_task:
+            anns = [a for a in t["annotations"] if a.get("ground_truth")] or list(t["annotations"])
+        else:
+            anns = [a for a in t["annotations"] if (a.get("ground_truth") or not any_gt)]
         votes = [norm(a["answers"].get(control)) for a in sorted(anns, key=lambda a: a["id"])]
         votes = [v for v in votes if v is not None]
         if votes:
             counts = Counter(votes)
             top = max(counts.values())
             ref[t["id"]] = [v for v in reversed(votes) if counts[v] == top][0]
-    return ref, ("ground truth annotations" if any_gt else "all human annotations")
+    kind = "ground truth annotations where marked, else all human annotations" if per_task and any_gt else \
+        "ground truth annotations" if any_gt else "all human annotations"
+    return ref, kind
 
 
 def build_report(tasks: Sequence[dict], controls: Sequence[dict], *, ledger: dict | None = None,
