@@ -416,6 +416,12 @@ def worker(args: argparse.Namespace) -> int:
     from redis import Redis
     from rq import Queue, Worker
 
+    from .store import Store
+    from .training import reap_dead_jobs
+
+    reaped = reap_dead_jobs(Store(settings.model_dir / "labeljudge.sqlite3"))
+    if reaped:
+        print(f"marked training jobs {reaped} failed: their worker died mid-run", file=sys.stderr)
     conn = Redis.from_url(settings.redis_url)
     Worker([Queue("labeljudge", connection=conn)], connection=conn).work(burst=args.burst)
     return 0

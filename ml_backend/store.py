@@ -26,19 +26,29 @@ class Busy(RuntimeError):
     """The work is already running in another process sharing this store."""
 
 
+def process_alive(pid: int) -> bool:
+    """Whether a process of this host runs: it exists and is not a zombie (a killed child that nobody
+    reaped still answers signal 0, as in containers whose first process does not reap orphans)."""
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, as another user's
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
 def _owner_alive(owner: str) -> bool:
     """Whether a lease owner ("host:pid:token") may still run: False only for a process of this host
     that is gone; a process of another host is trusted until its lease expires."""
     host, pid = owner.split(":")[:2]
     if host != socket.gethostname():
         return True
-    try:
-        os.kill(int(pid), 0)  # signal 0: only asks whether the process exists
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # it exists, as another user's
-        pass
-    return True
+    return process_alive(int(pid))
 
 
 SCHEMA = """

