@@ -26,23 +26,25 @@ def cli(args: list[str], env: dict, timeout: float = 600) -> subprocess.Complete
 
 @pytest.fixture
 def demo(tmp_path, fake_llm, label_studio, ls_api):
-    """A running 'quickstart': its state file, a backend on its store, a project with 12 tasks."""
+    """A running 'quickstart': its state file, a backend on its store, a project with 30 tasks (the
+    evaluator trains on at least 20 rows)."""
     home = tmp_path / "home"
     home.mkdir()
     creds = label_studio.data_dir / "labeljudge_credentials.json"
     settings = judge_settings(home.parent, fake_llm, MODEL_DIR=str(home), LABEL_STUDIO_URL=label_studio.url,
-                              LABEL_STUDIO_API_KEY=label_studio.token, TRAIN_EVERY="0")
+                              LABEL_STUDIO_API_KEY=label_studio.token, TRAIN_EVERY="0", TRAIN_EPOCHS="1",
+                              TRAIN_MAX_LENGTH="64")
     with serve_backend(settings) as srv:
         (home / "quickstart.json").write_text(json.dumps({"ls_url": label_studio.url, "backend_url": srv.url,
                                                           "model_dir": str(home), "credentials": str(creds)}))
         project = ls_api.create_project("e2e newcomer", PASS_FAIL)
-        ls_api.import_tasks(project, _tasks(12))
+        ls_api.import_tasks(project, _tasks(30))
         ls_api.connect_backend(project, srv.url)
         # no Label Studio variables, no MODEL_DIR: only what the demo left behind
         env = {k: v for k, v in os.environ.items() if k not in ("LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY", "MODEL_DIR")}
         env.update(LABELJUDGE_HOME=str(home), JUDGE_PROVIDER="openai", OPENAI_BASE_URL=fake_llm.url,
                    OPENAI_API_KEY="sk-test-secret-key-123456", JUDGE_MODEL="fake-judge", PRELOAD_MODEL="false",
-                   TRAIN_EPOCHS="1")
+                   TRAIN_EPOCHS="1", TRAIN_MAX_LENGTH="64")
         yield {"home": home, "srv": srv, "project": project, "env": env, "settings": settings}
 
 
