@@ -491,12 +491,12 @@ class LabelJudgeBackend:
                 future.add_done_callback(functools.partial(self._cache_late, version, hashes.get(i), cached))
                 running.append(cached)
             verdicts[i] = Verdict(error="not judged within the /predict budget")
-        judged = [futures[i].result() for i in todo if i not in set(late)]
-        for i in todo:
-            if i not in set(late):
-                verdicts[i] = futures[i].result()
-        fresh = [(hashes[i], verdict_to_dict(verdicts[i])) for i in todo
-                 if i not in set(late) and i in hashes and verdicts[i].usable]
+        late_set = set(late)
+        finished = [i for i in todo if i not in late_set]  # done when the budget was checked
+        for i in finished:
+            verdicts[i] = futures[i].result()
+        judged = [verdicts[i] for i in finished]
+        fresh = [(hashes[i], verdict_to_dict(verdicts[i])) for i in finished if i in hashes and verdicts[i].usable]
         if fresh:
             self.store.put_verdicts(version, fresh)
         return verdicts, judged, late, running  # type: ignore[return-value]  # every None was filled

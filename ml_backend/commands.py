@@ -89,8 +89,6 @@ def settings_for(args: argparse.Namespace) -> Settings:
     """The CLI's settings: the environment, then what a running quickstart knows (its Label Studio,
     token and store) for whatever the environment and flags leave unset, so the quickstart's printed
     commands work as printed. A store other than the running demo's is pointed out on stderr."""
-    import os
-
     from .quickstart import find_demo
 
     try:

@@ -12,7 +12,7 @@ import pytest
 from .conftest import ROOT, judge_settings, serve_backend
 from .fake_openai import FakeOpenAI
 from .test_browser_loop import CHROMIUM_ARGS
-from .test_e2e_labelstudio import PASS_FAIL, _tasks, _wait
+from .test_e2e_labelstudio import PASS_FAIL, _tasks, _wait, predictions_per_task
 
 pytestmark = pytest.mark.e2e
 ART = ROOT / "tests" / "artifacts"
@@ -86,9 +86,7 @@ def test_retrieve_predictions_on_a_big_selection_then_the_review_queue(tmp_path,
             shot(page, "2_report_with_the_background_job")
             _wait(lambda: httpx.get(f"{srv.url}/jobs/{job['id']}").json()["status"] == "finished", timeout=120,
                   what="the background job")
-            per_task: dict[int, int] = {}
-            for p in ls_api.predictions(project):
-                per_task[int(p.task)] = per_task.get(int(p.task), 0) + 1
+            per_task = predictions_per_task(ls_api, project)
             assert len(per_task) == 60 and set(per_task.values()) == {1}
 
             # the review queue: lowest score first, score and predicted label shown

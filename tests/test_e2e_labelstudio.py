@@ -36,6 +36,13 @@ def _wait(predicate, timeout: float = 15.0, what: str = "condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def predictions_per_task(ls_api, project: int) -> dict[int, int]:
+    """How many predictions each task of the project has (every check that none is written twice)."""
+    from collections import Counter
+
+    return dict(Counter(int(p.task) for p in ls_api.predictions(project)))
+
+
 def _by_task(ls_api, project: int, version: str | None = None) -> dict[int, list]:
     out: dict[int, list] = {}
     for p in ls_api.predictions(project):
@@ -230,9 +237,7 @@ def test_retrieve_predictions_answers_within_the_budget_and_a_job_labels_the_res
             job = _wait(lambda: (j := httpx.get(f"{srv.url}/jobs/{jobs[0]['id']}").json())["status"]
                         in ("finished", "failed") and j, timeout=120, what="the background job")
             assert job["status"] == "finished", job
-            per_task: dict[int, int] = {}
-            for p in ls_api.predictions(project):
-                per_task[int(p.task)] = per_task.get(int(p.task), 0) + 1
+            per_task = predictions_per_task(ls_api, project)
             assert len(per_task) == 160 and set(per_task.values()) == {1}
             assert len(fake.requests) <= 160 + 8  # at most the calls in flight at the budget are asked twice
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from .conftest import judge_settings, serve_backend
-from .test_e2e_labelstudio import PASS_FAIL, _tasks, _wait
+from .test_e2e_labelstudio import PASS_FAIL, _tasks, _wait, predictions_per_task
 
 pytestmark = pytest.mark.e2e
 CANARY = "sk-canaryE2E0000000000000042"
@@ -89,9 +89,7 @@ def test_a_budget_stops_the_run_cleanly_and_a_rerun_continues(tmp_path, fake_llm
         second = _job(srv.url, {"project": project, "concurrency": 4})
         assert second["result"]["stopped"] is None
         assert second["result"]["skipped"] == result["labeled"]
-        per_task: dict[int, int] = {}
-        for p in ls_api.predictions(project):
-            per_task[int(p.task)] = per_task.get(int(p.task), 0) + 1
+        per_task = predictions_per_task(ls_api, project)
         assert len(per_task) == 40 and set(per_task.values()) == {1}  # none twice, none lost
 
 

@@ -168,9 +168,8 @@ class OpenAIProvider:
         whether the next try is still a probe. Raises a ProviderError that carries no secret otherwise."""
         if isinstance(exc, openai.APIStatusError) and self._step_down(exc, asked):
             return probe
-        retryable = isinstance(exc, (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError)) \
-            or (isinstance(exc, openai.APIStatusError) and exc.status_code in (408, 409) or
-                isinstance(exc, openai.APIStatusError) and exc.status_code >= 500)
+        status = exc.status_code if isinstance(exc, openai.APIStatusError) else None
+        retryable = isinstance(exc, openai.APIConnectionError) or status in (408, 409, 429) or (status or 0) >= 500
         if probe and retryable and self._max_retries > 0:
             return False  # not a refusal: ask again, this time with the client's backoff and retries
         self._raise(exc)
