@@ -12,6 +12,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
+from .judge.types import pair_side
 from .quality.report import norm
 
 
@@ -89,8 +90,8 @@ def preference_records(tasks: list[dict], control: str = "preference", *, use_ju
         humans = [norm(a["answers"].get(control)) for a in t["annotations"] if a["answers"].get(control)]
         judged = [norm(p["answers"].get(control)) for p in t["predictions"] if p["answers"].get(control)]
         pick, source = (humans[-1], "human") if humans else ((judged[-1], "judge") if judged and use_judge else (None, None))
-        side = {"a": "A", "left": "A", "b": "B", "right": "B"}.get(str(pick).lower()) if pick else None
-        if side is None:
+        side = pair_side(pick) if pick else None
+        if side not in ("A", "B"):
             continue
         chosen, rejected = ("response_a", "response_b") if side == "A" else ("response_b", "response_a")
         rows.append({"prompt": data["messages"], "chosen": data[chosen], "rejected": data[rejected],

@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from .judge.types import is_judge_version
 from .quality.report import norm, reference_labels
 
 
@@ -83,7 +84,7 @@ def records_to_frame(tasks: list[dict], task_data: dict[int, dict], controls: li
         for t in tasks:
             row = rows[t["id"]]
             row[f"human_{c['name']}"] = ref.get(t["id"])
-            judge = [p for p in t["predictions"] if p["model_version"].startswith("judge-")]
+            judge = [p for p in t["predictions"] if is_judge_version(p["model_version"])]
             if judge:
                 last = judge[-1]
                 row[f"judge_{c['name']}"] = norm(last["answers"].get(c["name"]))

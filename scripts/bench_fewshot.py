@@ -22,7 +22,7 @@ from ml_backend.datasets import halueval_rows  # noqa: E402
 from ml_backend.judge import Judge, JudgeSpec, resolve_template  # noqa: E402
 from ml_backend.judge.providers import LocalProvider, OpenAIProvider  # noqa: E402
 from ml_backend.judge.types import Example, Question  # noqa: E402
-from ml_backend.lsserver import cache_root  # noqa: E402
+from ml_backend.labelstudio.local import cache_root  # noqa: E402
 from ml_backend.quality.metrics import bootstrap_ci  # noqa: E402
 
 Q = Question("verdict", "single", ("Pass", "Fail"))

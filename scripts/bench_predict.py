@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from ml_backend.judge.providers.base import Decoding  # noqa: E402
 from ml_backend.judge.types import Answer, Question, Usage  # noqa: E402
-from ml_backend.lsserver import free_port  # noqa: E402
+from ml_backend.labelstudio.local import free_port  # noqa: E402
 from tests.conftest import judge_settings, serve_backend  # noqa: E402
 from tests.fake_openai import FakeOpenAI  # noqa: E402
 

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ml_backend.labelstudio import LabelStudioAPI  # noqa: E402
-from ml_backend.lsserver import LocalLabelStudio, find_ls_venv  # noqa: E402
+from ml_backend.labelstudio.local import LocalLabelStudio, find_ls_venv  # noqa: E402
 from tests.conftest import judge_settings, serve_backend  # noqa: E402
 
 CONFIG = (ROOT / "label_configs" / "pass_fail.xml").read_text()

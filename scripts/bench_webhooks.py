@@ -20,10 +20,10 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import ml_backend.backend as backend_module  # noqa: E402
-from ml_backend.jobs import EventWorker  # noqa: E402
+import ml_backend.app as backend_module  # noqa: E402
+from ml_backend.events.worker import EventWorker  # noqa: E402
 from ml_backend.labelstudio import LabelStudioAPI  # noqa: E402
-from ml_backend.lsserver import LocalLabelStudio, find_ls_venv  # noqa: E402
+from ml_backend.labelstudio.local import LocalLabelStudio, find_ls_venv  # noqa: E402
 from tests.conftest import judge_settings, serve_backend  # noqa: E402
 from tests.fake_openai import FakeOpenAI  # noqa: E402
 

@@ -10,8 +10,8 @@ from typing import Iterator
 import pytest
 from werkzeug.serving import make_server
 
-from ml_backend.backend import LabelJudgeBackend
-from ml_backend.server import create_app
+from ml_backend.app import LabelJudgeBackend
+from ml_backend.http import create_app
 from ml_backend.settings import Settings
 from ml_backend.store import Store
 
@@ -86,7 +86,7 @@ def serve_backend(settings: Settings, *, public_url: bool = True) -> Iterator[Ru
 @pytest.fixture(scope="session")
 def label_studio(tmp_path_factory):
     """A real Label Studio 1.23.2 (from .venv-ls), started once per test session."""
-    from ml_backend.lsserver import LocalLabelStudio, find_ls_venv
+    from ml_backend.labelstudio.local import LocalLabelStudio, find_ls_venv
 
     try:
         venv = find_ls_venv(ROOT)

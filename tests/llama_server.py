@@ -12,7 +12,7 @@ from typing import Iterator
 
 import httpx
 
-from ml_backend.lsserver import free_port
+from ml_backend.labelstudio.local import free_port
 
 CACHE = Path(os.environ.get("LABELJUDGE_CACHE") or Path.home() / ".cache" / "labeljudge")
 VENV = CACHE / "venv-llama"

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from ml_backend.labeling import label_project
+from ml_backend.workflows.labeling import label_project
 
 from .conftest import CONFIGS, ROOT, judge_settings, serve_backend
 from .fake_openai import FakeOpenAI

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from ml_backend.api import label_dataframe
+from ml_backend.dataframe import label_dataframe
 from ml_backend.io import read_table, rows_to_tasks, write_table
 from ml_backend.store import Store
 

@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from ml_backend.schema import parse_label_config
+from ml_backend.labelstudio.config import parse_label_config
 
 from .conftest import CONFIGS, judge_settings, serve_backend
 

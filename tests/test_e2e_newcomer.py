@@ -115,7 +115,7 @@ def test_an_empty_report_says_what_to_do_next(demo):
 
 
 def test_the_quickstart_says_what_it_labeled_and_hides_credentials(demo, label_studio):
-    from ml_backend.quickstart import _label_sample
+    from ml_backend.cli.quickstart import _label_sample
 
     srv, project = demo["srv"], demo["project"]
     missing, what = _label_sample(srv.url, project, 3)

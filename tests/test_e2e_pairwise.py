@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from ml_backend.reporting import project_report
+from ml_backend.workflows.reporting import project_report
 
 from .conftest import ROOT, judge_settings, serve_backend
 from .fake_openai import FakeOpenAI

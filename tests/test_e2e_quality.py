@@ -15,9 +15,9 @@ import httpx
 import pytest
 from sklearn.metrics import cohen_kappa_score
 
-from ml_backend.backend import LabelJudgeBackend
-from ml_backend.labeling import label_project
-from ml_backend.reporting import project_report
+from ml_backend.app import LabelJudgeBackend
+from ml_backend.workflows.labeling import label_project
+from ml_backend.workflows.reporting import project_report
 from ml_backend.store import Store
 
 from .conftest import CONFIGS, ROOT, judge_settings, serve_backend

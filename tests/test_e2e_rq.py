@@ -16,7 +16,7 @@ from contextlib import contextmanager
 import httpx
 import pytest
 
-from ml_backend.lsserver import free_port
+from ml_backend.labelstudio.local import free_port
 
 from .conftest import CONFIGS, ROOT, judge_settings, serve_backend
 from .fake_openai import FakeOpenAI

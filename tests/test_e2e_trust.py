@@ -165,7 +165,7 @@ def test_a_webhook_burst_is_coalesced_into_one_look_per_project(tmp_path, fake_l
                      "task": {"id": a.task, "data": _tasks(1)[0]["data"]},
                      "annotation": {"id": a.id, "task": a.task, "result": [region]}}
             assert httpx.post(f"{srv.url}/webhook", json=event).status_code == 201
-        from ml_backend.jobs import EventWorker
+        from ml_backend.events.worker import EventWorker
 
         srv.backend.worker = EventWorker(srv.backend.store, srv.backend.handle_events)
         srv.backend.worker.start()

@@ -103,7 +103,7 @@ def test_a_three_layer_student_starts_from_evenly_spaced_pretrained_layers_and_s
 def test_score_dataframe_and_cli_evaluate(tmp_path):
     registry = Registry(tmp_path / "evaluators", "3")
     res = run_training(records(120), CONTROL, registry, cfg=TrainConfig(epochs=1, max_length=64))
-    from ml_backend.api import score_dataframe
+    from ml_backend.dataframe import score_dataframe
 
     df = pd.DataFrame({"input": ["q1", "q2"], "context": ["c", "c"], "output": ["short", "a much longer answer"]})
     out = score_dataframe(df, model=registry.path(res["version"]))

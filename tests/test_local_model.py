@@ -7,8 +7,8 @@ import pytest
 
 from ml_backend.judge import Judge, JudgeSpec, resolve_template
 from ml_backend.judge.providers import LocalProvider
-from ml_backend.lsserver import cache_root
-from ml_backend.schema import parse_label_config
+from ml_backend.labelstudio.local import cache_root
+from ml_backend.labelstudio.config import parse_label_config
 
 from .conftest import CONFIGS, judge_settings, serve_backend
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from ml_backend.backend import LabelJudgeBackend
-from ml_backend.server import create_app
+from ml_backend.app import LabelJudgeBackend
+from ml_backend.http import create_app
 from ml_backend.store import Store
 
 from .conftest import CONFIGS, judge_settings

@@ -11,7 +11,7 @@ from ml_backend.conversations import labelbox_to_tasks, preference_records, tabl
 from ml_backend.judge import Judge, JudgeSpec, resolve_template
 from ml_backend.judge.providers import OpenAIProvider
 from ml_backend.quality.pairwise import position_bias, win_rates
-from ml_backend.schema import parse_label_config
+from ml_backend.labelstudio.config import parse_label_config
 
 from .conftest import CONFIGS
 from .fake_openai import FakeOpenAI

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from ml_backend.events import BadEvent, check_event
 from ml_backend.judge.templates import TemplateError, render, template_fields
 from ml_backend.judge.types import Answer, JudgeError, Verdict
-from ml_backend.schema import SchemaError, parse_label_config
+from ml_backend.labelstudio.config import SchemaError, parse_label_config
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 json_values = st.recursive(
@@ -115,7 +115,7 @@ def _annotation_events():
 
 @pytest.fixture(scope="module")
 def backend(tmp_path_factory):
-    from ml_backend.backend import LabelJudgeBackend
+    from ml_backend.app import LabelJudgeBackend
     from ml_backend.settings import Settings
 
     tmp = tmp_path_factory.mktemp("props")

@@ -36,7 +36,7 @@ def env(llama_server, monkeypatch, tmp_path):
 
 
 def test_every_halueval_row_is_labeled_with_scores_over_the_labels(env):
-    from ml_backend.api import label_dataframe
+    from ml_backend.dataframe import label_dataframe
     from ml_backend.datasets import halueval_rows
 
     df = halueval_rows("qa", 20)
@@ -69,7 +69,7 @@ def test_the_distribution_sums_to_one_and_the_cache_answers_again(env, tmp_path)
 def test_both_orders_of_a_pair_are_asked(env):
     from ml_backend.judge import Judge, JudgeSpec, resolve_template
     from ml_backend.judge.providers import OpenAIProvider
-    from ml_backend.schema import parse_label_config
+    from ml_backend.labelstudio.config import parse_label_config
 
     config = (Path(__file__).resolve().parents[1] / "label_configs" / "pairwise_preference.xml").read_text()
     schema = parse_label_config(config)

@@ -90,7 +90,7 @@ def test_pairwise_score_dataframe_and_cli_evaluate(tmp_path):
     registry = Registry(tmp_path / "evaluators", "8")
     res = run_reward_training(pair_records(80), "preference", ("response_a", "response_b"), registry, spec=SPEC,
                               cfg=TrainConfig(epochs=1, max_length=64))
-    from ml_backend.api import score_dataframe
+    from ml_backend.dataframe import score_dataframe
 
     df = pd.DataFrame({"messages": [json.dumps([{"role": "user", "content": "Capital of France?"}])] * 2,
                        "response_a": ["Paris.", "Lyon"], "response_b": ["Lyon", "Paris."]})

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from ml_backend.judge.types import Answer, Verdict
-from ml_backend.schema import SchemaError, parse_label_config
+from ml_backend.labelstudio.config import SchemaError, parse_label_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "label_configs"
 

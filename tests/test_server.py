@@ -202,7 +202,7 @@ def test_start_leaves_transformers_imports_to_the_background_and_threads_share_t
     code = f"""
 import sys, threading
 from tests.conftest import judge_settings
-from ml_backend.backend import LabelJudgeBackend
+from ml_backend.app import LabelJudgeBackend
 from ml_backend import warmup
 backend = LabelJudgeBackend(judge_settings(__import__('pathlib').Path({str(tmp_path)!r})))
 backend.start()

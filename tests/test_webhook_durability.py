@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from ml_backend.lsserver import free_port
+from ml_backend.labelstudio.local import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,23 +9,38 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
+from ..judge.types import is_judge_version, pair_side
 from ..quality.report import norm, reference_labels
+
+
+DEFAULT_TEXT_A = ("output",)  # what is judged
+DEFAULT_TEXT_B = ("input", "context")  # what it is judged against
+PAIR_TEXT_B = ("messages", "input", "context")  # a pairwise evaluator's prompt: the conversation
 
 
 @dataclass(frozen=True)
 class InputSpec:
     """Which task fields form the pair, and what counts as positive."""
 
-    text_a: tuple[str, ...] = ("output",)
-    text_b: tuple[str, ...] = ("input", "context")
+    text_a: tuple[str, ...] = DEFAULT_TEXT_A
+    text_b: tuple[str, ...] = DEFAULT_TEXT_B
     positive: tuple[str, ...] = ()  # empty: the control's first option
     judge_weight: float = 0.3  # 0 trains on human labels only
     extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any] | None, *, pairwise: bool = False,
+                    judge_weight: float = 0.3) -> "InputSpec":
+        """From a project's ``evaluator_input`` or a manifest's ``input``: what is unset takes the defaults."""
+        params = params or {}
+        return cls(text_a=tuple(params.get("text_a") or DEFAULT_TEXT_A),
+                   text_b=tuple(params.get("text_b") or (PAIR_TEXT_B if pairwise else DEFAULT_TEXT_B)),
+                   positive=tuple(params.get("positive") or ()), judge_weight=judge_weight)
 
     def pair(self, data: dict) -> tuple[str, str]:
         a, b = join_fields(data, self.text_a), join_fields(data, self.text_b)
@@ -74,7 +89,7 @@ def build_dataset(tasks: Sequence[dict], control: dict, spec: InputSpec) -> pd.D
             rows.append({"task_id": t["id"], "text_a": a, "text_b": b, "label": int(ref[t["id"]] in positives),
                          "weight": 1.0, "source": "human", "ground_truth": gt})
             continue
-        judged = [p for p in t["predictions"] if p["model_version"].startswith("judge-")]
+        judged = [p for p in t["predictions"] if is_judge_version(p["model_version"])]
         value = norm(judged[-1]["answers"].get(control["name"])) if judged else None
         if value is not None and spec.judge_weight > 0:
             rows.append({"task_id": t["id"], "text_a": a, "text_b": b, "label": int(value in positives),
@@ -83,7 +98,7 @@ def build_dataset(tasks: Sequence[dict], control: dict, spec: InputSpec) -> pd.D
 
 
 # a preference answer, as "response A is the better one" (1) or not (0); ties prefer nothing
-SIDES = {"a": 1, "left": 1, "b": 0, "right": 0}
+A_PREFERRED = {"A": 1, "B": 0}
 PAIR_COLUMNS = ["task_id", "prompt", "response_a", "response_b", "label", "weight", "source", "ground_truth"]
 
 
@@ -100,12 +115,12 @@ def build_pairs(tasks: Sequence[dict], control: str, a_key: str, b_key: str, spe
             continue
         prompt = join_fields(data, spec.text_b)
         if t["id"] in ref:
-            side, weight, source = SIDES.get(str(ref[t["id"]]).lower()), 1.0, "human"
+            side, weight, source = A_PREFERRED.get(pair_side(ref[t["id"]])), 1.0, "human"
             gt = any(x.get("ground_truth") for x in t["annotations"])
         else:
-            judged = [p for p in t["predictions"] if p["model_version"].startswith("judge-")]
+            judged = [p for p in t["predictions"] if is_judge_version(p["model_version"])]
             value = norm(judged[-1]["answers"].get(control)) if judged else None
-            side, weight, source, gt = SIDES.get(str(value).lower()), spec.judge_weight, "judge", False
+            side, weight, source, gt = A_PREFERRED.get(pair_side(value)), spec.judge_weight, "judge", False
             if weight <= 0:
                 continue
         if side is not None:

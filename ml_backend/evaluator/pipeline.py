@@ -10,7 +10,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .data import InputSpec, build_dataset, split
+from .data import PAIR_TEXT_B, InputSpec, build_dataset, split
 from .registry import Registry
 from .scorer import Scorer, export_onnx
 from .train import TrainConfig, binary_metrics, train_evaluator
@@ -66,7 +66,7 @@ def run_reward_training(tasks: Sequence[dict], control: str, sides: tuple[str, s
     from .data import build_pairs
     from .reward import RewardScorer, train_reward
 
-    spec = spec or InputSpec(text_b=("messages", "input", "context"))
+    spec = spec or InputSpec(text_b=PAIR_TEXT_B)
     data = build_pairs(tasks, control, sides[0], sides[1], spec)
     if data.label.nunique() < 2:
         raise ValueError("the preferences all pick one side: the pairwise evaluator needs both A and B wins")

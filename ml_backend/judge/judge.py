@@ -20,7 +20,7 @@ from .fewshot import FewShotSelector
 from .prompting import build_messages
 from .providers.base import Decoding, Provider, ProviderError
 from .templates import render, template_fields
-from .types import Answer, Example, JudgeError, Question, Usage, Verdict
+from .types import JUDGE_VERSION_PREFIX, Answer, Example, JudgeError, Question, Usage, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class JudgeSpec:
         if self.pair:
             payload["pair"] = [list(self.pair), self.pair_question]
         digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
-        return f"judge-{digest}"
+        return f"{JUDGE_VERSION_PREFIX}{digest}"
 
 
 class Judge:

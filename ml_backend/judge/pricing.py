@@ -7,7 +7,7 @@ ledger still counts their tokens.
 from __future__ import annotations
 
 import json
-import os
+from typing import Mapping
 
 DEFAULT_PRICES: dict[str, tuple[float, float]] = {
     "gpt-4o-mini": (0.15, 0.60),
@@ -17,8 +17,8 @@ DEFAULT_PRICES: dict[str, tuple[float, float]] = {
 }
 
 
-def prices(env: dict | None = None) -> dict[str, tuple[float, float]]:
-    env = os.environ if env is None else env
+def prices(env: Mapping[str, str]) -> dict[str, tuple[float, float]]:
+    """The price table: the built-in list prices, overridden by JUDGE_PRICES from ``env``."""
     table = dict(DEFAULT_PRICES)
     raw = env.get("JUDGE_PRICES")
     if raw:
@@ -30,6 +30,6 @@ def prices(env: dict | None = None) -> dict[str, tuple[float, float]]:
     return table
 
 
-def cost(model: str, tokens_in: int, tokens_out: int, table: dict[str, tuple[float, float]] | None = None) -> float:
-    p_in, p_out = (table if table is not None else prices()).get(model, (0.0, 0.0))
+def cost(model: str, tokens_in: int, tokens_out: int, table: Mapping[str, tuple[float, float]]) -> float:
+    p_in, p_out = table.get(model, (0.0, 0.0))
     return (tokens_in * p_in + tokens_out * p_out) / 1_000_000

@@ -119,3 +119,17 @@ def verdict_from_dict(d: dict[str, Any]) -> Verdict:
                          distribution=a.get("distribution")) for k, a in d["answers"].items()}
     return Verdict(answers=answers, rationale=d["rationale"], error=d["error"], warnings=list(d["warnings"]),
                    usage=Usage(**d["usage"]))
+
+
+JUDGE_VERSION_PREFIX = "judge-"  # every judge version starts so (JudgeSpec.version); evaluators' and humans' do not
+PAIR_SIDES = {"a": "A", "left": "A", "b": "B", "right": "B", "tie": "Tie"}  # a pairwise answer's spellings
+
+
+def is_judge_version(model_version: Any) -> bool:
+    """Whether a prediction's model_version is one of the judge's (not an evaluator's, not a human's)."""
+    return str(model_version or "").startswith(JUDGE_VERSION_PREFIX)
+
+
+def pair_side(value: Any) -> str | None:
+    """"A", "B" or "Tie" for any spelling of a pairwise answer (A/left, B/right, tie); None otherwise."""
+    return PAIR_SIDES.get(str(value).lower()) if value is not None else None

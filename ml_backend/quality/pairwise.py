@@ -8,13 +8,8 @@ from typing import Sequence
 import numpy as np
 
 from .metrics import agreement
+from ..judge.types import pair_side as side
 from .report import norm
-
-SIDES = {"a": "A", "left": "A", "b": "B", "right": "B", "tie": "Tie"}
-
-
-def side(value: str | None) -> str | None:
-    return SIDES.get(str(value).lower()) if value is not None else None
 
 
 def win_rates(pairs: Sequence[tuple[str, str, str]], *, n_boot: int = 1000, seed: int = 0) -> list[dict]:

@@ -2,25 +2,34 @@
 around quality/, which works on plain data)."""
 from __future__ import annotations
 
-from .labelstudio import LabelStudioAPI
-from .quality.report import build_report
-from .schema import TaskSchema, parse_label_config
-from .store import Store
+from typing import Sequence
+
+from ..labelstudio import LabelStudioAPI
+from ..labelstudio.config import TaskSchema, parse_label_config
+from ..quality.report import build_report
+from ..store import Store
 
 
 def project_schema(api: LabelStudioAPI, project: int) -> TaskSchema:
-    return parse_label_config(api.client.projects.get(id=project).label_config)
+    return parse_label_config(api.label_config(project))
 
 
 def project_records(api: LabelStudioAPI, project: int,
                     schema: TaskSchema | None = None) -> tuple[list[dict], list[dict]]:
+    """The project's tasks as plain records (answers read against the config) and its controls."""
     schema = schema or project_schema(api, project)
+    return records_from_export(api.project_tasks(project, with_predictions=True), schema, api.user_emails())
+
+
+def records_from_export(export: Sequence[dict], schema: TaskSchema,
+                        emails: dict[int, str] | None = None) -> tuple[list[dict], list[dict]]:
+    """An export (tasks with annotations and predictions) as the records quality/ and evaluator/ read."""
+    emails = emails or {}
     controls = [{"name": n, "kind": c.question.kind, "options": list(c.question.options),
                  "ordinal": c.tag == "Rating" or (c.tag == "Number" and c.question.kind == "single")}
                 for n, c in schema.controls.items()]
     tasks = []
-    emails = api.user_emails()
-    for t in api.project_tasks(project, with_predictions=True):
+    for t in export:
         anns = []
         for a in t["annotations"]:
             if a.get("was_cancelled"):
@@ -48,7 +57,7 @@ def project_report(api: LabelStudioAPI, store: Store, project: int, *, public_ur
     report["labeling_jobs"] = labeling_jobs(store, project)
     pair = schema.pair_fields()
     if pair:
-        from .quality.pairwise import pairwise_report
+        from ..quality.pairwise import pairwise_report
 
         report["pairwise"] = pairwise_report(tasks, pair[0], store.pair_judgments(str(project)))
     return report

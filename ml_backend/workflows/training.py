@@ -7,65 +7,55 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Callable
+from typing import Callable
 
-from .evaluator.data import InputSpec
-from .evaluator.pipeline import run_reward_training, run_training
-from .evaluator.registry import Registry
-from .evaluator.train import TrainConfig
-from .judge.providers import scrub
+from ..evaluator.data import InputSpec
+from ..evaluator.pipeline import run_reward_training, run_training
+from ..evaluator.train import TrainConfig
+from ..labelstudio.sync import sync_annotations
+from ..redact import redact
+from ..services import Services
+from ..settings import ProjectConfig
+from ..store import Store, process_alive
+from .reporting import project_schema, records_from_export
 
 log = logging.getLogger(__name__)
+RQ_TRAIN = "ml_backend.rq_jobs.rq_train"  # by name: the worker imports it, this module does not
 
 
-def train_project(backend: Any, project: int, *, progress: Callable[[dict], None] | None = None) -> dict:
-    """Sync the project's labels from Label Studio, train, gate and (maybe) promote. Blocking."""
-    from .reporting import project_records
-
-    api = backend.api()
-    if api is None:
-        raise RuntimeError("training needs LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY")
+def train_project(services: Services, project: int, *, progress: Callable[[dict], None] | None = None) -> dict:
+    """Read the project from Label Studio once (its annotations synced into the store from the same
+    export), train, gate and (maybe) promote. Blocking."""
+    api = services.require_labelstudio("training")
     pid = str(project)
-    state = backend.state(pid) if backend.store.project(pid) else None
-    schema = state.schema if state is not None else None
-    if schema is None:
-        from .reporting import project_schema
-
-        schema = project_schema(api, project)
-    tasks, controls = project_records(api, project, schema)
-    if state is not None:
-        config = state.config
-    else:
-        from .settings import ProjectConfig
-
-        config = ProjectConfig.resolve(backend.settings)
-    spec_in = dict(config.evaluator_input)
-    st = backend.settings
+    state = services.projects.state(pid) if services.store.project(pid) else None
+    schema = state.schema if state is not None else project_schema(api, project)
+    config = state.config if state is not None else ProjectConfig.resolve(services.settings)
+    export = api.project_tasks(project, with_predictions=True)  # one export: synced, then trained on
+    sync_annotations(services.store, project, schema, [t for t in export if t["annotations"]])
+    tasks, controls = records_from_export(export, schema, api.user_emails())
+    services.projects.labels_changed(pid)
+    st = services.settings
     cfg = TrainConfig(epochs=st.train_epochs, max_length=st.train_max_length, base_model=st.evaluator_base_model,
                       layers=st.evaluator_layers or None, precision=st.train_precision)
-    registry = Registry(backend.settings.model_dir / "evaluators", pid)
+    registry = services.evaluators.registry(pid)
     pair = schema.pair_fields()
+    spec = InputSpec.from_params(config.evaluator_input, pairwise=pair is not None, judge_weight=config.judge_weight)
     if pair:  # a preference config: the pairwise (reward-model) evaluator
-        spec = InputSpec(text_b=tuple(spec_in.get("text_b") or ("messages", "input", "context")),
-                         judge_weight=config.judge_weight)
         result = run_reward_training(tasks, pair[0], (pair[1], pair[2]), registry, spec=spec, cfg=cfg,
                                      progress=progress)
     else:
-        spec = InputSpec(text_a=tuple(spec_in.get("text_a") or ("output",)),
-                         text_b=tuple(spec_in.get("text_b") or ("input", "context")),
-                         positive=tuple(spec_in.get("positive") or ()), judge_weight=config.judge_weight)
         result = run_training(tasks, controls[0], registry, spec=spec, cfg=cfg, progress=progress)
-    human = sum(1 for t in tasks if t["annotations"])
-    backend.store.set_trained_labels(pid, human)
-    backend.evaluator_changed(pid)
+    services.store.set_trained_labels(pid, services.store.count_labeled_tasks(pid))
+    services.evaluators.changed(pid)
     return result
 
 
 class TrainingScheduler:
     """``request(pid)`` starts a run, or, while one runs, asks for exactly one more afterwards."""
 
-    def __init__(self, backend: Any) -> None:
-        self.backend = backend
+    def __init__(self, services: Services) -> None:
+        self.services = services
         self._lock = threading.Lock()
         self._running: set[str] = set()
         self._again: set[str] = set()
@@ -75,7 +65,7 @@ class TrainingScheduler:
     def request(self, pid: str, reason: str) -> dict:
         """Start a run (its job is created now, so the caller can point at it), or, while one runs,
         ask for exactly one more afterwards. Returns what a person needs: the job and its status."""
-        store = self.backend.store
+        store = self.services.store
         with self._lock:
             if pid in self._running:
                 self._again.add(pid)
@@ -86,7 +76,7 @@ class TrainingScheduler:
             job = store.create_job(pid, "train")
             self._jobs[pid] = job
         store.update_job(job, progress={"reason": reason})
-        if self.backend.settings.redis_url:
+        if self.services.settings.redis_url:
             self._enqueue_rq(pid, reason, job)
             with self._lock:
                 self._running.discard(pid)
@@ -108,23 +98,23 @@ class TrainingScheduler:
                 if pid in self._again:
                     self._again.discard(pid)
                     reason = "labels arrived during the previous run"
-                    job = self.backend.store.create_job(pid, "train")
+                    job = self.services.store.create_job(pid, "train")
                     self._jobs[pid] = job
                     continue
                 self._running.discard(pid)
                 return
 
     def _run_once(self, pid: str, reason: str, job: int) -> None:
-        store = self.backend.store
+        store = self.services.store
         self.runs += 1
         store.update_job(job, status="running", progress={"reason": reason})
         try:
-            result = train_project(self.backend, int(pid),
+            result = train_project(self.services, int(pid),
                                    progress=lambda row: store.update_job(job, progress={"reason": reason, **row}))
             store.update_job(job, status="finished", result=result)
         except Exception as exc:
             log.exception("training project %s failed", pid)
-            store.update_job(job, status="failed", error=scrub(str(exc), self.backend._secrets())[:500])
+            store.update_job(job, status="failed", error=redact(str(exc))[:500])
 
     def _enqueue_rq(self, pid: str, reason: str, job: int, attempt: int = 0) -> None:
         """Queue the run on RQ. While Redis is down the request is kept (the store job stays queued,
@@ -136,7 +126,7 @@ class TrainingScheduler:
         except RedisError as exc:
             delay = min(60.0, 2.0 * (attempt + 1))
             log.warning("could not queue training of project %s on Redis (%s); retrying in %.0f s", pid, exc, delay)
-            self.backend.store.update_job(job, progress={"reason": reason, "waiting_for": f"Redis: {exc}"[:200]})
+            self.services.store.update_job(job, progress={"reason": reason, "waiting_for": f"Redis: {exc}"[:200]})
             timer = threading.Timer(delay, self._enqueue_rq, args=(pid, reason, job, attempt + 1))
             timer.daemon = True
             timer.start()
@@ -145,45 +135,38 @@ class TrainingScheduler:
         from redis import Redis
         from rq import Queue
 
-        queue = Queue("labeljudge", connection=Redis.from_url(self.backend.settings.redis_url,
+        queue = Queue("labeljudge", connection=Redis.from_url(self.services.settings.redis_url,
                                                               socket_connect_timeout=2, socket_timeout=5))
         # one queued run per project: RQ drops a job id that is already queued
-        queue.enqueue("ml_backend.training.rq_train", int(pid), reason, job, job_id=f"train-{pid}",
+        queue.enqueue(RQ_TRAIN, int(pid), reason, job, job_id=f"train-{pid}",
                       job_timeout=3600, result_ttl=86400, failure_ttl=86400)
 
 
-def rq_train(project: int, reason: str, job: int | None = None) -> dict:
-    """The RQ job: a worker process builds its own backend from its environment (same MODEL_DIR) and
-    reports on the job the backend created."""
-    from .backend import LabelJudgeBackend
-    from .settings import Settings
-
+def run_train_job(services: Services, project: int, reason: str, job: int | None = None) -> dict:
+    """A queued run, in a worker process: reports on the job the backend created, naming this process,
+    so if it is killed the next worker to start marks the job failed (``reap_dead_jobs``)."""
     import os
     import socket
 
-    backend = LabelJudgeBackend(Settings.from_env())
-    store = backend.store
+    store = services.store
     if job is None:
-        return train_project(backend, project)
-    # who runs it: if this worker is killed, the next one to start marks the job failed (reap_dead_jobs)
+        return train_project(services, project)
     me = {"reason": reason, "worker": f"{socket.gethostname()}:{os.getpid()}"}
     store.update_job(job, status="running", progress=me)
     try:
-        result = train_project(backend, project, progress=lambda row: store.update_job(job, progress={**me, **row}))
+        result = train_project(services, project, progress=lambda row: store.update_job(job, progress={**me, **row}))
     except Exception as exc:
-        store.update_job(job, status="failed", error=scrub(str(exc), backend._secrets())[:500])
+        store.update_job(job, status="failed", error=redact(str(exc))[:500])
         raise
     store.update_job(job, status="finished", result=result)
     return result
 
 
-def reap_dead_jobs(store: Any) -> list[int]:
+def reap_dead_jobs(store: Store) -> list[int]:
     """Training jobs shown as running by a worker of this host that no longer exists (killed mid-run):
     marked failed with that reason, so nobody waits on them. The registry and the served version were
     never touched (a run commits and promotes only at its end). Returns the job ids."""
     import socket
-
-    from .store import process_alive
 
     reaped = []
     for job in store.jobs(kind="train"):

@@ -1,6 +1,6 @@
 """The Python API: label a pandas DataFrame with a prompt or a built-in metric, outside Label Studio.
 
-    from ml_backend.api import label_dataframe
+    from ml_backend.dataframe import label_dataframe
     out = label_dataframe(df, metric="faithfulness", labels=["Pass", "Fail"],
                           provider="openai", model="gpt-4o-mini")
     out[["judge_label", "judge_score", "judge_rationale"]]
@@ -14,38 +14,30 @@ from typing import Sequence
 
 import pandas as pd
 
-from .judge import Judge, JudgeSpec, resolve_template
-from .judge.providers import LocalProvider, OpenAIProvider, Provider
+from .evaluator.loading import load_evaluator
+from .evaluator.registry import Registry
 from .judge.runner import Outcome, RateLimiter, run_judge
 from .judge.types import Question
+from .judges import build_judge, judge_spec, make_provider
 from .settings import ProjectConfig, Settings
 from .store import Store
-
-
-def make_provider(config: ProjectConfig, settings: Settings) -> Provider:
-    if config.provider == "local":
-        return LocalProvider(config.model, cache_dir=settings.model_dir / "cache")
-    return OpenAIProvider(config.model, api_key=settings.openai_api_key, base_url=settings.openai_base_url,
-                          timeout=settings.request_timeout, max_retries=settings.max_retries)
 
 
 def label_dataframe(df: pd.DataFrame, *, prompt: str | None = None, metric: str | None = None,
                     labels: Sequence[str] = ("Pass", "Fail"), provider: str | None = None,
                     model: str | None = None, temperature: float | None = None, rationale: bool = True,
                     concurrency: int = 8, rpm: float | None = None, tpm: float | None = None,
-                    cache: Store | str | Path | None = None, prefix: str = "judge_") -> pd.DataFrame:
+                    cache: Store | str | Path | None = None, prefix: str = "judge_",
+                    settings: Settings | None = None) -> pd.DataFrame:
     """A copy of ``df`` with ``judge_label``, ``judge_score``, ``judge_score_method`` (how the score was
     read: renormalized over the labels, or the answer's own token probability), ``judge_rationale``
     and ``judge_error`` columns. Each row's columns are the template's fields ({input}, {output}, {context}, ...)."""
-    settings = Settings.from_env()
+    settings = settings or Settings.from_env()
     params = {k: v for k, v in {"provider": provider, "model": model, "prompt": prompt, "metric": metric,
                                 "temperature": temperature}.items() if v is not None}
     config = ProjectConfig.resolve(settings, params)
-    spec = JudgeSpec(resolve_template(config.prompt, config.metric), config.provider, config.model,
-                     temperature=config.temperature, max_tokens=config.max_tokens, rationale=rationale,
-                     questions=(Question("label", "single", tuple(labels)),))
-    judge = Judge(spec, make_provider(config, settings), input_keys=list(df.columns),
-                  max_field_chars=settings.max_field_chars)
+    spec = judge_spec(config, (Question("label", "single", tuple(labels)),), rationale=rationale)
+    judge = build_judge(spec, make_provider(config, settings), list(df.columns), settings)
     store = cache if isinstance(cache, Store) or cache is None else Store(cache)
     out = df.copy()
     cols = {name: [None] * len(df) for name in ("label", "score", "score_method", "rationale", "error")}
@@ -79,38 +71,16 @@ def score_dataframe(df: pd.DataFrame, *, model: str | Path, project: int | str |
     """A copy of ``df`` with the evaluator's 0..1 score per row (input/output/context/... columns; for a
     pairwise evaluator, response_a/response_b and the conversation, scored as P(A is better)).
     ``model`` is a model directory, or a version (``evaluator-0003``) of ``project``'s registry."""
-    import json as _json
-
-    from .evaluator.data import InputSpec
-    from .evaluator.registry import Registry
-    from .evaluator.scorer import Scorer
-
     path = Path(model)
     if not path.is_dir():
         if project is None:
             raise FileNotFoundError(f"{model} is not a model directory; give project= to look it up by version")
-        root = Path(model_dir) if model_dir is not None else Settings.from_env().model_dir
-        path = Registry(root / "evaluators", str(project)).path(str(model))
-    manifest = _json.loads((path / "manifest.json").read_text()) if (path / "manifest.json").exists() else {}
-    records = [{k: v for k, v in rec.items() if not _missing(v)} for rec in df.to_dict("records")]
-    inputs = manifest.get("input", {})
-    if manifest.get("kind") == "reward":  # a pairwise evaluator: P(response A is better than B)
-        from .evaluator.reward import RewardScorer
-
-        a_key, b_key = inputs["a"], inputs["b"]
-        missing = [k for k in (a_key, b_key) if k not in df.columns]
-        if missing:
-            raise ValueError(f"a pairwise evaluator needs the columns {a_key} and {b_key}; missing: {', '.join(missing)}")
-        scores = RewardScorer(path).prefer_rows(records, a_key, b_key, inputs.get("text_b", ()), batch_size)
-    else:
-        spec = InputSpec(text_a=tuple(inputs.get("text_a", ("output",))),
-                         text_b=tuple(inputs.get("text_b", ("input", "context"))))
-        if not any(k in df.columns for k in spec.text_a):
-            raise ValueError(f"the evaluator reads the column(s) {', '.join(spec.text_a)} (and {', '.join(spec.text_b)} "
-                             f"as context); the data has none of {', '.join(spec.text_a)} "
-                             f"(its columns: {', '.join(map(str, df.columns[:20]))})")
-        pairs = [spec.pair(r) for r in records]
-        scores = Scorer(path).score([a for a, _ in pairs], [b for _, b in pairs], batch_size=batch_size)
+        root = Path(model_dir) / "evaluators" if model_dir is not None else Settings.from_env().evaluators_dir
+        path = Registry(root, str(project)).path(str(model))
+    evaluator = load_evaluator(path)
+    evaluator.check_columns(list(df.columns))
+    scores = evaluator.score([{k: v for k, v in rec.items() if not _missing(v)} for rec in df.to_dict("records")],
+                             batch_size)
     out = df.copy()
     out[column] = scores
     return out

@@ -159,8 +159,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .server import create_app
-    from .settings import ConfigError, Settings
+    from ..http import create_app
+    from ..settings import ConfigError, Settings
 
     try:
         settings = Settings.from_env()
@@ -187,7 +187,3 @@ def _serve(args: argparse.Namespace) -> int:
 
     _App().run()
     return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -20,11 +20,14 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
 
-from .backend import LabelJudgeBackend, ProjectState
-from .judge.pricing import cost as price
-from .judge.runner import Outcome, RateLimiter, run_judge
-from .labelstudio import LabelStudioAPI
-from .settings import parse_extra_params
+from ..judge.runner import Outcome, RateLimiter, run_judge
+from ..labelstudio import LabelStudioAPI
+from ..labelstudio.config import parse_label_config
+from ..labelstudio.sync import sync_annotations
+from ..predict import prediction_for, record_positions
+from ..projects import ProjectState
+from ..services import Services
+from ..settings import parse_extra_params
 
 log = logging.getLogger(__name__)
 BATCH_DISCOUNT = 0.5  # OpenAI's Batch API bills half the live price
@@ -60,11 +63,11 @@ class LabelSummary:
 ProgressFn = Callable[[LabelSummary, int], None]  # (summary so far, tasks to do)
 
 
-def resolve_state(backend: LabelJudgeBackend, api: LabelStudioAPI, project: int,
-                  overrides: dict | None = None) -> ProjectState:
+def resolve_state(services: Services, api: LabelStudioAPI, project: int,
+                  overrides: dict | None = None, label_config: str | None = None) -> ProjectState:
     """The same configuration Label Studio's own calls use: the project's label config and the
     connected backend's extra_params (plus CLI overrides), so both agree on the version."""
-    label_config = api.client.projects.get(id=project).label_config
+    label_config = label_config if label_config is not None else api.label_config(project)
     params: dict = {}
     for ml in api.backends(project):
         raw = ml.extra_params
@@ -74,22 +77,22 @@ def resolve_state(backend: LabelJudgeBackend, api: LabelStudioAPI, project: int,
     run_only = {k: v for k, v in (overrides or {}).items() if v is not None}
     params.update(run_only)
     # overrides are for this run: the project's stored config (what /predict serves) stays as it is
-    return backend.setup(project, label_config, params, remember=not run_only)
+    return services.projects.setup(project, label_config, params, remember=not run_only)
 
 
 def one_run_per_project(label: Callable[..., LabelSummary]) -> Callable[..., LabelSummary]:
     """Two runs on one project at once (a CLI run beside a job of the backend, sharing MODEL_DIR)
     would both see the same tasks as undone and both write them: the second raises Busy instead."""
     @functools.wraps(label)
-    def guarded(backend: LabelJudgeBackend, api: LabelStudioAPI, project: int, **kwargs: Any) -> LabelSummary:
-        with backend.store.lease(f"label:{project}", f"labeling project {project}"):
-            return label(backend, api, project, **kwargs)
+    def guarded(services: Services, api: LabelStudioAPI, project: int, **kwargs: Any) -> LabelSummary:
+        with services.store.lease(f"label:{project}", f"labeling project {project}"):
+            return label(services, api, project, **kwargs)
 
     return guarded
 
 
 @one_run_per_project
-def label_project(backend: LabelJudgeBackend, api: LabelStudioAPI, project: int, *,
+def label_project(services: Services, api: LabelStudioAPI, project: int, *,
                   overrides: dict | None = None, sample: int | None = None, concurrency: int = 8,
                   rpm: float | None = None, tpm: float | None = None, batch_size: int = 500,
                   max_wait: float = 2.0, batch_api: bool = False, poll_interval: float = 30.0,
@@ -101,19 +104,19 @@ def label_project(backend: LabelJudgeBackend, api: LabelStudioAPI, project: int,
     are written; a re-run continues with the tasks left)."""
     t0 = time.time()
     stop = stop if stop is not None else threading.Event()
-    from .sync import resync_project
-
-    resync_project(api, backend.store, project)  # few-shot pool = Label Studio's current annotations
-    backend.labels_changed(str(project))
-    state = resolve_state(backend, api, project, overrides)
+    # one export: the few-shot pool (Label Studio's current annotations) and what is left to label
+    label_config = api.label_config(project)
+    listed = api.project_tasks(project, with_predictions=True)
+    sync_annotations(services.store, project, parse_label_config(label_config), [t for t in listed if t["annotations"]])
+    services.projects.labels_changed(str(project))
+    state = resolve_state(services, api, project, overrides, label_config)
     version = state.judge.version  # bulk labeling is the judge's work, whatever /predict serves
     pid = str(project)
-    listed = api.project_tasks(project, with_predictions=True)
     tasks = {t["id"]: t["data"] for t in listed}
     done = {t["id"] for t in listed if any(p["model_version"] == version for p in t["predictions"])}
     chosen = list(tasks) if task_ids is None else [t for t in dict.fromkeys(task_ids) if t in tasks]
     if sample:
-        from .judge.embeddings import diverse_sample
+        from ..judge.embeddings import diverse_sample
 
         ids = sorted(tasks)
         texts = [state.judge.render(tasks[i])[0] if _renders(state, tasks[i]) else str(tasks[i]) for i in ids]
@@ -146,11 +149,11 @@ def label_project(backend: LabelJudgeBackend, api: LabelStudioAPI, project: int,
             batch, ledger = item
             try:
                 if batch:
-                    api.client.projects.import_predictions(id=project, request=batch)
+                    api.import_predictions(project, batch)
                     for p in batch:
-                        backend.store.clear_failure(pid, p["task"], version)
+                        services.store.clear_failure(pid, p["task"], version)
                 if ledger:  # one ledger write per batch, not per task
-                    backend.store.add_ledger(pid, version, model, **{k: (int(v) if k != "cost" else v)
+                    services.store.add_ledger(pid, version, model, **{k: (int(v) if k != "cost" else v)
                                                                      for k, v in ledger.items()})
             except BaseException as exc:  # surfaced after the run; the tasks stay unwritten -> next run
                 write_errors.append(exc)
@@ -173,7 +176,7 @@ def label_project(backend: LabelJudgeBackend, api: LabelStudioAPI, project: int,
         with lock:
             usage = o.verdict.usage if o.verdict is not None else None
             if usage is not None and not o.cached:
-                c = price(model, usage.tokens_in, usage.tokens_out) * (BATCH_DISCOUNT if batch_api else 1.0)
+                c = services.settings.cost(model, usage.tokens_in, usage.tokens_out) * (BATCH_DISCOUNT if batch_api else 1.0)
                 summary.tokens_in += usage.tokens_in
                 summary.tokens_out += usage.tokens_out
                 summary.cost += c
@@ -182,8 +185,8 @@ def label_project(backend: LabelJudgeBackend, api: LabelStudioAPI, project: int,
                 summary.cached += 1
                 count(cache_hits=1)
             if o.verdict is not None:
-                backend.record_positions(state, o.key, o.verdict)
-            prediction = backend.prediction_for(state, o.verdict) if o.verdict is not None else []
+                record_positions(services.store, state, o.key, o.verdict)
+            prediction = prediction_for(state, o.verdict) if o.verdict is not None else []
             if prediction:
                 if not buffer:
                     oldest[0] = time.monotonic()
@@ -195,7 +198,7 @@ def label_project(backend: LabelJudgeBackend, api: LabelStudioAPI, project: int,
                 reason = o.error or "no usable answer"
                 summary.failed += 1
                 summary.failures.append({"task": o.key, "reason": reason})
-                backend.store.record_failure(pid, o.key, version, reason)
+                services.store.record_failure(pid, o.key, version, reason)
                 count(failures=1)
             summary.judging_seconds = time.time() - t_run
             if max_cost is not None and summary.cost >= max_cost and not stop.is_set():
@@ -209,14 +212,14 @@ def label_project(backend: LabelJudgeBackend, api: LabelStudioAPI, project: int,
     t_run = time.time()
     try:
         if batch_api:
-            from .judge.batch import run_batch
+            from ..judge.batch import run_batch
 
             run_batch(state.judge, ((t, tasks[t]) for t in todo), on_outcome, scope=f"{pid}:{version}",
-                      store=backend.store, cache=backend.store, poll_interval=poll_interval,
+                      store=services.store, cache=services.store, poll_interval=poll_interval,
                       progress=batch_progress, stop=stop)
         else:
             run_judge(state.judge, ((t, tasks[t]) for t in todo), on_outcome, concurrency=concurrency,
-                      cache=backend.store, limiter=RateLimiter(rpm, tpm), stop=stop, use_async=use_async)
+                      cache=services.store, limiter=RateLimiter(rpm, tpm), stop=stop, use_async=use_async)
     finally:
         with lock:
             flush()

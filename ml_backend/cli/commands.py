@@ -1,4 +1,4 @@
-"""The project commands of the CLI: label, sync, report, prompt, prompts."""
+"""The CLI's commands: each builds the services from the settings (flags first) and runs a workflow."""
 from __future__ import annotations
 
 import argparse
@@ -12,77 +12,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .backend import LabelJudgeBackend
-from .judge.providers import scrub
-from .labelstudio import LabelStudioAPI
-from .redact import redact
-from .settings import ConfigError, Settings
-
-
-_json_out = None
-
-
-def json_stdout():
-    """Where a --json command writes its one document: the real stdout, which library chatter (an
-    onnxruntime print, a warning) cannot reach while the command runs (see ``quiet_stdout``)."""
-    return _json_out or sys.stdout
-
-
-class quiet_stdout:
-    """For --json commands: file descriptor 1 points at stderr while the command runs, so whatever a
-    library prints (C extensions included) lands there; the JSON goes to the saved real stdout."""
-
-    def __enter__(self):
-        global _json_out
-        sys.stdout.flush()
-        self._saved = os.dup(1)
-        os.dup2(2, 1)
-        _json_out = os.fdopen(os.dup(self._saved), "w")
-        self._py = sys.stdout
-        sys.stdout = sys.stderr
-        return self
-
-    def __exit__(self, *exc) -> None:
-        global _json_out
-        sys.stdout = self._py
-        sys.stdout.flush()
-        os.dup2(self._saved, 1)
-        os.close(self._saved)
-        _json_out.close()
-        _json_out = None
-
-
-class UserError(Exception):
-    """Something the user must fix; printed without a traceback."""
-
-
-def emit_json(value: object) -> None:
-    """The one JSON document a --json command leaves on stdout (see quiet_stdout)."""
-    stream = json_stdout()
-    stream.write(json.dumps(value, default=str) + "\n")
-    stream.flush()
-
-
-def user_message(exc: BaseException) -> str | None:
-    """The one line to print for an error the user can fix (exit status 2), or None for our own bug."""
-    import httpx
-    from label_studio_sdk.core.api_error import ApiError
-
-    from .io import TableError
-    from .labelstudio import describe_error
-    from .store import Busy
-
-    if isinstance(exc, (UserError, TableError, ConfigError, Busy)):
-        return redact(str(exc))
-    if isinstance(exc, (ApiError, httpx.HTTPError)):
-        return redact(describe_error(exc))
-    if isinstance(exc, (FileNotFoundError, IsADirectoryError, PermissionError)):
-        return f"cannot read {exc.filename}: {exc.strerror}"
-    if isinstance(exc, UnicodeDecodeError):
-        return f"a file is not UTF-8 text: {exc.reason}"
-    if isinstance(exc, json.JSONDecodeError):
-        return f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-    return None
+from ..labelstudio import LabelStudioAPI
+from ..redact import redact
+from ..services import Services
+from ..settings import ConfigError, Settings
+from .output import UserError, emit_json, quiet_stdout, user_message  # noqa: F401  (main uses them from here)
 
 
 def settings_for(args: argparse.Namespace) -> Settings:
@@ -108,21 +42,21 @@ def settings_for(args: argparse.Namespace) -> Settings:
     return settings
 
 
-def _context(args: argparse.Namespace) -> tuple[Settings, LabelJudgeBackend, LabelStudioAPI]:
+def _context(args: argparse.Namespace) -> tuple[Settings, Services, LabelStudioAPI]:
     settings = settings_for(args)
     if not args.url or not args.api_key:
         raise UserError("set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY (or --url / --api-key), or start the demo "
                         "with labeljudge quickstart")
     # --url / --api-key win over the environment everywhere, training's own client included
     settings = replace(settings, label_studio_url=args.url, label_studio_api_key=args.api_key)
-    scrub("", (args.api_key,))  # registered as a secret: no message below can show it
-    return settings, LabelJudgeBackend(settings), LabelStudioAPI(args.url, args.api_key)
+    services = Services.build(settings)  # registers the secrets: no message below can show them
+    return settings, services, services.require_labelstudio("this command")
 
 
 def label(args: argparse.Namespace) -> int:
-    from .labeling import label_project
+    from ..workflows.labeling import label_project
 
-    settings, backend, api = _context(args)
+    settings, services, api = _context(args)
     overrides = {"metric": args.metric, "model": args.model}
     if args.prompt:
         overrides["prompt"] = Path(args.prompt).read_text()
@@ -148,13 +82,12 @@ def label(args: argparse.Namespace) -> int:
 
     previous = signal.signal(signal.SIGINT, interrupt)
     try:
-        summary = label_project(backend, api, args.project, overrides=overrides, sample=args.sample,
+        summary = label_project(services, api, args.project, overrides=overrides, sample=args.sample,
                                 concurrency=args.concurrency, rpm=args.rpm, tpm=args.tpm,
                                 batch_size=args.batch_size, progress=progress, stop=stop,
                                 batch_api=args.batch_api, poll_interval=args.poll_interval,
                                 batch_progress=batch_progress, max_cost=args.max_cost)
     except Exception as exc:
-        scrub("", (settings.openai_api_key, args.api_key))  # registered: every message below is redacted
         raise UserError(user_message(exc) or f"{type(exc).__name__}: {redact(str(exc))}") from None
     finally:
         signal.signal(signal.SIGINT, previous)
@@ -175,10 +108,10 @@ def label(args: argparse.Namespace) -> int:
 
 
 def sync(args: argparse.Namespace) -> int:
-    from .sync import resync_project
+    from ..workflows.learning import resync
 
-    _, backend, api = _context(args)
-    print(json.dumps(resync_project(api, backend.store, args.project)))
+    _, services, _ = _context(args)
+    print(json.dumps(resync(services, args.project)))
     return 0
 
 
@@ -191,11 +124,11 @@ def review_queue(args: argparse.Namespace) -> int:
 
 
 def report(args: argparse.Namespace) -> int:
-    from .quality.html import render_html
-    from .reporting import project_report
+    from ..quality.html import render_html
+    from ..workflows.reporting import project_report
 
-    _, backend, api = _context(args)
-    rep = project_report(api, backend.store, args.project)
+    _, services, api = _context(args)
+    rep = project_report(api, services.store, args.project)
     if args.out:
         Path(args.out).write_text(render_html(rep, title=f"LabelJudge report: project {args.project}"))
     if args.json:
@@ -204,7 +137,7 @@ def report(args: argparse.Namespace) -> int:
     print(f"project {args.project}: {rep['n_reference']} of {rep['n_tasks']} tasks have a human reference "
           f"({rep['reference']}); control {rep['primary_control']}")
     if not rep["versions"]:
-        from .quality.html import next_steps
+        from ..quality.html import next_steps
 
         print(f"next: {next_steps(rep)}")
         return 0
@@ -228,12 +161,12 @@ def _f(x) -> str:
 
 
 def prompt(args: argparse.Namespace) -> int:
-    _, backend, api = _context(args)
+    _, services, api = _context(args)
     backends = api.backends(args.project)
     if not backends:
         raise UserError(f"project {args.project} has no connected backend: connect LabelJudge first")
     ml = backends[0]
-    from .settings import parse_extra_params
+    from ..settings import parse_extra_params
 
     params = parse_extra_params(ml.extra_params)
     if args.action == "show":
@@ -247,9 +180,9 @@ def prompt(args: argparse.Namespace) -> int:
     else:
         params["metric"] = args.metric
         params.pop("prompt", None)
-    label_config = api.client.projects.get(id=args.project).label_config
+    label_config = api.label_config(args.project)
     try:
-        state = backend.setup(args.project, label_config, params)  # validate before changing Label Studio
+        state = services.projects.setup(args.project, label_config, params)  # validate before changing Label Studio
     except Exception as exc:
         raise UserError(f"prompt rejected: {exc}") from None
     api.set_extra_params(args.project, ml.id, ml.url, params)
@@ -258,13 +191,13 @@ def prompt(args: argparse.Namespace) -> int:
 
 
 def prompts(args: argparse.Namespace) -> int:
-    from .reporting import project_report
+    from ..workflows.reporting import project_report
 
-    _, backend, api = _context(args)
-    rep = project_report(api, backend.store, args.project)
+    _, services, api = _context(args)
+    rep = project_report(api, services.store, args.project)
     scores = {v["model_version"]: v for v in rep["versions"]}
     rows = []
-    for v in backend.store.versions(str(args.project)):
+    for v in services.store.versions(str(args.project)):
         m = scores.get(v["version"], {})
         rows.append({"model_version": v["version"], "accuracy": m.get("accuracy"), "n": m.get("n", 0),
                      "ci_low": m.get("ci_low"), "ci_high": m.get("ci_high"), **v["spec"]})
@@ -280,11 +213,11 @@ def prompts(args: argparse.Namespace) -> int:
 
 
 def import_(args: argparse.Namespace) -> int:
-    from .io import read_table, rows_to_tasks
+    from ..io import read_table, rows_to_tasks
 
     _, _, api = _context(args)
     if args.format == "labelbox":
-        from .conversations import labelbox_to_tasks
+        from ..conversations import labelbox_to_tasks
 
         tasks = labelbox_to_tasks(json.loads(Path(args.file).read_text()))
     else:
@@ -295,7 +228,7 @@ def import_(args: argparse.Namespace) -> int:
             raise UserError("give --project to import into, or --config to create a project")
         config = Path(args.config)
         if not config.exists():
-            config = Path(__file__).resolve().parents[1] / "label_configs" / f"{args.config}.xml"
+            config = Path(__file__).resolve().parents[2] / "label_configs" / f"{args.config}.xml"
         project = api.create_project(args.title or Path(args.file).stem, config.read_text())
     ids = api.import_tasks(project, tasks)
     print(json.dumps({"project": project, "imported": len(ids) or len(tasks)}))
@@ -303,14 +236,14 @@ def import_(args: argparse.Namespace) -> int:
 
 
 def export(args: argparse.Namespace) -> int:
-    from .io import records_to_frame, write_table
-    from .reporting import project_records, project_schema
+    from ..io import records_to_frame, write_table
+    from ..workflows.reporting import project_records, project_schema
 
     _, _, api = _context(args)
     schema = project_schema(api, args.project)
     tasks, controls = project_records(api, args.project, schema)
     if args.preferences:
-        from .conversations import preference_records
+        from ..conversations import preference_records
 
         pair = schema.pair_fields()
         if pair is None:
@@ -328,9 +261,9 @@ def export(args: argparse.Namespace) -> int:
 
 
 def train(args: argparse.Namespace) -> int:
-    from .training import train_project
+    from ..workflows.training import train_project
 
-    settings, backend, _ = _context(args)
+    settings, services, _ = _context(args)
     bar = tqdm(desc="training", unit="epoch", disable=args.json and not sys.stderr.isatty())
 
     def progress(row: dict) -> None:
@@ -338,9 +271,9 @@ def train(args: argparse.Namespace) -> int:
         bar.set_postfix(train_loss=f"{row['train_loss']:.3f}", val_acc=row["val_accuracy"])
 
     try:
-        result = train_project(backend, args.project, progress=progress)
+        result = train_project(services, args.project, progress=progress)
     except (RuntimeError, ValueError) as exc:
-        raise UserError(scrub(str(exc), (settings.openai_api_key, args.api_key))) from None
+        raise UserError(redact(str(exc))) from None
     finally:
         bar.close()
     if args.json:
@@ -354,10 +287,10 @@ def train(args: argparse.Namespace) -> int:
 
 
 def evaluators(args: argparse.Namespace) -> int:
-    from .evaluator.registry import Registry
+    from ..evaluator.registry import Registry
 
     settings = settings_for(args)
-    registry = Registry(settings.model_dir / "evaluators", str(args.project))
+    registry = Registry(settings.evaluators_dir, str(args.project))
     try:
         if args.rollback:
             print(f"now serving {registry.rollback()}")
@@ -391,8 +324,8 @@ def evaluators(args: argparse.Namespace) -> int:
 
 
 def evaluate(args: argparse.Namespace) -> int:
-    from .api import score_dataframe
-    from .io import read_table, write_table
+    from ..dataframe import score_dataframe
+    from ..io import read_table, write_table
 
     df = read_table(args.data)
     try:
@@ -414,10 +347,10 @@ def worker(args: argparse.Namespace) -> int:
     from redis import Redis
     from rq import Queue, Worker
 
-    from .store import Store
-    from .training import reap_dead_jobs
+    from ..store import Store
+    from ..workflows.training import reap_dead_jobs
 
-    reaped = reap_dead_jobs(Store(settings.model_dir / "labeljudge.sqlite3"))
+    reaped = reap_dead_jobs(Store(settings.store_path))
     if reaped:
         print(f"marked training jobs {reaped} failed: their worker died mid-run", file=sys.stderr)
     conn = Redis.from_url(settings.redis_url)

@@ -10,7 +10,7 @@ import logging
 import threading
 from typing import Callable
 
-from .store import Store
+from ..store import Store
 
 log = logging.getLogger(__name__)
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import httpx
 from tqdm import tqdm
 
-from .labelstudio import LabelStudioAPI
-from .lsserver import LocalLabelStudio, find_ls_venv
+from ..labelstudio import LabelStudioAPI
+from ..labelstudio.local import LocalLabelStudio, find_ls_venv
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "label_configs"
 BATCH = 4  # tasks per /predict call: the local judge takes ~3-5 s a task, Label Studio waits 100 s
 HALUEVAL_TASKS = 200
@@ -125,8 +125,7 @@ def run_quickstart(config: str, home: Path, *, ls_port: int, port: int) -> int:
     with tqdm(total=len(task_ids), initial=len(task_ids) - len(todo), desc="pre-labeling", unit="task") as bar:
         for i in range(0, len(todo), BATCH):
             chunk = todo[i:i + BATCH]
-            api.client.actions.create(id="retrieve_tasks_predictions", project=project,
-                                      selected_items={"all": False, "included": chunk})
+            api.retrieve_predictions(project, chunk)
             bar.update(len(chunk))
     done = {int(p.task) for p in api.predictions(project)}
     missing = len([t for t in task_ids if t not in done])
@@ -142,7 +141,7 @@ def halueval_tasks(n: int, reference_user: int | None = None) -> list[dict]:
     """HaluEval dialogue items as tasks. With ``reference_user``, every other one carries the dataset's
     own label as a ground-truth annotation by that clearly named user, so the demo's report scores the
     judge and Start Training has labels on the first run (the rest is left for people to label)."""
-    from .datasets import halueval_rows
+    from ..datasets import halueval_rows
 
     df = halueval_rows("dialogue", n, seed=7)
     tasks = []

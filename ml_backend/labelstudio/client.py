@@ -1,4 +1,4 @@
-"""The only module that talks to Label Studio's API (through label-studio-sdk 2.x)."""
+"""Every call to Label Studio's API (through label-studio-sdk 2.x): nothing outside this package calls it."""
 from __future__ import annotations
 
 import json
@@ -31,6 +31,19 @@ def describe_error(exc: BaseException) -> str:
     if isinstance(exc, httpx.TimeoutException):
         return "Label Studio did not answer in time"
     return f"{type(exc).__name__}: {exc}"[:300]
+
+
+def is_access_error(exc: BaseException) -> bool:
+    """Whether Label Studio refused access to what was asked (no such project, no permission): the
+    user's to fix, not a failure of ours."""
+    return isinstance(exc, ApiError) and exc.status_code in (401, 403, 404)
+
+
+def is_labelstudio_error(exc: BaseException) -> bool:
+    """An error from Label Studio or from reaching it (an answer with an error status, a network error)."""
+    import httpx
+
+    return isinstance(exc, (ApiError, httpx.HTTPError))
 
 
 class LabelStudioAPI:
@@ -121,10 +134,18 @@ class LabelStudioAPI:
     def backends(self, project: int) -> list[Any]:
         return list(self.client.ml.list(project=project))
 
-    def retrieve_predictions(self, project: int) -> None:
-        """The Data Manager's "Retrieve predictions" action on every task (goes through /predict)."""
-        self.client.actions.create(id="retrieve_tasks_predictions", project=project,
-                                   selected_items={"all": True, "excluded": []})
+    def retrieve_predictions(self, project: int, task_ids: list[int] | None = None) -> None:
+        """The Data Manager's "Retrieve predictions" action (goes through /predict): on every task, or
+        on ``task_ids``."""
+        selected = {"all": True, "excluded": []} if task_ids is None else {"all": False, "included": task_ids}
+        self.client.actions.create(id="retrieve_tasks_predictions", project=project, selected_items=selected)
+
+    def label_config(self, project: int) -> str:
+        return self.client.projects.get(id=project).label_config
+
+    def import_predictions(self, project: int, predictions: list[dict]) -> None:
+        """Write predictions ({"task", "result", "model_version", "score"}) in one request."""
+        self.client.projects.import_predictions(id=project, request=predictions)
 
     def ensure_user(self, email: str, **fields: str) -> int:
         """The id of the Label Studio user with ``email``, created (without a password: nobody logs in

@@ -15,7 +15,7 @@ from typing import Any, Iterable
 
 from label_studio_sdk.label_interface import LabelInterface
 
-from .judge.types import Question, Verdict
+from ..judge.types import Question, Verdict
 
 log = logging.getLogger(__name__)
 

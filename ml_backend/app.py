@@ -1,0 +1,143 @@
+"""The composition root: ``build(settings)`` wires the shared services to the predict path, the learn
+path (webhook events, training) and labeling jobs. No logic lives here: each method hands the call to
+the object that owns it, so the HTTP layer and the tests have one handle with the shape of Label
+Studio's own ML backend class (``setup`` / ``predict`` / ``fit``).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Sequence
+
+from .events.worker import EventWorker
+from .judge.providers import Provider
+from .judge.types import Example, Verdict
+from .labelstudio.config import TaskSchema
+from .predict import Predictor, prediction_for, record_positions
+from .projects import ProjectState
+from .serving import ServedEvaluator
+from .services import Services
+from .settings import ProjectConfig, Settings
+from .store import Store
+from .warmup import resolve_transformers
+from .workflows.label_jobs import LabelJobs
+from .workflows.learning import Learner, resync
+from .workflows.training import TrainingScheduler
+
+log = logging.getLogger(__name__)
+
+
+class LabelJudgeBackend(Services):
+    """Services plus the paths that run in a server process: the predictor, the event worker, the
+    training scheduler and labeling jobs."""
+
+    def __init__(self, settings: Settings, store: Store | None = None) -> None:
+        built = Services.build(settings, store)
+        super().__init__(built.settings, built.store, built.providers, built.evaluators, built.projects)
+        self.started_at = time.time()
+        self.trainer = TrainingScheduler(self)
+        self.learner = Learner(self, self.trainer, reread=lambda project: self.resync(project))
+        self.label_jobs = LabelJobs(self)
+        self.predictor = Predictor(settings, self.store, self.projects, claimed=self.label_jobs.claimed,
+                                   hand_over=self.label_jobs.hand_over)
+        self.worker = EventWorker(self.store, self.handle_events)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def start(self) -> None:
+        self.worker.start()
+        provider = None
+        if self.settings.preload_model and self.settings.judge_provider == "local":
+            provider = self.providers.get(ProjectConfig.resolve(self.settings))
+        threading.Thread(target=_preload, args=(provider,), name="labeljudge-preload", daemon=True).start()
+
+    # -- projects --------------------------------------------------------------------------------
+    def setup(self, project: Any, label_config: str, extra_params: Any = None, *,
+              remember: bool = True) -> ProjectState:
+        return self.projects.setup(project, label_config, extra_params, remember=remember)
+
+    def state(self, project: Any, label_config: str | None = None) -> ProjectState:
+        return self.projects.state(project, label_config)
+
+    def examples(self, pid: str, schema: TaskSchema) -> tuple[Example, ...]:
+        return self.projects.examples(pid, schema)
+
+    def labels_changed(self, pid: str) -> None:
+        self.projects.labels_changed(pid)
+
+    def register_provider(self, provider_name: str, model: str, provider: Provider) -> None:
+        self.providers.register(provider_name, model, provider)
+
+    def provider(self, config: ProjectConfig) -> Provider:
+        return self.providers.get(config)
+
+    def registry(self, pid: str):
+        return self.evaluators.registry(pid)
+
+    def evaluator_for(self, pid: str, schema: TaskSchema) -> ServedEvaluator | None:
+        return self.evaluators.for_project(pid, schema)
+
+    def evaluator_changed(self, pid: str) -> None:
+        self.evaluators.changed(pid)
+
+    def versions(self) -> dict:
+        live = self.projects.live_versions()
+        return {"projects": [{**p, "model_version": live.get(p["project_id"], p["model_version"])}
+                             for p in self.store.projects()]}
+
+    # -- predict ---------------------------------------------------------------------------------
+    def predict(self, tasks: Sequence[dict], *, project: Any, label_config: str | None = None,
+                context: dict | None = None) -> list[dict | list]:
+        return self.predictor.predict(tasks, project=project, label_config=label_config, context=context)
+
+    def prediction_for(self, state: ProjectState, verdict: Verdict, version: str | None = None) -> dict | list:
+        return prediction_for(state, verdict, version)
+
+    def record_positions(self, state: ProjectState, task_id: Any, verdict: Verdict) -> None:
+        record_positions(self.store, state, task_id, verdict)
+
+    # -- learn (webhook events, run by the background worker) -------------------------------------
+    def record_event(self, payload: Any) -> int:
+        """Check and persist a webhook event and wake the worker: all /webhook does before answering."""
+        event_id = self.learner.record(payload)
+        self.worker.kick()
+        return event_id
+
+    def fit(self, event: str, data: dict, **kwargs: Any) -> None:
+        """One event, as Label Studio's ML backend class names it; raises what handling it raised."""
+        error = self.handle_events([{"id": 0, "action": event, "payload": data}]).get(0)
+        if error:
+            raise RuntimeError(error)
+
+    def handle_events(self, events: list[dict]) -> dict[int, str | None]:
+        return self.learner.handle_events(events)
+
+    def maybe_train(self, pid: str) -> None:
+        self.learner.maybe_train(pid)
+
+    def api(self):
+        """The Label Studio gateway (None without LABEL_STUDIO_URL / LABEL_STUDIO_API_KEY)."""
+        return self.labelstudio()
+
+    def resync(self, project: int) -> dict:
+        return resync(self, project)
+
+    # -- bulk labeling ---------------------------------------------------------------------------
+    def start_label_job(self, project: int, **kwargs: Any) -> dict:
+        return self.label_jobs.start(project, **kwargs)
+
+
+def build(settings: Settings, store: Store | None = None) -> LabelJudgeBackend:
+    return LabelJudgeBackend(settings, store)
+
+
+def _preload(provider: Provider | None) -> None:
+    """In the background, so /health answers at once: transformers' imports, then the local model."""
+    resolve_transformers()
+    if provider is None:
+        return
+    try:
+        provider.load()  # type: ignore[attr-defined]
+        log.info("local model %s loaded", provider.model)
+    except Exception:
+        log.exception("preloading the local model failed; it will be retried on first use")

@@ -1,0 +1,4 @@
+"""``labeljudge``: argument parsing (``main``), the commands, and the quickstart."""
+from .main import main
+
+__all__ = ["main"]

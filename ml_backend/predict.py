@@ -1,0 +1,211 @@
+"""The predict path: judge | evaluator | cascade -> one Label Studio prediction per task, within a budget.
+
+/predict answers within PREDICT_BUDGET seconds (Label Studio gives up at 100 s): what is ready then
+(cached verdicts, the evaluator's answers, the judge calls finished in time) is returned, and the rest
+is handed over (``hand_over``, a background labeling job in the app) so no task is answered twice.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import replace
+from typing import Any, Callable, Sequence
+
+from .judge.providers import ProviderError
+from .judge.runner import looked_up
+from .judge.types import Verdict, verdict_to_dict
+from .judges import build_judge
+from .projects import ProjectState, Projects
+from .redact import redact
+from .settings import Settings
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+MAX_HINT_CHARS = 2000
+
+HandOver = Callable[[ProjectState, list[int], list[Any]], None]  # (state, task ids, calls still running)
+
+
+def interactive_hint(context: Any) -> str | None:
+    """The text an annotator typed for interactive pre-annotation: Label Studio sends it as
+    ``params.context.result`` regions (a TextArea's ``value.text``, as in its llm_interactive example)."""
+    if not isinstance(context, dict) or not isinstance(context.get("result"), list):
+        return None
+    texts = []
+    for region in context["result"]:
+        value = region.get("value") if isinstance(region, dict) else None
+        text = value.get("text") if isinstance(value, dict) else None
+        if isinstance(text, str):
+            text = [text]
+        if isinstance(text, list):
+            texts += [t.strip() for t in text if isinstance(t, str) and t.strip()]
+    hint = " ".join(texts)[:MAX_HINT_CHARS]
+    return hint or None
+
+
+def hint_controls(context: Any) -> set[str]:
+    """The controls (TextAreas) an interactive note was typed in."""
+    if not isinstance(context, dict) or not isinstance(context.get("result"), list):
+        return set()
+    return {r["from_name"] for r in context["result"] if isinstance(r, dict) and isinstance(r.get("from_name"), str)}
+
+
+def task_id_of(task: Any) -> int | None:
+    """A task's Label Studio id, or None for anything else (a preview, a malformed task)."""
+    tid = task.get("id") if isinstance(task, dict) else None
+    return tid if isinstance(tid, int) and not isinstance(tid, bool) else None
+
+
+def prediction_for(state: ProjectState, verdict: Verdict, version: str | None = None) -> dict | list:
+    """A verdict as Label Studio's prediction (result regions, model_version, score)."""
+    if not verdict.usable:
+        # An empty list is "no prediction for this task": Label Studio keeps the batch aligned,
+        # stores nothing, and asks again next time (right for a provider outage).
+        return []
+    out: dict[str, Any] = {"result": state.schema.build_result(verdict),
+                           "model_version": version or state.judge.version}
+    if verdict.score is not None:
+        out["score"] = round(verdict.score, 4)
+    return out
+
+
+def record_positions(store: Store, state: ProjectState, task_id: Any, verdict: Verdict) -> None:
+    """Pairwise: keep both orders' answers, so the report can measure position bias."""
+    if isinstance(task_id, bool) or not isinstance(task_id, (int, str)) or not (str(task_id).isascii() and str(task_id).isdigit()):
+        return  # a task without a Label Studio id (a preview, a hand-made request): nothing to key it by
+    for answer in verdict.answers.values():
+        if answer.position is not None:
+            store.add_pair_judgment(state.project_id, int(task_id), state.judge.version, answer.position)
+
+
+class Predictor:
+    """``predict(tasks, project=...)``: one entry per task, in order; a task that cannot be labeled gets
+    an empty list (an abstention, reason logged) and never fails the batch."""
+
+    def __init__(self, settings: Settings, store: Store, projects: Projects, *,
+                 claimed: Callable[[str], set[int]], hand_over: HandOver) -> None:
+        self.settings = settings
+        self.store = store
+        self.projects = projects
+        self._claimed = claimed
+        self._hand_over = hand_over
+        # judge calls of /predict in flight at once (Label Studio sends a whole selection in one request)
+        self._pool = ThreadPoolExecutor(max_workers=settings.predict_concurrency, thread_name_prefix="labeljudge-judge")
+
+    def predict(self, tasks: Sequence[dict], *, project: Any, label_config: str | None = None,
+                context: dict | None = None) -> list[dict | list]:
+        state = self.projects.state(project, label_config)
+        version = state.version
+        hint = interactive_hint(context)
+        if hint:  # an annotator's note (interactive pre-annotation): the judge, told it, for this task only
+            state, version = self._hinted(state, hint, context), f"{state.judge.version}+hint"
+        deadline = time.monotonic() + self.settings.predict_budget
+        owned = self._claimed(state.project_id)
+        free = [i for i, t in enumerate(tasks) if task_id_of(t) not in owned]
+        verdicts: list[Verdict] = [Verdict(error="being labeled by a background job") for _ in tasks]
+        if state.mode == "judge":
+            asked = free
+        else:
+            scores = state.evaluator.score([tasks[i] for i in free])
+            low, high = state.config.cascade_band
+            for i, p in zip(free, scores):
+                verdicts[i] = state.evaluator.verdict(p)
+            asked = [i for i, p in zip(free, scores) if low < p < high] if state.mode == "cascade" else []
+            self.store.add_ledger(state.project_id, version, state.config.model,
+                                  evaluator_answered=len(free) - len(asked))
+        answered, judged, late, running = self._judge_tasks(state, [tasks[i] for i in asked], deadline)
+        hits = len(asked) - len(judged) - len(late)
+        for i, v in zip(asked, answered):
+            verdicts[i] = v
+        late = [asked[i] for i in late]
+        calls = sum(v.usage.calls for v in judged)
+        if calls or hits:
+            t_in, t_out = sum(v.usage.tokens_in for v in judged), sum(v.usage.tokens_out for v in judged)
+            self.store.add_ledger(state.project_id, version, state.config.model, calls=calls, tokens_in=t_in,
+                                  tokens_out=t_out, cost=self.settings.cost(state.config.model, t_in, t_out),
+                                  cache_hits=hits, failures=sum(1 for v in judged if not v.usable))
+        late_ids = [t for t in (task_id_of(tasks[i]) for i in late) if t is not None]
+        if late_ids:
+            self._hand_over(state, late_ids, running)
+        return [prediction_for(state, v, version) for v in verdicts]
+
+    def _hinted(self, state: ProjectState, hint: str, context: Any = None) -> ProjectState:
+        """The project's judge with the annotator's note added to its prompt: its own version (cached
+        apart), answered by the judge even where an evaluator serves. Predictions never become few-shot
+        examples (only human annotations do), so a note cannot leak into other tasks."""
+        note = hint.replace("{", "{{").replace("}", "}}")
+        spec = replace(state.judge.spec, template=f"{state.judge.spec.template}\n\nA note from the annotator "
+                                                  f"for this item (take it into account): {note}")
+        judge = build_judge(spec, state.judge.provider, state.judge.input_keys, self.settings)
+        # the judge's reason must not overwrite the TextArea the note was typed in
+        schema = replace(state.schema, rationale_control=None, _regions={}) \
+            if state.schema.rationale_control in hint_controls(context) else state.schema
+        return replace(state, judge=judge, evaluator=None, schema=schema)
+
+    def _judge_tasks(self, state: ProjectState, tasks: Sequence[dict],
+                     deadline: float | None = None) -> tuple[list[Verdict], list[Verdict], list[int], list[Any]]:
+        """The judge's verdicts for ``tasks``, in order, the ones that were paid for now, and the
+        indices not judged by ``deadline`` (their verdicts are abstentions). A verdict already paid for
+        (the same judge version and task content, from an earlier /predict or a labeling run) comes
+        from the cache, so opening a task again or retrieving predictions after ``labeljudge label``
+        costs nothing; new usable ones are cached, late ones too once they finish."""
+        version = state.judge.version
+        items = [(i, t["data"]) for i, t in enumerate(tasks) if isinstance(t, dict) and isinstance(t.get("data"), dict)]
+        verdicts: list[Verdict | None] = [None] * len(tasks)
+        hashes: dict[int, str] = {}
+        for i, _, h, hit in looked_up(items, version, self.store, chunk=max(1, len(items))):
+            hashes[i], verdicts[i] = h, hit.verdict if hit is not None else None
+        todo = [i for i, v in enumerate(verdicts) if v is None]
+        futures = {i: self._pool.submit(self._judge_one, state, tasks[i]) for i in todo}
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        wait(list(futures.values()), timeout=remaining)
+        late = [i for i in todo if not futures[i].done()]
+        running = []
+        for i in late:
+            future = futures[i]
+            if not future.cancel():  # already running: let it finish and cache, so nothing is paid twice
+                cached = threading.Event()
+                future.add_done_callback(functools.partial(self._cache_late, version, hashes.get(i), cached))
+                running.append(cached)
+            verdicts[i] = Verdict(error="not judged within the /predict budget")
+        late_set = set(late)
+        finished = [i for i in todo if i not in late_set]  # done when the budget was checked
+        for i in finished:
+            verdicts[i] = futures[i].result()
+        judged = [verdicts[i] for i in finished]
+        fresh = [(hashes[i], verdict_to_dict(verdicts[i])) for i in finished if i in hashes and verdicts[i].usable]
+        if fresh:
+            self.store.put_verdicts(version, fresh)
+        return verdicts, judged, late, running  # type: ignore[return-value]  # every None was filled
+
+    def _cache_late(self, version: str, content_hash: str | None, cached: threading.Event, future: Any) -> None:
+        try:
+            verdict = future.result()
+            if content_hash and verdict.usable:
+                self.store.put_verdicts(version, [(content_hash, verdict_to_dict(verdict))])
+        except Exception:
+            log.exception("caching a verdict that finished after the /predict budget failed")
+        finally:
+            cached.set()
+
+    def _judge_one(self, state: ProjectState, task: dict) -> Verdict:
+        data = task.get("data") if isinstance(task, dict) else None
+        if not isinstance(data, dict):
+            return Verdict(error="task has no data object")
+        try:
+            verdict = state.judge.judge(data)
+        except ProviderError as exc:
+            verdict = Verdict(error=redact(str(exc)))
+        except Exception as exc:  # one task's surprise is its own abstention, never the batch's failure
+            log.exception("project %s task %s: judging failed", state.project_id, task.get("id"))
+            verdict = Verdict(error=redact(f"could not judge this task: {type(exc).__name__}: {exc}"))
+        record_positions(self.store, state, task.get("id"), verdict)
+        for warning in verdict.warnings:
+            log.warning("project %s task %s: %s", state.project_id, task.get("id"), warning)
+        if verdict.error:
+            log.warning("project %s task %s: abstained: %s", state.project_id, task.get("id"), verdict.error)
+        return verdict

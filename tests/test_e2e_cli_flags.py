@@ -1,0 +1,64 @@
+"""Every project command honours --url / --api-key with nothing in the environment (no LABEL_STUDIO_*,
+no running demo): training included, which used to ask for a Label Studio client built from the
+environment and fail. Against a real Label Studio, in fresh interpreters."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import ROOT
+from .test_e2e_labelstudio import PASS_FAIL, _tasks
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def flagged(tmp_path, fake_llm, label_studio, ls_api):
+    project = ls_api.create_project("e2e flags only", PASS_FAIL)
+    ls_api.import_tasks(project, _tasks(30))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LABEL_STUDIO_", "LABELJUDGE_"))}
+    env.update(MODEL_DIR=str(tmp_path / "store"), JUDGE_PROVIDER="openai", OPENAI_BASE_URL=fake_llm.url,
+               OPENAI_API_KEY="sk-test-secret-key-123456", JUDGE_MODEL="fake-judge", PRELOAD_MODEL="false",
+               TRAIN_EPOCHS="1", TRAIN_MAX_LENGTH="64", LABELJUDGE_HOME=str(tmp_path / "no-demo-here"))
+    flags = ["--project", str(project), "--url", label_studio.url, "--api-key", label_studio.token]
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        out = subprocess.run([sys.executable, "-m", "ml_backend.cli", *args], env=env, cwd=tmp_path,
+                             capture_output=True, text=True, timeout=600)
+        assert "LABEL_STUDIO_URL" not in out.stderr, (args, out.stderr[-2000:])
+        assert label_studio.token not in out.stdout + out.stderr
+        return out
+
+    return {"run": run, "flags": flags, "project": project, "tmp": tmp_path}
+
+
+def test_every_project_command_works_with_flags_and_no_environment(flagged, ls_api):
+    run, flags, project = flagged["run"], flagged["flags"], flagged["project"]
+    label = run("label", *flags, "--json")
+    assert label.returncode == 0, label.stderr[-2000:]
+    assert json.loads(label.stdout)["labeled"] == 30
+    # humans label 27 tasks (as the fake judge did), so training has enough rows
+    preds = {p.task: p for p in ls_api.predictions(project)}
+    for task_id in sorted(preds)[:27]:
+        ls_api.client.annotations.create(id=task_id, result=preds[task_id].result, ground_truth=False)
+    sync = run("sync", *flags)
+    assert sync.returncode == 0 and json.loads(sync.stdout)["annotations"] == 27, sync.stderr[-2000:]
+    report = run("report", *flags, "--json")
+    assert report.returncode == 0 and json.loads(report.stdout)["n_reference"] == 27, report.stderr[-2000:]
+    assert run("prompt", "show", *flags).returncode == 2  # no connected backend: a clear one-line refusal
+    prompts = run("prompts", *flags, "--json")
+    assert prompts.returncode == 0 and json.loads(prompts.stdout), prompts.stderr[-2000:]
+    out = flagged["tmp"] / "export.csv"
+    export = run("export", *flags, "--out", str(out))
+    assert export.returncode == 0 and json.loads(export.stdout)["rows"] == 30, export.stderr[-2000:]
+    assert run("review-queue", *flags).returncode == 0
+    train = run("train", *flags, "--json")
+    assert train.returncode == 0, train.stderr[-3000:]
+    result = json.loads(train.stdout)
+    assert result["n_train"] + result["n_test"] >= 20 and result["version"].startswith("evaluator-")
+    evaluators = run("evaluators", *flags, "--json")
+    assert evaluators.returncode == 0 and json.loads(evaluators.stdout)["versions"], evaluators.stderr[-2000:]
