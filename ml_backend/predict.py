@@ -111,7 +111,7 @@ class Predictor:
             asked = free
         else:
             scores = state.evaluator.score([tasks[i] for i in free])
-            low, high = state.config.cascade_band
+            low, high = state.config.cascade_band or state.evaluator.band  # set by hand, else chosen in training
             for i, p in zip(free, scores):
                 verdicts[i] = state.evaluator.verdict(p)
             asked = [i for i, p in zip(free, scores) if low < p < high] if state.mode == "cascade" else []

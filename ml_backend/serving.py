@@ -8,6 +8,7 @@ import threading
 from dataclasses import dataclass
 from typing import Sequence
 
+from .evaluator.cascade import DEFAULT_BAND
 from .evaluator.loading import LoadedEvaluator, load_evaluator
 from .evaluator.registry import Registry
 from .judge.types import Answer, Verdict, pair_side
@@ -28,6 +29,7 @@ class ServedEvaluator:
     positive: str
     negative: str
     mtime: int = 0
+    band: tuple[float, float] = DEFAULT_BAND  # the cascade band its training chose (or the default)
 
     @property
     def kind(self) -> str:
@@ -70,6 +72,8 @@ class EvaluatorPool:
         if served is None:
             return None
         model.scorer  # loaded now, before it serves, not inside the first request that uses it
+        chosen = (_read_json(registry.path(version) / "metrics.json").get("cascade") or {}).get("band")
+        served.band = tuple(chosen) if chosen else DEFAULT_BAND
         served.mtime = mtime
         with self._lock:
             self._served[pid] = served  # atomic swap: requests in flight keep the old object
@@ -102,3 +106,12 @@ class EvaluatorPool:
         positive = manifest["positive"][0]
         negative = [o for o in spec.question.options if o != positive][0]
         return ServedEvaluator(version, model, manifest["control"], positive, negative)
+
+
+def _read_json(path) -> dict:
+    import json
+
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}

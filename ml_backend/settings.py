@@ -74,8 +74,9 @@ class Settings:
     serving_mode: str | None = None
     train_every: int = 50
     judge_weight: float = 0.3
-    cascade_low: float = 0.2
-    cascade_high: float = 0.8
+    cascade_low: float | None = None  # None (both): the band the evaluator's training chose from held-out labels
+    cascade_high: float | None = None
+    cascade_target: float | None = None  # the accuracy the evaluator must reach alone; None: the judge's measured one
     train_epochs: int = 4
     train_max_length: int = 256
     train_debounce: float = 2.0
@@ -163,8 +164,9 @@ class Settings:
             serving_mode=_mode(env.get("SERVING_MODE")),
             train_every=_env_num(env, "TRAIN_EVERY", 50, int),
             judge_weight=_env_num(env, "JUDGE_WEIGHT", 0.3),
-            cascade_low=_env_num(env, "CASCADE_LOW", 0.2),
-            cascade_high=_env_num(env, "CASCADE_HIGH", 0.8),
+            cascade_low=_env_num(env, "CASCADE_LOW", None) if env.get("CASCADE_LOW") else None,
+            cascade_high=_env_num(env, "CASCADE_HIGH", None) if env.get("CASCADE_HIGH") else None,
+            cascade_target=_env_num(env, "CASCADE_TARGET", None) if env.get("CASCADE_TARGET") else None,
             train_epochs=_env_num(env, "TRAIN_EPOCHS", 4, int),
             train_max_length=_env_num(env, "TRAIN_MAX_LENGTH", 256, int),
             train_debounce=_env_num(env, "TRAIN_DEBOUNCE", 2.0),
@@ -225,7 +227,8 @@ class ProjectConfig:
     mode: str | None = None  # None: cascade once an evaluator is promoted, else judge
     train_every: int = 50
     judge_weight: float = 0.3
-    cascade_band: tuple[float, float] = (0.2, 0.8)
+    cascade_band: tuple[float, float] | None = None  # None: chosen by training from held-out labels
+    cascade_target: float | None = None
     evaluator_input: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -241,7 +244,10 @@ class ProjectConfig:
             max_tokens=settings.judge_max_tokens,
             rationale=settings.judge_rationale,
             few_shot_k=settings.few_shot_k, mode=settings.serving_mode, train_every=settings.train_every,
-            judge_weight=settings.judge_weight, cascade_band=(settings.cascade_low, settings.cascade_high),
+            judge_weight=settings.judge_weight, cascade_target=settings.cascade_target,
+            cascade_band=(settings.cascade_low if settings.cascade_low is not None else 0.0,
+                          settings.cascade_high if settings.cascade_high is not None else 1.0)
+            if settings.cascade_low is not None or settings.cascade_high is not None else None,
         )
         config = base.with_params(parse_extra_params(extra_params))
         allowed = settings.allowed_models(config.provider)
@@ -272,7 +278,8 @@ class ProjectConfig:
             "metric": self.metric, "temperature": self.temperature, "max_tokens": self.max_tokens,
             "rationale": self.rationale, "control": list(self.control), "fields": dict(self.fields),
             "few_shot_k": self.few_shot_k, "mode": self.mode, "train_every": self.train_every,
-            "judge_weight": self.judge_weight, "cascade_band": list(self.cascade_band),
+            "judge_weight": self.judge_weight,
+            "cascade_band": list(self.cascade_band) if self.cascade_band else "auto", "cascade_target": self.cascade_target,
             "evaluator_input": dict(self.evaluator_input),
         }
 
@@ -285,7 +292,7 @@ _PARAM_TYPES: dict[str, type | tuple[type, ...]] = {
     "provider": str, "model": str, "prompt": str, "metric": str, "temperature": (int, float),
     "max_tokens": int, "rationale": bool, "control": (str, list), "fields": dict,
     "few_shot_k": int, "mode": str, "train_every": int, "judge_weight": (int, float),
-    "cascade_band": list, "evaluator_input": dict,
+    "cascade_band": (list, str), "cascade_target": (int, float), "evaluator_input": dict,
 }
 
 
@@ -308,9 +315,13 @@ def _coerce(key: str, value: Any) -> Any:
             return None
         if value not in MODES:
             raise ConfigError(f"extra_params['mode'] must be auto or one of {', '.join(MODES)}, got {value!r}")
+    if key == "cascade_band" and value == "auto":
+        return None
+    if key == "cascade_target" and not 0.5 <= value <= 1:
+        raise ConfigError("extra_params['cascade_target'] must be an accuracy between 0.5 and 1")
     if key == "cascade_band":
-        if len(value) != 2 or not all(isinstance(v, (int, float)) for v in value) or not 0 <= value[0] <= value[1] <= 1:
-            raise ConfigError("extra_params['cascade_band'] must be [low, high] with 0 <= low <= high <= 1")
+        if isinstance(value, str) or len(value) != 2 or not all(isinstance(v, (int, float)) for v in value) or not 0 <= value[0] <= value[1] <= 1:
+            raise ConfigError("extra_params['cascade_band'] must be \"auto\" or [low, high] with 0 <= low <= high <= 1")
         return (float(value[0]), float(value[1]))
     if key == "judge_weight" and not 0 <= value <= 1:
         raise ConfigError("extra_params['judge_weight'] must be between 0 and 1")

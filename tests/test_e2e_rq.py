@@ -77,7 +77,10 @@ def rq_project(tmp_path, ls_api, label_studio):
             env = dict(os.environ, MODEL_DIR=str(settings.model_dir), LABEL_STUDIO_URL=label_studio.url,
                        LABEL_STUDIO_API_KEY=label_studio.token, REDIS_URL=redis_url, TRAIN_EPOCHS="3",
                        TRAIN_MAX_LENGTH="64", PRELOAD_MODEL="false", JUDGE_PROVIDER="openai",
-                       OPENAI_BASE_URL=fake.url, OPENAI_API_KEY="sk-test-secret-key-123456", JUDGE_MODEL="fake-judge")
+                       OPENAI_BASE_URL=fake.url, OPENAI_API_KEY="sk-test-secret-key-123456", JUDGE_MODEL="fake-judge",
+                       # several workers on one small host: a core each, as the scaling guide says (torch's
+                       # default of every core per process makes them spin against each other)
+                       OMP_NUM_THREADS="1")
             yield {"srv": srv, "project": project, "env": env, "redis_url": redis_url}
 
 
@@ -153,3 +156,72 @@ def test_with_redis_down_webhooks_are_acknowledged_and_training_is_queued_when_i
                 queue = Queue("labeljudge", connection=Redis(port=port))
                 _wait(lambda: queue.count == 1, timeout=30, what="the run to be queued once Redis is back")
                 assert queue.jobs[0].args[0] == project
+
+
+def test_two_workers_train_two_projects_at_once_and_one_project_one_run_at_a_time(rq_project, ls_api):
+    """Start Training twice on project A and once on B, two worker processes: A's runs never overlap
+    (the second waits for the project's lease, saying so), B trains beside one of them, every run ends
+    finished, and the backend serves both projects' evaluators."""
+    srv, a, env = rq_project["srv"], rq_project["project"], rq_project["env"]
+    b = ls_api.create_project("e2e rq second project", PASS_FAIL)
+    tasks = qa_tasks(80, seed=6)
+    for t in tasks:
+        t["data"]["output"] = f"{t['data']['output']} TRUTH={t['data']['truth']}"
+    ls_api.import_tasks(b, tasks)
+    ls_api.connect_backend(b, srv.url)
+    annotate_all(ls_api, b)
+    for project in (a, a, b):
+        assert httpx.post(f"{srv.url}/webhook", json={"action": "START_TRAINING", "project": {"id": project}}).status_code == 201
+    _wait(lambda: len(httpx.get(f"{srv.url}/jobs?kind=train").json()["jobs"]) == 3, what="three queued runs")
+    workers = [worker(env), worker(env)]
+    seen_waiting = False
+    deadline = time.time() + 900
+    while any(w.poll() is None for w in workers) and time.time() < deadline:
+        jobs = httpx.get(f"{srv.url}/jobs?kind=train").json()["jobs"]
+        seen_waiting |= any("waiting_for" in (j["progress"] or {}) for j in jobs)
+        time.sleep(0.3)
+    for w in workers:
+        assert w.wait(10) == 0, w.stdout.read()[-2000:]
+    jobs = httpx.get(f"{srv.url}/jobs?kind=train").json()["jobs"]
+    assert [j["status"] for j in jobs] == ["finished"] * 3, [(j["status"], j["error"]) for j in jobs]
+    runs = {p: sorted((j["result"]["started_at"], j["result"]["finished_at"]) for j in jobs if j["project_id"] == str(p))
+            for p in (a, b)}
+    (a1, a2), (b1,) = runs[a], runs[b]
+    assert a1[1] <= a2[0], f"project {a}'s two runs overlapped: {runs[a]}"
+    assert any(b1[0] < end and start < b1[1] for start, end in runs[a]), f"B never trained beside A: {runs}"
+    assert seen_waiting, "the second run of A never said it waited for the first"
+    assert len({j["progress"]["worker"] for j in jobs}) == 2  # both worker processes trained
+    for project in (a, b):
+        _wait(lambda: srv.backend.state(project).version.startswith("evaluator-"), timeout=30,
+              what=f"project {project} to serve its evaluator")
+
+
+def test_labeling_jobs_go_through_rq_and_workers_label_two_projects(rq_project, ls_api):
+    """With REDIS_URL, POST /jobs/label queues the job (the backend's process labels nothing: a restart
+    cannot lose it), a second request for the same project answers with the queued job, and two worker
+    processes label two projects; every task gets exactly one prediction."""
+    srv, a, env = rq_project["srv"], rq_project["project"], rq_project["env"]
+    b = ls_api.create_project("e2e rq labeling second project", PASS_FAIL)
+    ls_api.import_tasks(b, qa_tasks(50, seed=8))
+    ls_api.connect_backend(b, srv.url)
+    first = httpx.post(f"{srv.url}/jobs/label", json={"project": a}).json()
+    again = httpx.post(f"{srv.url}/jobs/label", json={"project": a}).json()
+    other = httpx.post(f"{srv.url}/jobs/label", json={"project": b}).json()
+    assert first["id"] == again["id"] != other["id"] and first["status"] == "queued"
+    from redis import Redis
+    from rq import Queue
+
+    assert Queue("labeljudge", connection=Redis.from_url(rq_project["redis_url"])).count == 2
+    time.sleep(1)
+    assert httpx.get(f"{srv.url}/jobs/{first['id']}").json()["status"] == "queued"  # nobody labels in the backend
+    workers = [worker(env), worker(env)]
+    for w in workers:
+        assert w.wait(600) == 0, w.stdout.read()[-2000:]
+    for job, project, n in ((first, a, 80), (other, b, 50)):
+        done = httpx.get(f"{srv.url}/jobs/{job['id']}").json()
+        assert done["status"] == "finished" and done["result"]["labeled"] == n, done
+        assert done["progress"]["worker"].split(":")[1] != str(os.getpid())
+        per_task = {}
+        for p in ls_api.predictions(project):
+            per_task[p.task] = per_task.get(p.task, 0) + 1
+        assert len(per_task) == n and set(per_task.values()) == {1}

@@ -127,8 +127,8 @@ def report(args: argparse.Namespace) -> int:
     from ..quality.html import render_html
     from ..workflows.reporting import project_report
 
-    _, services, api = _context(args)
-    rep = project_report(api, services.store, args.project)
+    settings, services, api = _context(args)
+    rep = project_report(api, services.store, args.project, evaluators_dir=settings.evaluators_dir)
     if args.out:
         Path(args.out).write_text(render_html(rep, title=f"LabelJudge report: project {args.project}"))
     if args.json:
@@ -151,6 +151,13 @@ def report(args: argparse.Namespace) -> int:
     for run in rep.get("training", [])[:3]:
         verdict = "promoted" if run["promoted"] else "not promoted" if run["promoted"] is not None else run["status"]
         print(f"training job {run['job']}: {run['version'] or '-'} {verdict}: {run['decision'] or ''}")
+    evaluators = rep.get("evaluators") or {}
+    if evaluators.get("serving"):
+        s = evaluators["serving"]
+        print(f"serving {s['version']} (held-out accuracy {_f(s['accuracy']).strip()}, cascade band {s['band']})")
+    for c in evaluators.get("cascade") or []:
+        print(f"cascade {c['version']}: {c['evaluator_answered']} answered without the LLM, {c['judge_answered']} by "
+              f"the judge; accuracy {_f(c['accuracy']).strip()} (n={c['n'] or 0})")
     if args.out:
         print(f"HTML report: {args.out}")
     return 0

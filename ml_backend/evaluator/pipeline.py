@@ -10,12 +10,14 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .cascade import DEFAULT_TARGET, MIN_JUDGED, choose_band, judge_accuracy
 from .data import PAIR_TEXT_B, InputSpec, build_dataset, split
 from .registry import Registry
 from .scorer import Scorer, export_onnx
 from .train import TrainConfig, binary_metrics, train_evaluator
 
-INT8_TOLERANCE = 0.01  # int8 serves only if its held-out accuracy is within 1 point of fp32
+INT8_MAX_DRIFT = 0.02  # int8 serves only if its scores stay this close to fp32's (and no label flips)
+MIN_GATE_ROWS = 10  # held-out labels the served model never saw, below which its own recorded accuracy is compared
 
 
 def training_curve(history: list[dict], path: Path) -> None:
@@ -26,13 +28,20 @@ def training_curve(history: list[dict], path: Path) -> None:
 
     if not history:
         return
-    ep = [h["epoch"] for h in history]
+    nan = float("nan")
+    measured = [h for h in history if not h.get("phase")]  # trained without the held-out labels
+    refit = [h for h in history if h.get("phase")]  # the served model, trained on every label
     fig, ax = plt.subplots(figsize=(5, 3.2))
-    ax.plot(ep, [h["train_loss"] for h in history], "o-", label="train loss")
-    ax.plot(ep, [h["val_loss"] for h in history], "o-", label="validation loss")
+    ax.plot([h["epoch"] for h in measured], [h["train_loss"] for h in measured], "o-", label="train loss")
+    ax.plot([h["epoch"] for h in measured], [nan if h["val_loss"] is None else h["val_loss"] for h in measured], "o-",
+            label="held-out loss")
+    if refit:
+        ax.plot([h["epoch"] for h in refit], [h["train_loss"] for h in refit], "x:", color="gray",
+                label="train loss, refit on every label (served)")
     ax.set_xlabel("epoch")
     ax2 = ax.twinx()
-    ax2.plot(ep, [h["val_accuracy"] or 0 for h in history], "s--", color="green", label="validation accuracy")
+    ax2.plot([h["epoch"] for h in measured], [nan if h["val_accuracy"] is None else h["val_accuracy"] for h in measured],
+             "s--", color="green", label="held-out accuracy")
     ax2.set_ylim(0, 1)
     fig.legend(loc="upper right", fontsize=7)
     fig.tight_layout()
@@ -41,8 +50,11 @@ def training_curve(history: list[dict], path: Path) -> None:
 
 
 def run_training(tasks: Sequence[dict], control: dict, registry: Registry, *, spec: InputSpec | None = None,
-                 cfg: TrainConfig | None = None, progress: Callable[[dict], None] | None = None) -> dict:
-    """The single-response evaluator: P(the control's answer is the positive label)."""
+                 cfg: TrainConfig | None = None, progress: Callable[[dict], None] | None = None,
+                 cascade_target: float | None = None) -> dict:
+    """The single-response evaluator: P(the control's answer is the positive label). Its cascade band
+    is chosen on the held-out labels: at least ``cascade_target`` accurate where it answers alone, or
+    by default as accurate as the judge was on those labels."""
     spec = spec or InputSpec()
     data = build_dataset(tasks, control, spec)
     if data.label.nunique() < 2:
@@ -54,8 +66,17 @@ def run_training(tasks: Sequence[dict], control: dict, registry: Registry, *, sp
 
     manifest = {"kind": "binary", "control": control["name"], "positive": sorted(_positives(control, spec)),
                 "input": {"text_a": list(spec.text_a), "text_b": list(spec.text_b)}}
-    return _train_and_gate(registry, train, test, manifest, spec, predict,
-                           lambda staging: train_evaluator(train, test, staging, cfg, progress))
+    def fit(staging: Path) -> dict:
+        metrics = train_evaluator(train, test, staging, cfg, progress)
+        target, source = cascade_target, "cascade_target"
+        if target is None:
+            judged, n = judge_accuracy(tasks, control["name"], test.task_id.tolist())
+            target, source = (judged, f"the judge's accuracy on {n} held-out labels") if judged is not None else \
+                (DEFAULT_TARGET, f"the default (the judge answered {n} held-out labels, under {MIN_JUDGED})")
+        metrics["cascade"] = {**choose_band(metrics["test_scores"], test.label.to_numpy(), target), "target_from": source}
+        return metrics
+
+    return _train_and_gate(registry, train, test, manifest, spec, predict, fit)
 
 
 def run_reward_training(tasks: Sequence[dict], control: str, sides: tuple[str, str], registry: Registry, *,
@@ -95,7 +116,10 @@ def _train_and_gate(registry: Registry, train, test, manifest: dict, spec: Input
         metrics["runtime"] = runtime
         (staging / "serving.json").write_text(json.dumps({"runtime": runtime}))
         (staging / "manifest.json").write_text(json.dumps({
-            **manifest, "judge_weight": spec.judge_weight, "train_tasks": train.task_id.tolist(),
+            **manifest, "judge_weight": spec.judge_weight,
+            # what the served model saw: with a refit, the held-out rows too (the gate then compares
+            # a later model only on rows this one never trained on)
+            "train_tasks": train.task_id.tolist() + (test.task_id.tolist() if metrics.get("n_served_train", 0) > len(train) else []),
             "test_tasks": test.task_id.tolist(), "train_sources": train.source.value_counts().to_dict()}, indent=1))
         training_curve(metrics["history"], staging / "curve.png")
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=1))
@@ -104,6 +128,7 @@ def _train_and_gate(registry: Registry, train, test, manifest: dict, spec: Input
         shutil.rmtree(staging, ignore_errors=True)
         raise
     promoted, reason, current_metrics = _gate(registry, version, test, metrics, manifest["kind"], predict)
+    metrics.pop("test_scores", None)
     if promoted:
         registry.promote(version, reason)
     result = {"version": version, "kind": manifest["kind"], "promoted": promoted, "reason": reason,
@@ -111,7 +136,8 @@ def _train_and_gate(registry: Registry, train, test, manifest: dict, spec: Input
               "accuracy": metrics["accuracy"], "f1": metrics["f1"], "auc": metrics["auc"], "ece": metrics["ece"],
               "seconds": metrics["seconds"], "device": metrics["device"], "runtime": metrics["runtime"],
               "compared_with": current_metrics, "n_human_train": metrics["n_human_train"],
-              "n_judge_train": metrics["n_judge_train"], "holdout": test.attrs.get("holdout")}
+              "n_judge_train": metrics["n_judge_train"], "holdout": test.attrs.get("holdout"),
+              "n_served_train": metrics.get("n_served_train", metrics["n_train"]), "cascade": metrics.get("cascade")}
     path = registry.path(version) / "result.json"
     path.write_text(json.dumps(result, indent=1))
     return result
@@ -124,11 +150,16 @@ def _positives(control: dict, spec: InputSpec) -> set[str]:
 
 
 def _choose_runtime(model_dir: Path, test, metrics: dict, predict: Callable[..., np.ndarray]) -> str:
+    """int8 serves only where it answers as fp32 does: no label flips on the held-out rows and a mean
+    score drift of at most INT8_MAX_DRIFT. (Not accuracy: after the refit the served model trained on
+    those rows, so both would look perfect there; quantization error shows in the scores whatever the labels.)"""
     y = test.label.to_numpy()
-    acc32 = binary_metrics(predict(model_dir, "onnx"), y)["accuracy"]
-    acc8 = binary_metrics(predict(model_dir, "onnx-int8"), y)["accuracy"]
-    metrics["onnx_accuracy"], metrics["int8_accuracy"] = acc32, acc8
-    return "onnx-int8" if acc8 is not None and acc8 >= acc32 - INT8_TOLERANCE else "onnx"
+    p32, p8 = predict(model_dir, "onnx"), predict(model_dir, "onnx-int8")
+    metrics["onnx_accuracy"], metrics["int8_accuracy"] = binary_metrics(p32, y)["accuracy"], binary_metrics(p8, y)["accuracy"]
+    flips = int(np.sum((p32 >= 0.5) != (p8 >= 0.5))) if len(y) else 0
+    drift = float(np.mean(np.abs(p32 - p8))) if len(y) else 0.0
+    metrics["int8_flips"], metrics["int8_drift"] = flips, round(drift, 4)
+    return "onnx-int8" if len(y) and flips == 0 and drift <= INT8_MAX_DRIFT else "onnx"
 
 
 def _gate(registry: Registry, version: str, test, metrics: dict, kind: str,
@@ -149,9 +180,24 @@ def _gate(registry: Registry, version: str, test, metrics: dict, kind: str,
         if new_acc > majority:
             return True, f"{first}: accuracy {new_acc:.3f} beats the majority class ({majority:.3f})", None
         return False, f"accuracy {new_acc:.3f} does not beat the majority class ({majority:.3f})", None
-    old_m = binary_metrics(predict(registry.path(current)), y)
+    # compare on held-out rows the served model never trained on (after a refit it saw its own holdout)
+    old_manifest = json.loads((registry.path(current) / "manifest.json").read_text())
+    fresh = ~test.task_id.isin(set(old_manifest.get("train_tasks", []))).to_numpy()
+    if fresh.sum() < MIN_GATE_ROWS:
+        old_acc = json.loads((registry.path(current) / "metrics.json").read_text()).get("accuracy") or 0.0
+        old_m = {"version": current, "accuracy": old_acc, "measured_on": "its own held-out labels"}
+        if new_acc > old_acc:
+            return True, (f"accuracy {new_acc:.3f} beats {current} ({old_acc:.3f}, on its own held-out labels: "
+                          f"it trained on all but {int(fresh.sum())} of these {len(y)})"), old_m
+        return False, (f"accuracy {new_acc:.3f} does not beat {current} ({old_acc:.3f}, on its own held-out "
+                       f"labels): the current evaluator keeps serving"), old_m
+    new_p = np.asarray(metrics["test_scores"]) if "test_scores" in metrics else predict(registry.path(version))
+    new_m = binary_metrics(new_p[fresh], y[fresh])
+    old_m = binary_metrics(predict(registry.path(current))[fresh], y[fresh])
     old_m["version"] = current
-    if new_acc > (old_m["accuracy"] or 0) or (new_acc == old_m["accuracy"] and (metrics["auc"] or 0) > (old_m["auc"] or 0)):
-        return True, f"accuracy {new_acc:.3f} beats {current} ({old_m['accuracy']:.3f}) on {len(y)} held-out labels", old_m
-    return False, (f"accuracy {new_acc:.3f} does not beat {current} ({old_m['accuracy']:.3f}) on {len(y)} "
+    n = int(fresh.sum())
+    new_acc = new_m["accuracy"] or 0.0
+    if new_acc > (old_m["accuracy"] or 0) or (new_acc == old_m["accuracy"] and (new_m["auc"] or 0) > (old_m["auc"] or 0)):
+        return True, f"accuracy {new_acc:.3f} beats {current} ({old_m['accuracy']:.3f}) on {n} held-out labels", old_m
+    return False, (f"accuracy {new_acc:.3f} does not beat {current} ({old_m['accuracy']:.3f}) on {n} "
                    "held-out labels: the current evaluator keeps serving"), old_m

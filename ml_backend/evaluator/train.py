@@ -1,8 +1,10 @@
 """Fine-tune a BERT-like encoder (default: the packaged all-MiniLM-L6-v2) as a binary evaluator.
 
 A short torch loop rather than Trainer: sample weights (judge labels count less than human ones),
-class weighting, early stopping on a validation split, and temperature scaling afterwards so a
-score of 0.8 means about 80%. CUDA when present, then MPS, then CPU; training steps in bf16 autocast on
+class weighting, and temperature scaling so a score of 0.8 means about 80%. The binary evaluator trains a fixed number of epochs on the train split, is measured
+and calibrated on the held-out labels, then (``refit``) trains again on every label and that model is
+served: a validation split and early stopping on a few dozen rows were noise, and every label
+held back from the served model cost accuracy. CUDA when present, then MPS, then CPU; training steps in bf16 autocast on
 CUDA and on CPUs with native bf16.
 No Flask, no Label Studio: it runs in a notebook, a worker or on a GPU box with only this package.
 """
@@ -11,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -32,7 +34,10 @@ class TrainConfig:
     weight_decay: float = 0.01
     warmup: float = 0.1
     patience: int = 1
-    val_fraction: float = 0.1
+    val_fraction: float = 0.1  # the pairwise evaluator's validation split (early stopping)
+    steps_per_epoch: int = 0  # >0: small sets get smaller batches (down to 4 rows) for this many steps an epoch
+    min_steps: int = 32  # small sets get more epochs: at least this many optimiser steps in a fit
+    refit: bool = True  # the binary evaluator: after measuring on the held-out labels, train again on all
     class_weighting: bool = True
     seed: int = 0
     device: str | None = None
@@ -135,25 +140,29 @@ def split_validation(train: pd.DataFrame, test: pd.DataFrame, cfg: TrainConfig,
 
 
 def fit_loop(model, fit: pd.DataFrame, batch_size: int, cfg: TrainConfig, rng: np.random.Generator,
-             batch_loss: Callable[[pd.DataFrame], Any], validate: Callable[[], tuple[float, float | None]],
-             progress: Callable[[dict], None] | None, t0: float) -> list[dict]:
-    """The loop both evaluators share: AdamW with linear warmup, clipped steps over shuffled batches,
-    ``validate() -> (loss, accuracy)`` after each epoch, early stopping on the validation loss with
-    the best weights restored. ``batch_loss(rows)`` is the weighted mean loss of a batch. Returns the
-    per-epoch history."""
+             batch_loss: Callable[[pd.DataFrame], Any], validate: Callable[[], tuple[float, float | None]] | None,
+             progress: Callable[[dict], None] | None, t0: float, *, early_stop: bool = True,
+             phase: str | None = None) -> list[dict]:
+    """The loop both evaluators share: AdamW with a short warmup then a constant rate (a decaying one
+    halved the little learning a few hundred labels allow), clipped steps over shuffled batches,
+    ``validate() -> (loss, accuracy)`` after each epoch, and with ``early_stop`` early stopping on that
+    loss with the best weights restored. (Batches are not grouped by length: where length tracks the
+    label, as in HaluEval QA, that makes batches of one class.)
+    ``batch_loss(rows)`` is the weighted mean loss of a batch. Returns the per-epoch history."""
     import torch
-    from transformers import get_linear_schedule_with_warmup
+    from transformers import get_constant_schedule_with_warmup
 
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = cfg.epochs * math.ceil(len(fit) / batch_size)
-    sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup * steps), max(1, steps))
+    sched = get_constant_schedule_with_warmup(opt, int(cfg.warmup * steps))
     history, best_loss, best_state, bad = [], float("inf"), None, 0
     model.train()
     for epoch in range(cfg.epochs):
         order = rng.permutation(len(fit))
+        batches = [order[i:i + batch_size] for i in range(0, len(fit), batch_size)]
         total = 0.0
-        for i in range(0, len(fit), batch_size):
-            part = fit.iloc[order[i:i + batch_size]]
+        for idx in batches:
+            part = fit.iloc[idx]
             loss = batch_loss(part)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -162,13 +171,15 @@ def fit_loop(model, fit: pd.DataFrame, batch_size: int, cfg: TrainConfig, rng: n
             opt.zero_grad()
             total += float(loss.detach()) * len(part)
         model.eval()
-        v_loss, v_acc = validate()
+        v_loss, v_acc = validate() if validate is not None else (None, None)
         model.train()
         row = {"epoch": epoch + 1, "train_loss": total / max(len(fit), 1), "val_loss": v_loss, "val_accuracy": v_acc,
-               "seconds": round(time.time() - t0, 1)}
+               "seconds": round(time.time() - t0, 1), **({"phase": phase} if phase else {})}
         history.append(row)
         if progress:
             progress(row)
+        if not early_stop or v_loss is None:
+            continue
         if v_loss < best_loss - 1e-4:
             best_loss, bad = v_loss, 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -184,19 +195,45 @@ def fit_loop(model, fit: pd.DataFrame, batch_size: int, cfg: TrainConfig, rng: n
 
 def train_evaluator(train: pd.DataFrame, test: pd.DataFrame, out_dir: Path, cfg: TrainConfig | None = None,
                     progress: Callable[[dict], None] | None = None) -> dict:
-    """Train, calibrate, save (model, tokenizer, calibration.json, metrics.json) into ``out_dir``;
-    return the metrics. ``train``/``test`` have text_a, text_b, label, weight columns."""
-    import torch
-
+    """Train on ``train`` for ``cfg.epochs``; measure and calibrate on ``test`` (the held-out human
+    labels, also drawn per epoch in the curve, never used to choose anything but the temperature);
+    then with ``cfg.refit`` train a fresh model the same way on every row and save that one. Saves
+    model, tokenizer, calibration.json and metrics.json into ``out_dir``; returns the metrics, which
+    describe the model trained without the held-out rows (``test_scores``: its calibrated scores).
+    ``train``/``test`` have text_a, text_b, label, weight columns."""
     cfg = cfg or TrainConfig()
     t0 = time.time()
+    y_test = test.label.to_numpy()
+    model, tok, device, path, precision, history, logits_of = _fit_binary(train, cfg, progress, t0, test)
+    t_logits = logits_of(test)
+    temperature = fit_temperature(t_logits, y_test)
+    p_test = softmax_pos(t_logits, temperature)
+    metrics = binary_metrics(p_test, y_test)
+    metrics["test_scores"] = [round(float(p), 4) for p in p_test]
+    served = train
+    if cfg.refit and len(test):
+        served = pd.concat([train, test], ignore_index=True)
+        del model
+        model, tok, device, path, precision, refit_history, _ = _fit_binary(served, cfg, progress, t0, None,
+                                                                              phase="refit on every label")
+        history += refit_history
+    metrics["n_served_train"] = int(len(served))
+    return save_trained(out_dir, model, tok, metrics, train=train, test=test, temperature=temperature,
+                        device=device, t0=t0, history=history, cfg=cfg, base_model=path, precision=precision)
+
+
+def _fit_binary(rows: pd.DataFrame, cfg: TrainConfig, progress: Callable[[dict], None] | None, t0: float,
+                watch: pd.DataFrame | None, phase: str | None = None):
+    """A fresh base model fine-tuned on ``rows`` for ``cfg.epochs`` (``watch``: rows whose loss and
+    accuracy are recorded per epoch, for the curve only). Returns (model, tokenizer, device, base path,
+    precision, history, logits_of)."""
+    import torch
+
     tok, model, device, path = load_base(cfg, 2)
     rng = np.random.default_rng(cfg.seed)
-    fit, val = split_validation(train, test, cfg, rng)
-
-    # small projects: smaller batches, so each epoch still takes ~20 optimiser steps
-    batch_size = max(4, min(cfg.batch_size, len(fit) // 20))
-    counts = np.bincount(fit.label.to_numpy(), minlength=2).astype(float)
+    # batches of ``batch_size``, as the plain recipe (the smaller batches small sets used to get cost more steps)
+    batch_size = max(4, min(cfg.batch_size, len(rows) // cfg.steps_per_epoch)) if cfg.steps_per_epoch else cfg.batch_size
+    counts = np.bincount(rows.label.to_numpy(), minlength=2).astype(float)
     class_w = (counts.sum() / (2 * np.maximum(counts, 1))) if cfg.class_weighting else np.ones(2)
     class_w_t = torch.tensor(class_w, dtype=torch.float32, device=device)
     precision = train_precision(device, cfg)
@@ -209,7 +246,7 @@ def train_evaluator(train: pd.DataFrame, test: pd.DataFrame, out_dir: Path, cfg:
 
     def logits_of(df: pd.DataFrame) -> np.ndarray:
         with torch.inference_mode():
-            out = [logits(df.iloc[i:i + batch_size]).cpu().numpy() for i in range(0, len(df), batch_size)]
+            out = [logits(df.iloc[i:i + 64]).cpu().numpy() for i in range(0, len(df), 64)]
         return np.concatenate(out) if out else np.zeros((0, 2))
 
     def batch_loss(part: pd.DataFrame):
@@ -219,17 +256,17 @@ def train_evaluator(train: pd.DataFrame, test: pd.DataFrame, out_dir: Path, cfg:
         return (loss_vec * w).sum() / w.sum()
 
     def validate() -> tuple[float, float | None]:
-        v_logits = logits_of(val)
-        v_acc = float((v_logits.argmax(1) == val.label.to_numpy()).mean()) if len(val) else None
-        return _nll(v_logits, val.label.to_numpy(), 1.0), v_acc
+        v_logits = logits_of(watch)
+        v_acc = float((v_logits.argmax(1) == watch.label.to_numpy()).mean()) if len(watch) else None
+        return _nll(v_logits, watch.label.to_numpy(), 1.0), v_acc
 
-    history = fit_loop(model, fit, batch_size, cfg, rng, batch_loss, validate, progress, t0)
-
-    temperature = fit_temperature(logits_of(val), val.label.to_numpy())
-    t_logits = logits_of(test)
-    metrics = binary_metrics(softmax_pos(t_logits, temperature), test.label.to_numpy())
-    return save_trained(out_dir, model, tok, metrics, train=train, test=test, temperature=temperature,
-                        device=device, t0=t0, history=history, cfg=cfg, base_model=path, precision=precision)
+    # the epoch count from the label count: 32 rows in batches of 16 would otherwise get 8 steps and learn nothing
+    epochs = max(cfg.epochs, math.ceil(cfg.min_steps / max(1, math.ceil(len(rows) / batch_size))))
+    cfg = replace(cfg, epochs=epochs)
+    history = fit_loop(model, rows, batch_size, cfg, rng, batch_loss,
+                       validate if watch is not None and len(watch) else None, progress, t0,
+                       early_stop=False, phase=phase)
+    return model, tok, device, path, precision, history, logits_of
 
 
 def save_trained(out_dir: Path, model, tok, metrics: dict, *, train: pd.DataFrame, test: pd.DataFrame,

@@ -56,6 +56,9 @@ class LocalLabelStudio:
     password: str = ""
     token: str = ""
     log_path: Path | None = None
+    # Label Studio's database settings (DJANGO_DB=default, POSTGRE_*: PostgreSQL, as production runs
+    # it); empty: its own sqlite in data_dir
+    database: dict[str, str] = field(default_factory=dict, repr=False)
     proc: subprocess.Popen | None = field(default=None, repr=False)
 
     @property
@@ -76,7 +79,7 @@ class LocalLabelStudio:
 
     def start(self, timeout: float = 180.0) -> "LocalLabelStudio":
         template = cache_root() / f"ls-template-{LS_VERSION}"
-        fresh = not (self.data_dir / "label_studio.sqlite3").exists()
+        fresh = not (self.data_dir / "label_studio.sqlite3").exists() and not self.database
         if fresh and (template / "label_studio.sqlite3").exists():
             shutil.copytree(template, self.data_dir, dirs_exist_ok=True)
             fresh = False
@@ -89,7 +92,7 @@ class LocalLabelStudio:
                    LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN="true",
                    # credentials through the environment: a command line is visible to every local user
                    LABEL_STUDIO_USERNAME=self.username, LABEL_STUDIO_PASSWORD=self.password,
-                   LABEL_STUDIO_USER_TOKEN=self.token)
+                   LABEL_STUDIO_USER_TOKEN=self.token, **self.database)
         # Label Studio 1.23.2's default prediction import recounts every task of the project on each
         # request (1 prediction into a project holding 1,000: 0.87 s); its own flag limits the
         # recount to the imported tasks (0.06 s). The environment may still turn it off.

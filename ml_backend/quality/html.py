@@ -78,6 +78,8 @@ def _fmt(x: Any, digits: int = 3) -> str:
         return "–"
     if isinstance(x, float):
         return f"{x:.{digits}f}"
+    if isinstance(x, (list, tuple)):
+        return "[" + ", ".join(_fmt(v, digits) for v in x) + "]"
     return html.escape(str(x))
 
 
@@ -119,7 +121,8 @@ def render_html(report: dict, *, title: str = "LabelJudge report") -> str:
     else:
         cmp_msg = next_step
     empty = "" if versions else f"<p class='warn' id='next'>{next_step}</p>"
-    training = _labeling_html(report.get("labeling_jobs") or []) + _training_html(report.get("training") or [])
+    training = _labeling_html(report.get("labeling_jobs") or []) + _training_html(report.get("training") or []) \
+        + _evaluators_html(report.get("evaluators"))
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse;margin:1em 0}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child,th:first-child{{text-align:left}}
@@ -169,12 +172,39 @@ def _training_html(runs: list[dict]) -> str:
     rows = "".join(
         f"<tr><td>{r['job']}</td><td>{_fmt(r['status'])}</td><td>{_fmt(r['version'])}</td>"
         f"<td>{_fmt(r['n_human_train'])}/{_fmt(r['n_judge_train'])}</td><td>{_fmt(r['n_test'])}</td>"
-        f"<td>{_fmt(r['accuracy'])}</td><td>{'yes' if r['promoted'] else 'no' if r['promoted'] is not None else '-'}</td>"
+        f"<td>{_fmt(r.get('n_served_train'))}</td><td>{_fmt(r['accuracy'])}</td>"
+        f"<td>{_fmt((r.get('cascade') or {}).get('band'))}</td><td>{_fmt(r['device'])}</td><td>{_fmt(r['seconds'])}</td>"
+        f"<td>{'yes' if r['promoted'] else 'no' if r['promoted'] is not None else '-'}</td>"
         f"<td style='text-align:left'>{_fmt(r['decision'])}{'; held out ' + _fmt(r['holdout']) if r.get('holdout') else ''}"
-        f"</td></tr>" for r in runs)
+        f"</td><td>{_curve(r)}</td></tr>" for r in runs)
     return ("<h2 id='training'>Evaluator training</h2><table id='training-runs'><tr><th>job</th><th>status</th>"
-            "<th>version</th><th>train human/judge</th><th>test</th><th>accuracy</th><th>promoted</th>"
-            f"<th>why</th></tr>{rows}</table>")
+            "<th>version</th><th>train human/judge</th><th>test</th><th>served model trained on</th>"
+            "<th>held-out accuracy</th><th>cascade band</th><th>device</th><th>seconds</th><th>promoted</th>"
+            f"<th>why</th><th>curve</th></tr>{rows}</table>")
+
+
+def _curve(run: dict) -> str:
+    uri = run.get("curve")
+    if not uri or not str(uri).startswith("data:image/png;base64,"):
+        return "-"
+    return f"<img class='curve' alt='training curve of {html.escape(str(run.get('version')))}' src='{uri}' width='320'>"
+
+
+def _evaluators_html(section: dict | None) -> str:
+    """What serves, and what the cascade saved: tasks the evaluator answered alone against judge calls."""
+    if not section:
+        return ""
+    serving = section.get("serving")
+    head = (f"<p>Serving <b>{_fmt(serving['version'])}</b> (held-out accuracy {_fmt(serving['accuracy'])}, cascade "
+            f"band {_fmt(serving['band'])}: scores inside it go to the judge).</p>") if serving else \
+        "<p>No evaluator serves yet: the judge answers every task.</p>"
+    rows = "".join(f"<tr><td>{_fmt(c['version'])}</td><td>{_fmt(c['evaluator_answered'])}</td>"
+                   f"<td>{_fmt(c['judge_answered'])}</td><td>{_fmt(c['saved_share'])}</td><td>{_fmt(c['accuracy'])}"
+                   f"</td><td>{_fmt(c['n'])}</td></tr>" for c in section.get("cascade") or [])
+    table = ("<table id='cascade'><tr><th>served version</th><th>answered by the evaluator (no LLM call)</th>"
+             "<th>answered by the judge</th><th>share saved</th><th>accuracy vs reference</th><th>n</th></tr>"
+             f"{rows}</table>") if rows else ""
+    return f"<h2 id='evaluators'>Evaluators and the cascade</h2>{head}{table}"
 
 
 def _pairwise_html(pw: dict | None) -> str:

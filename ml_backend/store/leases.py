@@ -4,11 +4,12 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 import uuid
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 from .base import Busy, StoreBase, _owner_alive
 
@@ -66,3 +67,28 @@ class Leases(StoreBase):
             done.set()
             keeper.join()
             self.drop_lease(name, owner)
+
+    @contextmanager
+    def waiting_lease(self, name: str, what: str, *, timeout: float = 3600.0, poll: float = 2.0,
+                      on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+        """``lease``, but while another process holds it, wait (``on_wait(why)`` each time) instead of
+        raising Busy; Busy only after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            held = self.lease(name, what)
+            try:
+                held.__enter__()
+                break
+            except Busy as exc:
+                if time.monotonic() > deadline:
+                    raise
+                if on_wait is not None:
+                    on_wait(str(exc))
+                time.sleep(poll)
+        try:
+            yield
+        except BaseException:
+            if not held.__exit__(*sys.exc_info()):
+                raise
+        else:
+            held.__exit__(None, None, None)

@@ -1,8 +1,16 @@
-"""Labeling jobs in the background of the server: POST /jobs/label, and the tasks /predict had no time
-for. One job per project at a time; its progress is a store job (GET /jobs/<id>)."""
+"""Labeling jobs in the background: POST /jobs/label, and the tasks /predict had no time for. One job
+per project at a time; its progress is a store job (GET /jobs/<id>).
+
+In the server's process by default (a thread). With REDIS_URL, POST /jobs/label jobs are queued to RQ
+and run by `labeljudge worker` processes sharing MODEL_DIR: a backend restart loses no running job,
+and several workers label different projects at once (the project's lease keeps one run per project).
+The tasks /predict hands over stay in the server's process: they wait on its judge calls in flight.
+"""
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 from typing import Any, Sequence
@@ -13,6 +21,44 @@ from ..services import Services
 from .labeling import label_project
 
 log = logging.getLogger(__name__)
+RQ_LABEL = "ml_backend.rq_jobs.rq_label"  # by name: the worker imports it, this module does not
+
+
+def run_label_job(services: Services, project: int, job_id: int, *, reason: str | None = None,
+                  worker: str | None = None, wait_for: Sequence[Any] = (), **kwargs: Any) -> dict | None:
+    """A labeling job's body, in a thread or an RQ worker: runs ``label_project`` and keeps the store
+    job's status, progress (at most twice a second) and result. ``worker`` ("host:pid") marks the
+    process, so a dead worker's job is reaped. Returns the summary, or None when it failed."""
+    store, settings = services.store, services.settings
+    api = services.require_labelstudio("labeling jobs")
+    tag = {**({"reason": reason} if reason else {}), **({"worker": worker} if worker else {})}
+    shown: dict[str, Any] = {"at": 0.0, "batch": None}
+
+    def progress(summary, todo: int) -> None:
+        done = summary.labeled + summary.failed
+        now = time.monotonic()
+        if now - shown["at"] < 0.5 and done < todo:  # a sqlite write per task would cost more than the task
+            return
+        shown["at"] = now
+        store.update_job(job_id, progress={"done": done, "total": todo, "failed": summary.failed,
+                                           "cost": round(summary.cost, 6), "batch": shown["batch"], **tag})
+
+    def batch_progress(status) -> None:
+        shown["batch"] = {"id": status.batch_id, "status": status.status, "completed": status.completed,
+                          "failed": status.failed, "total": status.total}
+        store.update_job(job_id, progress={"done": 0, "batch": shown["batch"], **tag})
+
+    for cached in wait_for:  # calls /predict left in flight: cached first, so the job does not pay again
+        cached.wait(settings.request_timeout * (settings.max_retries + 1))
+    store.update_job(job_id, status="running", progress={"done": 0, **tag})
+    try:
+        summary = label_project(services, api, project, progress=progress, batch_progress=batch_progress, **kwargs)
+    except Exception as exc:
+        log.exception("labeling job %s failed", job_id)
+        store.update_job(job_id, status="failed", error=redact(str(exc))[:500])
+        return None
+    store.update_job(job_id, status="finished", result=summary.as_dict())
+    return summary.as_dict()
 
 
 class LabelJobs:
@@ -32,56 +78,37 @@ class LabelJobs:
               overrides: dict | None = None, batch_api: bool = False, poll_interval: float = 30.0,
               max_cost: float | None = None, task_ids: Sequence[int] | None = None, reason: str | None = None,
               wait_for: Sequence[Any] = ()) -> dict:
-        """Bulk-label a project in a background thread; status is readable at /jobs/<id>.
+        """Bulk-label a project in the background; status is readable at /jobs/<id>.
         One labeling job per project at a time: a second request returns the running one.
         ``task_ids``: only these tasks (what /predict had no time for); they are claimed, so /predict
         does not answer them too.
         ``batch_api``: through one OpenAI Batch API batch (its id and status show in the progress)."""
-        api = self.services.require_labelstudio("labeling jobs")
+        self.services.require_labelstudio("labeling jobs")
         store, settings = self.services.store, self.services.settings
         pid = str(project)
+        queued = settings.redis_url is not None and task_ids is None
         with self._lock:
             running = [j for j in store.jobs(pid, "label") if j["status"] in ("queued", "running")
-                       and j["id"] in self._live]
+                       and (j["id"] in self._live or (queued and (j.get("progress") or {}).get("queue") == "rq"))]
             if running:
                 return running[0]
             job_id = store.create_job(pid, "label")
-            self._live.add(job_id)
+            if not queued:
+                self._live.add(job_id)
             if task_ids is not None:
                 self._claims[pid] = set(task_ids)
         if reason:
             store.update_job(job_id, progress={"reason": reason, "done": 0, "total": len(task_ids or ())})
-
-        shown = {"at": 0.0, "batch": None}
-
-        def progress(summary, todo: int) -> None:
-            done = summary.labeled + summary.failed
-            now = time.monotonic()
-            if now - shown["at"] < 0.5 and done < todo:  # a sqlite write per task would cost more than the task
-                return
-            shown["at"] = now
-            store.update_job(job_id, progress={"done": done, "total": todo, "failed": summary.failed,
-                                               "cost": round(summary.cost, 6), "batch": shown["batch"],
-                                               **({"reason": reason} if reason else {})})
-
-        def batch_progress(status) -> None:
-            shown["batch"] = {"id": status.batch_id, "status": status.status, "completed": status.completed,
-                              "failed": status.failed, "total": status.total}
-            store.update_job(job_id, progress={"done": 0, "batch": shown["batch"]})
+        kwargs = {"overrides": overrides, "sample": sample, "concurrency": concurrency, "batch_api": batch_api,
+                  "poll_interval": poll_interval, "max_cost": max_cost, "task_ids": task_ids}
+        if queued:
+            store.update_job(job_id, progress={"queue": "rq", **({"reason": reason} if reason else {})})
+            self._enqueue(int(project), job_id, kwargs, reason)
+            return store.job(job_id)
 
         def run() -> None:
-            for cached in wait_for:  # calls /predict left in flight: cached first, so the job does not pay again
-                cached.wait(settings.request_timeout * (settings.max_retries + 1))
-            store.update_job(job_id, status="running")
             try:
-                summary = label_project(self.services, api, project, overrides=overrides, sample=sample,
-                                        concurrency=concurrency, progress=progress, batch_api=batch_api,
-                                        poll_interval=poll_interval, batch_progress=batch_progress,
-                                        max_cost=max_cost, task_ids=task_ids)
-                store.update_job(job_id, status="finished", result=summary.as_dict())
-            except Exception as exc:
-                log.exception("labeling job %s failed", job_id)
-                store.update_job(job_id, status="failed", error=redact(str(exc))[:500])
+                run_label_job(self.services, project, job_id, reason=reason, wait_for=wait_for, **kwargs)
             finally:
                 with self._lock:
                     self._live.discard(job_id)
@@ -90,6 +117,15 @@ class LabelJobs:
 
         threading.Thread(target=run, name=f"labeljudge-label-{job_id}", daemon=True).start()
         return store.job(job_id)
+
+    def _enqueue(self, project: int, job_id: int, kwargs: dict, reason: str | None) -> None:
+        from redis import Redis
+        from rq import Queue
+
+        queue = Queue("labeljudge", connection=Redis.from_url(self.services.settings.redis_url,
+                                                              socket_connect_timeout=2, socket_timeout=5))
+        queue.enqueue(RQ_LABEL, project, job_id, kwargs, reason, job_id=f"label-{project}-{job_id}",
+                      job_timeout=24 * 3600, result_ttl=86400, failure_ttl=86400)
 
     def hand_over(self, state: ProjectState, task_ids: list[int], running: Sequence[Any] = ()) -> None:
         """The tasks /predict had no time for go to a background labeling job of their project, which
@@ -105,3 +141,7 @@ class LabelJobs:
                          reason=f"Retrieve predictions: {len(task_ids)} tasks past the {budget:.0f} s budget")
         log.warning("project %s: /predict answered within its %.0f s budget; %d more tasks go to labeling job %s",
                     state.project_id, budget, len(task_ids), job["id"])
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"

@@ -2,6 +2,9 @@
 around quality/, which works on plain data)."""
 from __future__ import annotations
 
+import base64
+import json
+from pathlib import Path
 from typing import Sequence
 
 from ..labelstudio import LabelStudioAPI
@@ -47,13 +50,15 @@ def records_from_export(export: Sequence[dict], schema: TaskSchema,
     return tasks, controls
 
 
-def project_report(api: LabelStudioAPI, store: Store, project: int, *, public_url: str | None = None) -> dict:
+def project_report(api: LabelStudioAPI, store: Store, project: int, *, public_url: str | None = None,
+                   evaluators_dir: Path | None = None) -> dict:
     schema = project_schema(api, project)
     tasks, controls = project_records(api, project, schema)
     ledger = {row["version"]: row for row in store.ledger(str(project))}
     url = (public_url or api.url).rstrip("/") + f"/projects/{project}/data?task={{id}}"
     report = build_report(tasks, controls, ledger=ledger, task_url=url, project=project)
-    report["training"] = training_runs(store, project)
+    report["training"] = training_runs(store, project, evaluators_dir)
+    report["evaluators"] = evaluators_section(store, project, evaluators_dir, report["versions"])
     report["labeling_jobs"] = labeling_jobs(store, project)
     pair = schema.pair_fields()
     if pair:
@@ -63,12 +68,16 @@ def project_report(api: LabelStudioAPI, store: Store, project: int, *, public_ur
     return report
 
 
-def training_runs(store: Store, project: int, limit: int = 10) -> list[dict]:
-    """The project's latest training runs as a person reads them: when, status, data, metrics, and
-    whether the new evaluator was promoted and why (or why the run failed)."""
+def training_runs(store: Store, project: int, evaluators_dir: Path | None = None, limit: int = 10) -> list[dict]:
+    """The project's latest training runs as a person reads them: when, status, data, metrics, the
+    training curve, and whether the new evaluator was promoted and why (or why the run failed)."""
     out = []
     for job in store.jobs(str(project), "train")[:limit]:
         result = job.get("result") or {}
+        curve = None
+        if evaluators_dir is not None and result.get("version"):
+            png = Path(evaluators_dir) / str(project) / result["version"] / "curve.png"
+            curve = "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode() if png.is_file() else None
         out.append({"job": job["id"], "status": job["status"], "at": job["updated_at"],
                     "reason_started": (job.get("progress") or {}).get("reason"),
                     "version": result.get("version"), "promoted": result.get("promoted"),
@@ -76,8 +85,35 @@ def training_runs(store: Store, project: int, limit: int = 10) -> list[dict]:
                     "n_train": result.get("n_train"), "n_test": result.get("n_test"),
                     "n_human_train": result.get("n_human_train"), "n_judge_train": result.get("n_judge_train"),
                     "device": result.get("device"), "seconds": result.get("seconds"),
-                    "holdout": result.get("holdout")})
+                    "holdout": result.get("holdout"), "n_served_train": result.get("n_served_train"),
+                    "cascade": result.get("cascade"), "curve": curve})
     return out
+
+
+def evaluators_section(store: Store, project: int, evaluators_dir: Path | None, versions: list[dict]) -> dict:
+    """What serves now and what the cascade saved: the promoted evaluator, its cascade band, the tasks it
+    answered without the LLM against the judge calls made, and the measured accuracy of each cascade
+    version (from the report's versions)."""
+    serving = None
+    if evaluators_dir is not None:
+        pointer = Path(evaluators_dir) / str(project) / "current.json"
+        if pointer.is_file():
+            current = json.loads(pointer.read_text()).get("current")
+            metrics_path = Path(evaluators_dir) / str(project) / str(current) / "metrics.json"
+            metrics = json.loads(metrics_path.read_text()) if current and metrics_path.is_file() else {}
+            serving = {"version": current, "accuracy": metrics.get("accuracy"),
+                       "band": (metrics.get("cascade") or {}).get("band"), "device": metrics.get("device")}
+    accuracy = {v["model_version"]: v for v in versions}
+    cascade = []
+    for row in store.ledger(str(project)):
+        if not row.get("evaluator_answered") and "+" not in row["version"]:
+            continue
+        answered, calls = row.get("evaluator_answered", 0), row.get("calls", 0) + row.get("cache_hits", 0)
+        measured = accuracy.get(row["version"], {})
+        cascade.append({"version": row["version"], "evaluator_answered": answered, "judge_answered": calls,
+                        "saved_share": round(answered / (answered + calls), 4) if answered + calls else None,
+                        "accuracy": measured.get("accuracy"), "n": measured.get("n")})
+    return {"serving": serving, "cascade": cascade}
 
 
 def labeling_jobs(store: Store, project: int, limit: int = 5) -> list[dict]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Callable
 
 from ..evaluator.data import InputSpec
@@ -23,9 +24,22 @@ log = logging.getLogger(__name__)
 RQ_TRAIN = "ml_backend.rq_jobs.rq_train"  # by name: the worker imports it, this module does not
 
 
-def train_project(services: Services, project: int, *, progress: Callable[[dict], None] | None = None) -> dict:
-    """Read the project from Label Studio once (its annotations synced into the store from the same
-    export), train, gate and (maybe) promote. Blocking."""
+def train_project(services: Services, project: int, *, progress: Callable[[dict], None] | None = None,
+                  wait: Callable[[str], None] | None = None) -> dict:
+    """One run per project at a time across every process sharing the store (backend threads, RQ
+    workers, the CLI): ``wait(why)`` waits for another run to end (called while waiting); without it
+    a run already going raises Busy. Then reads the project from Label Studio once (its annotations
+    synced into the store from the same export), trains, gates and (maybe) promotes. Blocking."""
+    what = f"training of project {project}"
+    store = services.store
+    lease = store.waiting_lease(f"train:{project}", what, on_wait=wait) if wait else store.lease(f"train:{project}", what)
+    with lease:
+        started = time.time()
+        result = _train(services, project, progress)
+    return {**result, "started_at": round(started, 3), "finished_at": round(time.time(), 3)}
+
+
+def _train(services: Services, project: int, progress: Callable[[dict], None] | None) -> dict:
     api = services.require_labelstudio("training")
     pid = str(project)
     state = services.projects.state(pid) if services.store.project(pid) else None
@@ -45,7 +59,8 @@ def train_project(services: Services, project: int, *, progress: Callable[[dict]
         result = run_reward_training(tasks, pair[0], (pair[1], pair[2]), registry, spec=spec, cfg=cfg,
                                      progress=progress)
     else:
-        result = run_training(tasks, controls[0], registry, spec=spec, cfg=cfg, progress=progress)
+        result = run_training(tasks, controls[0], registry, spec=spec, cfg=cfg, progress=progress,
+                              cascade_target=config.cascade_target)
     services.store.set_trained_labels(pid, services.store.count_labeled_tasks(pid))
     services.evaluators.changed(pid)
     return result
@@ -110,7 +125,8 @@ class TrainingScheduler:
         store.update_job(job, status="running", progress={"reason": reason})
         try:
             result = train_project(self.services, int(pid),
-                                   progress=lambda row: store.update_job(job, progress={"reason": reason, **row}))
+                                   progress=lambda row: store.update_job(job, progress={"reason": reason, **row}),
+                                   wait=lambda why: store.update_job(job, progress={"reason": reason, "waiting_for": why[:200]}))
             store.update_job(job, status="finished", result=result)
         except Exception as exc:
             log.exception("training project %s failed", pid)
@@ -137,8 +153,9 @@ class TrainingScheduler:
 
         queue = Queue("labeljudge", connection=Redis.from_url(self.services.settings.redis_url,
                                                               socket_connect_timeout=2, socket_timeout=5))
-        # one queued run per project: RQ drops a job id that is already queued
-        queue.enqueue(RQ_TRAIN, int(pid), reason, job, job_id=f"train-{pid}",
+        # one RQ job per store job (a reused id would let RQ overwrite a running job's record); runs of one
+        # project never overlap: each takes the project's training lease in the store, and waits for it
+        queue.enqueue(RQ_TRAIN, int(pid), reason, job, job_id=f"train-{pid}-{job}",
                       job_timeout=3600, result_ttl=86400, failure_ttl=86400)
 
 
@@ -154,7 +171,8 @@ def run_train_job(services: Services, project: int, reason: str, job: int | None
     me = {"reason": reason, "worker": f"{socket.gethostname()}:{os.getpid()}"}
     store.update_job(job, status="running", progress=me)
     try:
-        result = train_project(services, project, progress=lambda row: store.update_job(job, progress={**me, **row}))
+        result = train_project(services, project, progress=lambda row: store.update_job(job, progress={**me, **row}),
+                               wait=lambda why: store.update_job(job, progress={**me, "waiting_for": why[:200]}))
     except Exception as exc:
         store.update_job(job, status="failed", error=redact(str(exc))[:500])
         raise
@@ -163,13 +181,14 @@ def run_train_job(services: Services, project: int, reason: str, job: int | None
 
 
 def reap_dead_jobs(store: Store) -> list[int]:
-    """Training jobs shown as running by a worker of this host that no longer exists (killed mid-run):
-    marked failed with that reason, so nobody waits on them. The registry and the served version were
-    never touched (a run commits and promotes only at its end). Returns the job ids."""
+    """Training and labeling jobs shown as running by a worker of this host that no longer exists
+    (killed mid-run): marked failed with that reason, so nobody waits on them. A training run never
+    touched the registry or the served version (it commits and promotes only at its end); a labeling
+    run's written predictions stand and a re-run continues. Returns the job ids."""
     import socket
 
     reaped = []
-    for job in store.jobs(kind="train"):
+    for job in store.jobs(kind="train") + store.jobs(kind="label"):
         worker = (job.get("progress") or {}).get("worker")
         if job["status"] != "running" or not worker:
             continue
@@ -178,8 +197,9 @@ def reap_dead_jobs(store: Store) -> list[int]:
             continue
         if process_alive(int(pid)):
             continue
+        after = "nothing was promoted. Start Training again to retry" if job["kind"] == "train" else \
+            "the predictions it wrote stand; start the job again to label the rest"
         store.update_job(job["id"], status="failed",
-                         error=f"the worker running it (pid {pid} on {host}) died before it finished; nothing was "
-                               "promoted. Start Training again to retry")
+                         error=f"the worker running it (pid {pid} on {host}) died before it finished; {after}")
         reaped.append(job["id"])
     return reaped

@@ -1,0 +1,235 @@
+"""Learning curve: held-out accuracy and training time at each label count, on several labeled datasets
+the project was not tuned on, for what LabelJudge trains beside what a user would do instead, in one run:
+
+- ``labeljudge``: the product path, `run_training` over the labels as Label Studio records (split, fit,
+  held-out measurement, refit on every label, ONNX export, runtime choice, registry), scored as served;
+- ``plain``: a plain fine-tune of the same packaged MiniLM (the 30-line script: every row, 4 epochs,
+  AdamW 5e-5, batch 16, at most 128 tokens, no validation);
+- ``embed+lr``: frozen MiniLM mean-pooled embeddings + logistic regression;
+- ``tfidf+lr``: TF-IDF (1-2 grams) + logistic regression.
+
+Each dataset has a fixed test set (``--test`` rows, never trained on); training rows are the first N of
+a disjoint pool. Accuracy comes with a 95% bootstrap CI over the test rows. Prints a table, writes JSON
+and a plot (one learning curve per dataset).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from ml_backend.datasets import halueval_rows  # noqa: E402
+from ml_backend.evaluator.data import InputSpec  # noqa: E402
+from ml_backend.evaluator.loading import load_evaluator  # noqa: E402
+from ml_backend.evaluator.pipeline import run_training  # noqa: E402
+from ml_backend.evaluator.registry import Registry  # noqa: E402
+from ml_backend.evaluator.train import TrainConfig, base_model_path  # noqa: E402
+from ml_backend.quality.metrics import bootstrap_ci  # noqa: E402
+
+CONTROL = {"name": "label", "kind": "single", "options": ["Pass", "Fail"], "ordinal": False}
+
+
+def dataset(name: str, n_pool: int, n_test: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(training pool, test rows) of a HaluEval task, disjoint, each balanced Pass/Fail."""
+    df = halueval_rows(name, n_pool + n_test, seed=1)
+    return df.iloc[n_test:].reset_index(drop=True), df.iloc[:n_test].reset_index(drop=True)
+
+
+def as_records(rows: pd.DataFrame) -> list[dict]:
+    """Labels as Label Studio records: one human annotation per task."""
+    return [{"id": i + 1, "data": {"input": r.input, "context": r.context, "output": r.output},
+             "annotations": [{"id": i + 1, "answers": {"label": r.label}, "ground_truth": False}],
+             "predictions": []} for i, r in enumerate(rows.itertuples())]
+
+
+def texts(rows: pd.DataFrame) -> tuple[list[str], list[str]]:
+    spec = InputSpec()
+    pairs = [spec.pair({"input": r.input, "context": r.context, "output": r.output}) for r in rows.itertuples()]
+    return [a for a, _ in pairs], [b for _, b in pairs]
+
+
+def labeljudge(train: pd.DataFrame, test: pd.DataFrame, max_length: int, epochs: int) -> tuple[np.ndarray, dict]:
+    with tempfile.TemporaryDirectory() as tmp:
+        registry = Registry(Path(tmp), "1")
+        t0 = time.perf_counter()
+        result = run_training(as_records(train), CONTROL, registry, spec=InputSpec(judge_weight=0.0),
+                              cfg=TrainConfig(max_length=max_length, epochs=epochs))
+        seconds = time.perf_counter() - t0
+        model = load_evaluator(registry.path(result["version"]))
+        p = model.score([{"input": r.input, "context": r.context, "output": r.output} for r in test.itertuples()])
+        fit_seconds = json.loads((registry.path(result["version"]) / "metrics.json").read_text())["seconds"]
+    return (np.asarray(p) >= 0.5), {"seconds": seconds, "fit_seconds": fit_seconds, "runtime": result["runtime"],
+                                     "n_served_train": result["n_served_train"], "holdout_accuracy": result["accuracy"]}
+
+
+def plain_finetune(train: pd.DataFrame, test: pd.DataFrame, max_length: int, epochs: int) -> tuple[np.ndarray, dict]:
+    """What a user writes instead: every row, fixed epochs, no validation."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    torch.manual_seed(0)
+    t0 = time.perf_counter()
+    path = base_model_path(TrainConfig())
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
+    a, b = texts(train)
+    y = torch.tensor((train.label == "Pass").astype(int).to_numpy())
+    opt = torch.optim.AdamW(model.parameters(), lr=5e-5)
+    rng = np.random.default_rng(0)
+    model.train()
+    for _ in range(epochs):
+        order = rng.permutation(len(train))
+        for i in range(0, len(order), 16):
+            idx = order[i:i + 16]
+            enc = tok([a[j] for j in idx], [b[j] for j in idx], truncation=True, max_length=max_length,
+                      padding=True, return_tensors="pt")
+            loss = model(**enc, labels=y[idx]).loss
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+    seconds = time.perf_counter() - t0
+    model.eval()
+    ta, tb = texts(test)
+    preds = []
+    with torch.inference_mode():
+        for i in range(0, len(ta), 64):
+            enc = tok(ta[i:i + 64], tb[i:i + 64], truncation=True, max_length=max_length, padding=True,
+                      return_tensors="pt")
+            preds.append(model(**enc).logits.argmax(-1).numpy() == 1)
+    return np.concatenate(preds), {"seconds": seconds}
+
+
+def embed_lr(train: pd.DataFrame, test: pd.DataFrame, max_length: int, cache: dict) -> tuple[np.ndarray, dict]:
+    import torch
+    from sklearn.linear_model import LogisticRegression
+    from transformers import AutoModel, AutoTokenizer
+
+    t0 = time.perf_counter()
+    if "model" not in cache:
+        path = base_model_path(TrainConfig())
+        cache["tok"], cache["model"] = AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()
+    tok, model = cache["tok"], cache["model"]
+
+    def embed(rows: pd.DataFrame) -> np.ndarray:
+        a, b = texts(rows)
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(a), 64):
+                enc = tok(a[i:i + 64], b[i:i + 64], truncation=True, max_length=max_length, padding=True,
+                          return_tensors="pt")
+                h = model(**enc).last_hidden_state
+                m = enc["attention_mask"].unsqueeze(-1).float()
+                out.append(((h * m).sum(1) / m.sum(1)).numpy())
+        return np.concatenate(out)
+
+    clf = LogisticRegression(max_iter=2000).fit(embed(train), train.label == "Pass")
+    seconds = time.perf_counter() - t0
+    return clf.predict(embed(test)), {"seconds": seconds}
+
+
+def tfidf_lr(train: pd.DataFrame, test: pd.DataFrame) -> tuple[np.ndarray, dict]:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    t0 = time.perf_counter()
+    a, b = texts(train)
+    vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1)
+    x = vec.fit_transform([f"{p} [SEP] {q}" for p, q in zip(a, b)])
+    clf = LogisticRegression(max_iter=2000).fit(x, train.label == "Pass")
+    seconds = time.perf_counter() - t0
+    ta, tb = texts(test)
+    return clf.predict(vec.transform([f"{p} [SEP] {q}" for p, q in zip(ta, tb)])), {"seconds": seconds}
+
+
+def point(pred: np.ndarray, test: pd.DataFrame, info: dict) -> dict:
+    correct = (np.asarray(pred, dtype=bool) == (test.label == "Pass").to_numpy()).astype(float)
+    lo, hi = bootstrap_ci(correct)
+    return {"accuracy": float(correct.mean()), "ci_low": lo, "ci_high": hi, **info}
+
+
+def plot(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(dict.fromkeys(r["dataset"] for r in results))
+    fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 3.8), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        rows = [r for r in results if r["dataset"] == name]
+        for method, style in (("labeljudge", "o-"), ("plain", "s--"), ("embed+lr", "^:"), ("tfidf+lr", "v:")):
+            pts = [r for r in rows if r["method"] == method]
+            n = [r["n"] for r in pts]
+            acc = [r["accuracy"] for r in pts]
+            ax.plot(n, acc, style, label=method)
+            lo = [r["ci_low"] if r["ci_low"] is not None else r["accuracy"] for r in pts]
+            hi = [r["ci_high"] if r["ci_high"] is not None else r["accuracy"] for r in pts]
+            ax.fill_between(n, lo, hi, alpha=0.12)
+        ax.set_xscale("log")
+        ax.set_title(f"HaluEval {name}")
+        ax.set_xlabel("labels")
+        ax.set_ylabel("held-out accuracy")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", default="qa,dialogue,summarization")
+    parser.add_argument("--sizes", default="50,100,200,400,1000,2000")
+    parser.add_argument("--test", type=int, default=400)
+    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--out", default=str(ROOT / "bench_results" / "learning_curve.json"))
+    args = parser.parse_args()
+    import torch
+
+    sizes = [int(s) for s in args.sizes.split(",")]
+    results, cache = [], {}
+    header = (f"{'dataset':<14}{'labels':>7}  {'method':<11}{'accuracy':>9}{'95% CI':>15}{'fit s':>8}{'vs plain':>9}"
+              f"{'total s':>9}")
+    print(f"torch threads {torch.get_num_threads()}; test rows {args.test}; max_length {args.max_length}; "
+          f"epochs {args.epochs}\n{header}")
+    for name in args.datasets.split(","):
+        pool, test = dataset(name, max(sizes), args.test)
+        for n in sizes:
+            train = pool.iloc[:n]
+            runs = {"labeljudge": labeljudge(train, test, args.max_length, args.epochs),
+                    "plain": plain_finetune(train, test, args.max_length, args.epochs),
+                    "embed+lr": embed_lr(train, test, args.max_length, cache),
+                    "tfidf+lr": tfidf_lr(train, test)}
+            plain_s = runs["plain"][1]["seconds"]
+            for method, (pred, info) in runs.items():
+                r = {"dataset": name, "n": n, "method": method, **point(pred, test, info)}
+                # the product's fit (split model + refit) against the script's; export and registry apart
+                r["time_vs_plain"] = r.get("fit_seconds", r["seconds"]) / plain_s
+                results.append(r)
+                ci = f"{r['ci_low']:.3f}-{r['ci_high']:.3f}"
+                print(f"{name:<14}{n:>7}  {method:<11}{r['accuracy']:>9.3f}{ci:>15}{r.get('fit_seconds', r['seconds']):>8.1f}"
+                      f"{r['time_vs_plain']:>8.2f}x{r['seconds']:>9.1f}", flush=True)
+            out = Path(args.out)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps({"args": vars(args), "results": results}, indent=1))
+            plot(results, out.with_suffix(".png"))
+    print(f"wrote {args.out} and {Path(args.out).with_suffix('.png')}")
+    gaps = [(r["dataset"], r["n"], r["accuracy"] - p["accuracy"]) for r in results if r["method"] == "labeljudge"
+            for p in results if p["method"] == "plain" and p["dataset"] == r["dataset"] and p["n"] == r["n"]]
+    worst = min(gaps, key=lambda g: g[2])
+    print(f"labeljudge - plain accuracy: worst {worst[2]:+.3f} ({worst[0]}, {worst[1]} labels); "
+          f"mean {np.mean([g[2] for g in gaps]):+.3f}")
+
+
+if __name__ == "__main__":
+    main()
