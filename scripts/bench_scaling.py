@@ -44,7 +44,9 @@ def run(workers: int, args, ls: LocalLabelStudio, api: LabelStudioAPI, fake: Fak
         projects = []
         for i in range(args.projects):
             project = api.create_project(f"scaling w{workers} p{i}", CONFIG)
-            api.import_tasks(project, tasks(args.tasks))
+            # content of its own per project and run: the verdict cache must not answer for another project
+            api.import_tasks(project, [{"data": {**t["data"], "input": f"w{workers} p{i} {t['data']['input']}"}}
+                                       for t in tasks(args.tasks)])
             api.connect_backend(project, srv.url)
             projects.append(project)
         procs = [subprocess.Popen([sys.executable, "-m", "ml_backend.cli", "worker", "--burst"], env=env, cwd=ROOT,
