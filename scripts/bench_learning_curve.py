@@ -2,7 +2,8 @@
 the project was not tuned on, for what LabelJudge trains beside what a user would do instead, in one run:
 
 - ``labeljudge``: the product path, `run_training` over the labels as Label Studio records (split, fit,
-  held-out measurement, refit on every label, ONNX export, runtime choice, registry), scored as served;
+  held-out measurement and calibration, one more epoch over every label, ONNX export, runtime choice,
+  registry), scored as served;
 - ``plain``: a plain fine-tune of the same packaged MiniLM (the 30-line script: every row, 4 epochs,
   AdamW 5e-5, batch 16, at most 128 tokens, no validation);
 - ``embed+lr``: frozen MiniLM mean-pooled embeddings + logistic regression;
@@ -99,13 +100,16 @@ def plain_finetune(train: pd.DataFrame, test: pd.DataFrame, max_length: int, epo
     seconds = time.perf_counter() - t0
     model.eval()
     ta, tb = texts(test)
-    preds = []
     with torch.inference_mode():
-        for i in range(0, len(ta), 64):
-            enc = tok(ta[i:i + 64], tb[i:i + 64], truncation=True, max_length=max_length, padding=True,
-                      return_tensors="pt")
-            preds.append(model(**enc).logits.argmax(-1).numpy() == 1)
+        preds = [model(**enc).logits.argmax(-1).numpy() == 1 for enc in encoded(tok, ta, tb, max_length)]
     return np.concatenate(preds), {"seconds": seconds}
+
+
+def encoded(tok, a: list[str], b: list[str], max_length: int, size: int = 64):
+    """Tokenized text pairs in batches of ``size``, each padded to its longest row."""
+    for i in range(0, len(a), size):
+        yield tok(a[i:i + size], b[i:i + size], truncation=True, max_length=max_length, padding=True,
+                  return_tensors="pt")
 
 
 def embed_lr(train: pd.DataFrame, test: pd.DataFrame, max_length: int, cache: dict) -> tuple[np.ndarray, dict]:
@@ -123,9 +127,7 @@ def embed_lr(train: pd.DataFrame, test: pd.DataFrame, max_length: int, cache: di
         a, b = texts(rows)
         out = []
         with torch.inference_mode():
-            for i in range(0, len(a), 64):
-                enc = tok(a[i:i + 64], b[i:i + 64], truncation=True, max_length=max_length, padding=True,
-                          return_tensors="pt")
+            for enc in encoded(tok, a, b, max_length):
                 h = model(**enc).last_hidden_state
                 m = enc["attention_mask"].unsqueeze(-1).float()
                 out.append(((h * m).sum(1) / m.sum(1)).numpy())

@@ -290,6 +290,9 @@ def train(args: argparse.Namespace) -> int:
               f"{result['auc'] if result['auc'] is None else round(result['auc'], 3)}, {result['n_train']} train / "
               f"{result['n_test']} test, {result['seconds']} s on {result['device']}, serving {result['runtime']}")
         print(("promoted: " if result["promoted"] else "not promoted: ") + result["reason"])
+        for name, status in (result.get("tracking") or {}).items():
+            where = ", ".join(f"{k} {v}" for k, v in status.items() if k in ("experiment", "project", "run_id", "mode", "dir"))
+            print(f"tracked in {name}: {where}" if "error" not in status else f"{name} tracking stopped: {status['error']}")
     return 0
 
 

@@ -1,10 +1,14 @@
 """Where the cascade lets the evaluator answer alone, chosen from held-out human labels.
 
 A score outside the band (low, high) is the evaluator's answer; inside it, the judge is asked. The
-band is the widest one whose confident side is, on held-out human labels, at least as accurate as the
-judge measured on those same labels (or a ``cascade_target``): so the cascade saves LLM calls without
-costing accuracy, instead of a fixed [0.2, 0.8] that trusts a weak evaluator too far.
+band is the widest one whose confident side is, on held-out human labels, accurate enough that the
+cascade as a whole stays within TOLERANCE of the judge's measured accuracy (or of a ``cascade_target``):
+the confident side may trail the target by at most TOLERANCE / coverage. Held-out sets are small (80
+rows at 400 labels), and the widest band that passes on them passes partly by luck, so the side's
+accuracy is taken at the lower end of its Wilson interval, one standard error down. Choosing on
+the point estimate kept 0.95 on 80 held-out HaluEval dialogue labels and then gave 0.90 on fresh tasks.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -18,6 +22,8 @@ DEFAULT_BAND = (0.2, 0.8)  # until a training run chose one (evaluators trained 
 DEFAULT_TARGET = 0.9  # the accuracy asked of the evaluator alone when the judge was never measured
 MIN_JUDGED = 10  # held-out labels the judge must have answered for its accuracy to set the target
 MIN_CONFIDENT = 10  # held-out labels on the confident side for a band to be trusted
+TOLERANCE = 0.01  # the accuracy the cascade may lose against the target, over all tasks
+CONFIDENCE = 0.6827  # two-sided level of the Wilson interval whose lower end is used: one standard error (Z = 1)
 
 
 def judge_accuracy(tasks: Sequence[dict], control: str, task_ids: Sequence[int]) -> tuple[float | None, int]:
@@ -35,19 +41,31 @@ def judge_accuracy(tasks: Sequence[dict], control: str, task_ids: Sequence[int])
     return (float(np.mean(hits)) if len(hits) >= MIN_JUDGED else None), len(hits)
 
 
+def accuracy_lower_bound(correct: int, n: int) -> float:
+    """The lower end of the Wilson interval (one standard error) of ``correct`` out of ``n``."""
+    from scipy.stats import binomtest
+
+    return float(binomtest(int(correct), int(n)).proportion_ci(CONFIDENCE, method="wilson").low)
+
+
 def choose_band(scores: np.ndarray, labels: np.ndarray, target: float) -> dict:
     """The widest band: the smallest margin m around 0.5 such that the rows scored at least m away from
-    0.5 are answered with accuracy >= ``target`` (and there are at least MIN_CONFIDENT of them). With
-    none, the band is [0, 1]: the judge answers everything."""
+    0.5 (at least MIN_CONFIDENT of them) are answered with an accuracy whose lower bound is at least
+    ``target - TOLERANCE / coverage``. With none, the band is [0, 1]: the judge answers everything."""
     scores, labels = np.asarray(scores, dtype=float), np.asarray(labels, dtype=int)
     correct = ((scores >= 0.5).astype(int) == labels)
     for m in np.unique(np.abs(scores - 0.5)):  # ascending: the first that holds answers the most rows
         low, high = max(0.0, 0.5 - float(m)), min(1.0, 0.5 + float(m))
         confident = ~((scores > low) & (scores < high))  # exactly what serving answers without the judge
-        if confident.sum() < MIN_CONFIDENT:
+        n_conf = int(confident.sum())
+        if n_conf < MIN_CONFIDENT:
             break
-        accuracy = float(correct[confident].mean())
-        if accuracy >= target:
-            return {"band": [low, high], "coverage": float(confident.mean()), "accuracy": accuracy,
-                    "n": len(scores), "n_confident": int(confident.sum()), "target": target}
-    return {"band": [0.0, 1.0], "coverage": 0.0, "accuracy": None, "n": len(scores), "target": target}
+        coverage = n_conf / len(scores)
+        needed = target - TOLERANCE / coverage
+        lower = accuracy_lower_bound(correct[confident].sum(), n_conf)
+        if lower >= needed:
+            return {"band": [low, high], "coverage": coverage, "accuracy": float(correct[confident].mean()),
+                    "accuracy_lower": round(lower, 4), "needed": round(needed, 4), "n": len(scores),
+                    "n_confident": n_conf, "target": target, "tolerance": TOLERANCE}
+    return {"band": [0.0, 1.0], "coverage": 0.0, "accuracy": None, "n": len(scores), "target": target,
+            "tolerance": TOLERANCE}

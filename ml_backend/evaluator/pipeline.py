@@ -4,6 +4,7 @@ Two kinds: the single-response evaluator (binary) and the pairwise one (reward m
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 from typing import Callable, Sequence
@@ -14,8 +15,10 @@ from .cascade import DEFAULT_TARGET, MIN_JUDGED, choose_band, judge_accuracy
 from .data import PAIR_TEXT_B, InputSpec, build_dataset, split
 from .registry import Registry
 from .scorer import Scorer, export_onnx
+from .tracking import Tracking
 from .train import TrainConfig, binary_metrics, train_evaluator
 
+log = logging.getLogger(__name__)
 INT8_MAX_DRIFT = 0.02  # int8 serves only if its scores stay this close to fp32's (and no label flips)
 MIN_GATE_ROWS = 10  # held-out labels the served model never saw, below which its own recorded accuracy is compared
 
@@ -51,11 +54,12 @@ def training_curve(history: list[dict], path: Path) -> None:
 
 def run_training(tasks: Sequence[dict], control: dict, registry: Registry, *, spec: InputSpec | None = None,
                  cfg: TrainConfig | None = None, progress: Callable[[dict], None] | None = None,
-                 cascade_target: float | None = None) -> dict:
+                 cascade_target: float | None = None, tracking: Tracking | None = None) -> dict:
     """The single-response evaluator: P(the control's answer is the positive label). Its cascade band
     is chosen on the held-out labels: at least ``cascade_target`` accurate where it answers alone, or
-    by default as accurate as the judge was on those labels."""
+    by default as accurate as the judge was on those labels. ``tracking``: MLflow / W&B runs to log to."""
     spec = spec or InputSpec()
+    progress = _tracked(progress, tracking)
     data = build_dataset(tasks, control, spec)
     if data.label.nunique() < 2:
         raise ValueError("the labels hold a single class: the evaluator needs examples of both")
@@ -76,12 +80,12 @@ def run_training(tasks: Sequence[dict], control: dict, registry: Registry, *, sp
         metrics["cascade"] = {**choose_band(metrics["test_scores"], test.label.to_numpy(), target), "target_from": source}
         return metrics
 
-    return _train_and_gate(registry, train, test, manifest, spec, predict, fit)
+    return _train_and_gate(registry, train, test, manifest, spec, predict, fit, cfg, tracking)
 
 
 def run_reward_training(tasks: Sequence[dict], control: str, sides: tuple[str, str], registry: Registry, *,
                         spec: InputSpec | None = None, cfg: TrainConfig | None = None,
-                        progress: Callable[[dict], None] | None = None) -> dict:
+                        progress: Callable[[dict], None] | None = None, tracking: Tracking | None = None) -> dict:
     """The pairwise evaluator of a preference control whose responses are the data keys ``sides``:
     P(response A is better), from human preferences (gold) and the judge's (weak); ties are left out."""
     from .data import build_pairs
@@ -99,15 +103,63 @@ def run_reward_training(tasks: Sequence[dict], control: str, sides: tuple[str, s
 
     manifest = {"kind": "reward", "control": control, "input": {"a": sides[0], "b": sides[1],
                                                                  "text_b": list(spec.text_b)}}
+    progress = _tracked(progress, tracking)
     return _train_and_gate(registry, train, test, manifest, spec, predict,
-                           lambda staging: train_reward(train, test, staging, cfg, progress))
+                           lambda staging: train_reward(train, test, staging, cfg, progress), cfg, tracking)
+
+
+def _tracked(progress: Callable[[dict], None] | None, tracking: Tracking | None) -> Callable[[dict], None] | None:
+    """``progress`` that also logs each epoch to the run's trackers."""
+    if not tracking:
+        return progress
+
+    def both(row: dict) -> None:
+        tracking.epoch(row)
+        if progress:
+            progress(row)
+    return both
 
 
 def _train_and_gate(registry: Registry, train, test, manifest: dict, spec: InputSpec,
-                    predict: Callable[..., np.ndarray], fit: Callable[[Path], dict]) -> dict:
+                    predict: Callable[..., np.ndarray], fit: Callable[[Path], dict],
+                    cfg: TrainConfig | None = None, tracking: Tracking | None = None) -> dict:
     """Train in a staging dir, export ONNX, pick the runtime, commit a version, and promote it only if
     it beats the served one on the same held-out human labels (``predict(model_dir)`` scores them)."""
     registry.cleanup_staging()
+    if tracking is not None:
+        tracking.start(f"project-{registry.dir.name}-{manifest['kind']}", _run_params(train, test, manifest, spec, cfg),
+                       {"project": registry.dir.name, "kind": manifest["kind"], "control": manifest["control"]})
+    try:
+        result = _commit_and_gate(registry, train, test, manifest, spec, predict, fit)
+    except BaseException as exc:
+        if tracking is not None:
+            tracking.finish({}, failed=True)
+            log.warning("training failed; its tracked run is marked FAILED: %s", type(exc).__name__)
+        raise
+    if tracking is not None:
+        final = {k: result.get(k) for k in ("accuracy", "f1", "auc", "ece", "seconds", "promoted", "n_served_train")}
+        band = (result.get("cascade") or {})
+        if band.get("band"):
+            final.update(cascade_low=band["band"][0], cascade_high=band["band"][1], cascade_coverage=band.get("coverage"))
+        version_dir = registry.path(result["version"])
+        result["tracking"] = tracking.finish(final, [version_dir / "curve.png", version_dir / "metrics.json"])
+        (version_dir / "result.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+def _run_params(train, test, manifest: dict, spec: InputSpec, cfg: TrainConfig | None) -> dict:
+    """What a tracked run records as its parameters: the data, the split and the training recipe."""
+    from dataclasses import asdict
+
+    sources = train.source.value_counts().to_dict() if "source" in train else {}
+    return {"kind": manifest["kind"], "control": manifest["control"], "n_train": len(train), "n_test": len(test),
+            "n_human_train": sources.get("human", 0), "n_judge_train": sources.get("judge", 0),
+            "holdout": test.attrs.get("holdout"), "judge_weight": spec.judge_weight,
+            **{f"train.{k}": v for k, v in asdict(cfg or TrainConfig()).items()}}
+
+
+def _commit_and_gate(registry: Registry, train, test, manifest: dict, spec: InputSpec,
+                     predict: Callable[..., np.ndarray], fit: Callable[[Path], dict]) -> dict:
     staging = registry.staging()
     try:
         metrics = fit(staging)
@@ -184,7 +236,7 @@ def _gate(registry: Registry, version: str, test, metrics: dict, kind: str,
     old_manifest = json.loads((registry.path(current) / "manifest.json").read_text())
     fresh = ~test.task_id.isin(set(old_manifest.get("train_tasks", []))).to_numpy()
     if fresh.sum() < MIN_GATE_ROWS:
-        old_acc = json.loads((registry.path(current) / "metrics.json").read_text()).get("accuracy") or 0.0
+        old_acc = registry.metrics(current).get("accuracy") or 0.0
         old_m = {"version": current, "accuracy": old_acc, "measured_on": "its own held-out labels"}
         if new_acc > old_acc:
             return True, (f"accuracy {new_acc:.3f} beats {current} ({old_acc:.3f}, on its own held-out labels: "

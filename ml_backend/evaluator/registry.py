@@ -36,6 +36,15 @@ class Registry:
             raise KeyError(f"no evaluator version {version!r} in {self.dir}")
         return p
 
+    def metrics(self, version: str | None) -> dict:
+        """A version's metrics.json ({} for no version or an unreadable file: readers show what they can)."""
+        if not version:
+            return {}
+        try:
+            return json.loads((self.dir / version / "metrics.json").read_text())
+        except (OSError, ValueError):
+            return {}
+
     def staging(self) -> Path:
         """A temporary directory inside the registry (same filesystem, so commit is a rename)."""
         return Path(tempfile.mkdtemp(prefix=".train-", dir=self.dir))

@@ -1,10 +1,11 @@
 """Fine-tune a BERT-like encoder (default: the packaged all-MiniLM-L6-v2) as a binary evaluator.
 
 A short torch loop rather than Trainer: sample weights (judge labels count less than human ones),
-class weighting, and temperature scaling so a score of 0.8 means about 80%. The binary evaluator trains a fixed number of epochs on the train split, is measured
-and calibrated on the held-out labels, then (``refit``) trains again on every label and that model is
-served: a validation split and early stopping on a few dozen rows were noise, and every label
-held back from the served model cost accuracy. CUDA when present, then MPS, then CPU; training steps in bf16 autocast on
+class weighting, and temperature scaling so a score of 0.8 means about 80%. The binary evaluator trains
+a fixed number of epochs on the train split, is measured and calibrated on the held-out labels, then
+(``refit``) that model trains one more epoch over every label and is served: a validation split and
+early stopping on a few dozen rows were noise, every label held back from the served model cost
+accuracy, and retraining from scratch on every label doubled the time. CUDA when present, then MPS, then CPU; training steps in bf16 autocast on
 CUDA and on CPUs with native bf16.
 No Flask, no Label Studio: it runs in a notebook, a worker or on a GPU box with only this package.
 """
@@ -38,6 +39,8 @@ class TrainConfig:
     steps_per_epoch: int = 0  # >0: small sets get smaller batches (down to 4 rows) for this many steps an epoch
     min_steps: int = 32  # small sets get more epochs: at least this many optimiser steps in a fit
     refit: bool = True  # the binary evaluator: after measuring on the held-out labels, train again on all
+    refit_from: str = "measured"  # "measured": keep training the measured model on every label; "base": start over
+    refit_epochs: int = 1  # epochs of that continued training (at least min_steps // 4 steps); "base" uses ``epochs``
     class_weighting: bool = True
     seed: int = 0
     device: str | None = None
@@ -213,9 +216,13 @@ def train_evaluator(train: pd.DataFrame, test: pd.DataFrame, out_dir: Path, cfg:
     served = train
     if cfg.refit and len(test):
         served = pd.concat([train, test], ignore_index=True)
-        del model
-        model, tok, device, path, precision, refit_history, _ = _fit_binary(served, cfg, progress, t0, None,
-                                                                              phase="refit on every label")
+        if cfg.refit_from == "base":
+            del model
+            start, refit_cfg = None, cfg
+        else:  # the measured model has learned the task; a short pass over every label adds the held-out rows
+            start, refit_cfg = (tok, model), replace(cfg, epochs=cfg.refit_epochs, min_steps=cfg.min_steps // 4)
+        model, tok, device, path, precision, refit_history, _ = _fit_binary(served, refit_cfg, progress, t0, None,
+                                                                              phase="refit on every label", start=start)
         history += refit_history
     metrics["n_served_train"] = int(len(served))
     return save_trained(out_dir, model, tok, metrics, train=train, test=test, temperature=temperature,
@@ -223,13 +230,16 @@ def train_evaluator(train: pd.DataFrame, test: pd.DataFrame, out_dir: Path, cfg:
 
 
 def _fit_binary(rows: pd.DataFrame, cfg: TrainConfig, progress: Callable[[dict], None] | None, t0: float,
-                watch: pd.DataFrame | None, phase: str | None = None):
-    """A fresh base model fine-tuned on ``rows`` for ``cfg.epochs`` (``watch``: rows whose loss and
-    accuracy are recorded per epoch, for the curve only). Returns (model, tokenizer, device, base path,
-    precision, history, logits_of)."""
+                watch: pd.DataFrame | None, phase: str | None = None, start: tuple | None = None):
+    """A fresh base model (or ``start``'s (tokenizer, model), trained further) fine-tuned on ``rows`` for
+    ``cfg.epochs`` (``watch``: rows whose loss and accuracy are recorded per epoch, for the curve only).
+    Returns (model, tokenizer, device, base path, precision, history, logits_of)."""
     import torch
 
-    tok, model, device, path = load_base(cfg, 2)
+    if start is None:
+        tok, model, device, path = load_base(cfg, 2)
+    else:
+        (tok, model), device, path = start, pick_device(cfg.device), base_model_path(cfg)
     rng = np.random.default_rng(cfg.seed)
     # batches of ``batch_size``, as the plain recipe (the smaller batches small sets used to get cost more steps)
     batch_size = max(4, min(cfg.batch_size, len(rows) // cfg.steps_per_epoch)) if cfg.steps_per_epoch else cfg.batch_size

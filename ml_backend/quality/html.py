@@ -176,11 +176,21 @@ def _training_html(runs: list[dict]) -> str:
         f"<td>{_fmt((r.get('cascade') or {}).get('band'))}</td><td>{_fmt(r['device'])}</td><td>{_fmt(r['seconds'])}</td>"
         f"<td>{'yes' if r['promoted'] else 'no' if r['promoted'] is not None else '-'}</td>"
         f"<td style='text-align:left'>{_fmt(r['decision'])}{'; held out ' + _fmt(r['holdout']) if r.get('holdout') else ''}"
-        f"</td><td>{_curve(r)}</td></tr>" for r in runs)
+        f"{_tracked(r.get('tracking'))}</td><td>{_curve(r)}</td></tr>" for r in runs)
     return ("<h2 id='training'>Evaluator training</h2><table id='training-runs'><tr><th>job</th><th>status</th>"
             "<th>version</th><th>train human/judge</th><th>test</th><th>served model trained on</th>"
             "<th>held-out accuracy</th><th>cascade band</th><th>device</th><th>seconds</th><th>promoted</th>"
             f"<th>why</th><th>curve</th></tr>{rows}</table>")
+
+
+def _tracked(tracking: dict | None) -> str:
+    """Where the run was tracked (MLflow run id, W&B run id), or why tracking stopped."""
+    parts = []
+    for name, status in (tracking or {}).items():
+        if not isinstance(status, dict):
+            continue
+        parts.append(f"{name}: stopped ({status['error']})" if status.get("error") else f"{name} run {status.get('run_id')}")
+    return ("; tracked in " + html.escape("; ".join(parts))) if parts else ""
 
 
 def _curve(run: dict) -> str:

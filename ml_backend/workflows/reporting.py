@@ -3,10 +3,10 @@ around quality/, which works on plain data)."""
 from __future__ import annotations
 
 import base64
-import json
 from pathlib import Path
 from typing import Sequence
 
+from ..evaluator.registry import Registry
 from ..labelstudio import LabelStudioAPI
 from ..labelstudio.config import TaskSchema, parse_label_config
 from ..quality.report import build_report
@@ -86,7 +86,7 @@ def training_runs(store: Store, project: int, evaluators_dir: Path | None = None
                     "n_human_train": result.get("n_human_train"), "n_judge_train": result.get("n_judge_train"),
                     "device": result.get("device"), "seconds": result.get("seconds"),
                     "holdout": result.get("holdout"), "n_served_train": result.get("n_served_train"),
-                    "cascade": result.get("cascade"), "curve": curve})
+                    "cascade": result.get("cascade"), "tracking": result.get("tracking"), "curve": curve})
     return out
 
 
@@ -96,11 +96,10 @@ def evaluators_section(store: Store, project: int, evaluators_dir: Path | None, 
     version (from the report's versions)."""
     serving = None
     if evaluators_dir is not None:
-        pointer = Path(evaluators_dir) / str(project) / "current.json"
-        if pointer.is_file():
-            current = json.loads(pointer.read_text()).get("current")
-            metrics_path = Path(evaluators_dir) / str(project) / str(current) / "metrics.json"
-            metrics = json.loads(metrics_path.read_text()) if current and metrics_path.is_file() else {}
+        if (Path(evaluators_dir) / str(project) / "current.json").is_file():  # (a Registry would create the folder)
+            registry = Registry(Path(evaluators_dir), str(project))
+            current = registry.current()
+            metrics = registry.metrics(current)
             serving = {"version": current, "accuracy": metrics.get("accuracy"),
                        "band": (metrics.get("cascade") or {}).get("band"), "device": metrics.get("device")}
     accuracy = {v["model_version"]: v for v in versions}

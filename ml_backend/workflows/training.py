@@ -12,6 +12,7 @@ from typing import Callable
 
 from ..evaluator.data import InputSpec
 from ..evaluator.pipeline import run_reward_training, run_training
+from ..evaluator.tracking import Tracking
 from ..evaluator.train import TrainConfig
 from ..labelstudio.sync import sync_annotations
 from ..redact import redact
@@ -55,12 +56,13 @@ def _train(services: Services, project: int, progress: Callable[[dict], None] | 
     registry = services.evaluators.registry(pid)
     pair = schema.pair_fields()
     spec = InputSpec.from_params(config.evaluator_input, pairwise=pair is not None, judge_weight=config.judge_weight)
+    tracking = Tracking(st.tracking) if st.tracking else None
     if pair:  # a preference config: the pairwise (reward-model) evaluator
         result = run_reward_training(tasks, pair[0], (pair[1], pair[2]), registry, spec=spec, cfg=cfg,
-                                     progress=progress)
+                                     progress=progress, tracking=tracking)
     else:
         result = run_training(tasks, controls[0], registry, spec=spec, cfg=cfg, progress=progress,
-                              cascade_target=config.cascade_target)
+                              cascade_target=config.cascade_target, tracking=tracking)
     services.store.set_trained_labels(pid, services.store.count_labeled_tasks(pid))
     services.evaluators.changed(pid)
     return result
