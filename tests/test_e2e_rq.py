@@ -88,8 +88,11 @@ def _train_job(srv, project: int) -> dict:
     return _wait(lambda: httpx.get(f"{srv.url}/jobs?project={project}&kind=train").json()["jobs"], what="a train job")[0]
 
 
-def test_start_training_is_run_by_a_worker_process_and_the_backend_serves_it(rq_project, ls_api):
+def test_start_training_is_run_by_a_worker_process_and_the_backend_serves_it(rq_project, ls_api, tmp_path):
     srv, project, env = rq_project["srv"], rq_project["project"], rq_project["env"]
+    # the worker logs its run to MLflow (a real file store): the environment alone switches it on
+    mlruns = (tmp_path / "mlruns").as_uri()
+    env = dict(env, MLFLOW_TRACKING_URI=mlruns, MLFLOW_ALLOW_FILE_STORE="true")
     ls_api.client.ml.train(id=ls_api.backends(project)[0].id)
     job = _train_job(srv, project)
     assert job["status"] == "queued"  # nobody trains in the backend's process
@@ -100,6 +103,12 @@ def test_start_training_is_run_by_a_worker_process_and_the_backend_serves_it(rq_
     assert out.returncode == 0, out.stdout.read()[-2000:]
     done = httpx.get(f"{srv.url}/jobs/{job['id']}").json()
     assert done["status"] == "finished" and done["result"]["promoted"], done["result"]
+    from mlflow import MlflowClient
+
+    tracked = done["result"]["tracking"]["mlflow"]
+    run = MlflowClient(mlruns).get_run(tracked["run_id"])
+    assert run.info.status == "FINISHED" and run.info.run_name == f"project-{project}-binary"
+    assert run.data.metrics["accuracy"] == pytest.approx(done["result"]["accuracy"])
     version = _wait(lambda: srv.backend.state(project).version.startswith("evaluator-0001")
                     and srv.backend.state(project).version, what="the backend to serve the new version")
     r = httpx.post(f"{srv.url}/predict", json={"project": project, "tasks": [

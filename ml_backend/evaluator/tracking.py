@@ -175,6 +175,11 @@ class Tracking:
         except Exception as exc:
             self.active.remove(tracker)
             self._failed(tracker.name, what, exc)
+            if what != "starting the run" and what != "finishing the run":
+                try:  # a run that was started is closed as failed rather than left "running" (best effort)
+                    tracker.finish({}, [], True)
+                except Exception:
+                    pass
 
     def _failed(self, name: str, what: str, exc: Exception) -> None:
         # a tracking URI may carry credentials (https://user:pass@host): redact, and drop the URL's userinfo
