@@ -88,8 +88,10 @@ def _train_job(srv, project: int) -> dict:
     return _wait(lambda: httpx.get(f"{srv.url}/jobs?project={project}&kind=train").json()["jobs"], what="a train job")[0]
 
 
-def test_start_training_is_run_by_a_worker_process_and_the_backend_serves_it(rq_project, ls_api, tmp_path):
+def test_start_training_is_run_by_a_worker_process_and_the_backend_serves_it(rq_project, ls_api, tmp_path,
+                                                                             monkeypatch):
     srv, project, env = rq_project["srv"], rq_project["project"], rq_project["env"]
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # for this process's MlflowClient, reading it back
     # the worker logs its run to MLflow (a real file store): the environment alone switches it on
     mlruns = (tmp_path / "mlruns").as_uri()
     env = dict(env, MLFLOW_TRACKING_URI=mlruns, MLFLOW_ALLOW_FILE_STORE="true")
