@@ -144,10 +144,13 @@ def halueval_tasks(n: int, reference_user: int | None = None) -> list[dict]:
     from ..datasets import halueval_rows
 
     df = halueval_rows("dialogue", n, seed=7)
+    # half of each class (the rows alternate Pass/Fail, so every other row would all be one class and
+    # Start Training would refuse the demo's labels)
+    reference = set(df.groupby("label").head((len(df) + 1) // 4 or 1).index)
     tasks = []
-    for i, r in enumerate(df.itertuples()):
+    for i, r in zip(df.index, df.itertuples()):
         task: dict = {"data": {"input": r.input, "context": r.context, "output": r.output, "halueval_label": r.label}}
-        if reference_user is not None and i % 2 == 0:
+        if reference_user is not None and i in reference:
             task["annotations"] = [{"ground_truth": True, "completed_by": reference_user, "result": [{
                 "from_name": "verdict", "to_name": "output", "type": "choices", "value": {"choices": [r.label]}}]}]
         tasks.append(task)
