@@ -221,9 +221,11 @@ def train_evaluator(train: pd.DataFrame, test: pd.DataFrame, out_dir: Path, cfg:
             start, refit_cfg = None, cfg
         else:  # the measured model has learned the task; a short pass over every label adds the held-out rows
             start, refit_cfg = (tok, model), replace(cfg, epochs=cfg.refit_epochs, min_steps=cfg.min_steps // 4)
-        model, tok, device, path, precision, refit_history, _ = _fit_binary(served, refit_cfg, progress, t0, None,
-                                                                              phase="refit on every label", start=start)
+        model, tok, device, path, precision, refit_history, served_logits = _fit_binary(
+            served, refit_cfg, progress, t0, None, phase="refit on every label", start=start)
         history += refit_history
+        # the served model's scores on the held-out inputs: where its band must sit to answer the same share
+        metrics["served_test_scores"] = [round(float(p), 4) for p in softmax_pos(served_logits(test), temperature)]
     metrics["n_served_train"] = int(len(served))
     return save_trained(out_dir, model, tok, metrics, train=train, test=test, temperature=temperature,
                         device=device, t0=t0, history=history, cfg=cfg, base_model=path, precision=precision)
