@@ -7,7 +7,10 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ml_backend.evaluator.cascade import MIN_CONFIDENT, TOLERANCE, accuracy_lower_bound, choose_band, judge_accuracy
+import pytest
+
+from ml_backend.evaluator.cascade import (MIN_CONFIDENT, TOLERANCE, accuracy_lower_bound, carry_band, choose_band,
+                                          judge_accuracy)
 
 
 def _confident(scores, band):
@@ -76,3 +79,43 @@ def test_the_judge_is_measured_on_the_held_out_tasks_only():
     acc, n = judge_accuracy(tasks, "label", list(range(20)))
     assert n == 20 and acc == 0.75
     assert judge_accuracy(tasks, "label", [1, 2, 3]) == (None, 3)  # too few to trust
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 1), st.booleans(), st.floats(0, 1)), min_size=MIN_CONFIDENT, max_size=300,
+                unique_by=lambda r: round(abs(r[2] - 0.5), 12)),
+       st.floats(0.5, 1.0))
+def test_the_served_band_answers_as_many_held_out_inputs_as_the_measured_band(rows, target):
+    measured = np.array([s for s, _, _ in rows])
+    labels = np.array([int(y) for _, y, _ in rows])
+    served = np.array([s for _, _, s in rows])  # another model's scores on the same inputs
+    chosen = choose_band(measured, labels, target)
+    carried = carry_band(chosen, served)
+    if chosen["coverage"] == 0.0:
+        assert carried == chosen  # the judge answers everything, whichever model serves
+        return
+    assert carried["measured_band"] == chosen["band"]
+    low, high = carried["band"]
+    assert 0.0 <= low <= 0.5 <= high <= 1.0 and abs((0.5 - low) - (high - 0.5)) < 1e-9  # symmetric
+    # with distinct margins, exactly the same number of held-out inputs goes without the judge
+    assert _confident(served, carried["band"]).sum() == chosen["n_confident"]
+
+
+def test_a_surer_served_model_gets_a_narrower_share_not_the_measured_thresholds():
+    # the served model scores every input further from 0.5 than the measured one, so the measured
+    # thresholds would answer more of it; its carried band answers the same number
+    rng = np.random.default_rng(3)
+    measured = np.r_[rng.uniform(0.85, 1.0, 20), rng.uniform(0.0, 0.15, 20), rng.uniform(0.3, 0.7, 60)]
+    labels = np.r_[np.ones(20), np.zeros(20), rng.integers(0, 2, 60)].astype(int)
+    served = np.where(measured >= 0.5, 1 - (1 - measured) / 4, measured / 4)
+    chosen = choose_band(measured, labels, 0.9)
+    k = chosen["n_confident"]
+    assert 40 <= k < 100
+    assert _confident(served, chosen["band"]).sum() > k  # the measured thresholds over-trust the served model
+    assert _confident(served, carry_band(chosen, served)["band"]).sum() == k
+
+
+def test_served_scores_for_other_rows_are_refused():
+    chosen = choose_band(np.r_[np.full(20, 0.99), np.full(20, 0.01)], np.r_[np.ones(20), np.zeros(20)].astype(int), 0.9)
+    with pytest.raises(ValueError, match="held-out rows"):
+        carry_band(chosen, [0.9] * 39)

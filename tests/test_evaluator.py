@@ -64,6 +64,14 @@ def test_training_beats_chance_onnx_matches_and_the_gate_keeps_a_worse_model_out
     assert np.allclose(torch_p, onnx_p, atol=1e-4)
     assert ((Scorer(path).score(a, b) >= 0) & (Scorer(path).score(a, b) <= 1)).all()
     assert Scorer(path).max_length == FAST.max_length  # served at the length it was trained at
+    # the band was chosen on the measured model; on the served one (refit on every label) it answers
+    # the same number of held-out inputs, not the same thresholds
+    cascade = good["cascade"]
+    assert cascade["coverage"] > 0 and cascade["measured_band"] != cascade["band"]
+    _, test = split(build_dataset(records(240), CONTROL, InputSpec()), seed=FAST.seed)
+    served = Scorer(path, runtime="torch").score(list(test.text_a), list(test.text_b))
+    low, high = cascade["band"]
+    assert abs(int((~((served > low) & (served < high))).sum()) - cascade["n_confident"]) <= 1  # 1: score rounding
 
     bad = run_training(records(240, shuffle_labels=True), CONTROL, registry, cfg=FAST)
     assert bad["version"] == "evaluator-0002" and not bad["promoted"]

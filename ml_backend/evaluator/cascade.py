@@ -7,6 +7,13 @@ the confident side may trail the target by at most TOLERANCE / coverage. Held-ou
 rows at 400 labels), and the widest band that passes on them passes partly by luck, so the side's
 accuracy is taken at the lower end of its Wilson interval, one standard error down. Choosing on
 the point estimate kept 0.95 on 80 held-out HaluEval dialogue labels and then gave 0.90 on fresh tasks.
+
+The band is measured on the model trained without the held-out labels, but the model served is that one
+trained one more pass over every label, and score thresholds do not carry over between two models: at
+1,000 dialogue labels the measured band answered 40% of held-out rows at 0.95, and the same thresholds on
+the served model answered 74% of fresh tasks at 0.82. So the band carries the *share* over
+(`carry_band`): the served model's band answers as many held-out inputs as the measured band did. It
+trained on them, so it is surer there than on fresh tasks, which errs toward asking the judge.
 """
 
 from __future__ import annotations
@@ -69,3 +76,20 @@ def choose_band(scores: np.ndarray, labels: np.ndarray, target: float) -> dict:
                     "n_confident": n_conf, "target": target, "tolerance": TOLERANCE}
     return {"band": [0.0, 1.0], "coverage": 0.0, "accuracy": None, "n": len(scores), "target": target,
             "tolerance": TOLERANCE}
+
+
+def carry_band(chosen: dict, served_scores: Sequence[float]) -> dict:
+    """``chosen`` (a `choose_band` result on the measured model) moved to the served model, whose scores on
+    the same held-out inputs are ``served_scores``: the symmetric band around 0.5 that answers the same
+    number of them (``n_confident``; more only on tied scores). The measured band is kept as ``measured_band``."""
+    if not chosen.get("coverage"):
+        return chosen
+    scores = np.asarray(served_scores, dtype=float)
+    if len(scores) != chosen["n"]:
+        raise ValueError(f"served scores for {len(scores)} held-out rows, the band was chosen on {chosen['n']}")
+    top = scores[np.argsort(-np.abs(scores - 0.5), kind="stable")[: chosen["n_confident"]]]
+    m = float(np.abs(top - 0.5).min())
+    # 0.5 - |s - 0.5| need not round back to s: the band's ends are the top rows' own scores where they lie inside
+    low = max([0.0, 0.5 - m] + [float(s) for s in top if s < 0.5])
+    high = min([1.0, 0.5 + m] + [float(s) for s in top if s >= 0.5])
+    return {**chosen, "measured_band": chosen["band"], "band": [low, high]}

@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .cascade import DEFAULT_TARGET, MIN_JUDGED, choose_band, judge_accuracy
+from .cascade import DEFAULT_TARGET, MIN_JUDGED, carry_band, choose_band, judge_accuracy
 from .data import PAIR_TEXT_B, InputSpec, build_dataset, split
 from .registry import Registry
 from .scorer import Scorer, export_onnx
@@ -78,14 +78,8 @@ def run_training(tasks: Sequence[dict], control: dict, registry: Registry, *, sp
             target, source = (judged, f"the judge's accuracy on {n} held-out labels") if judged is not None else \
                 (DEFAULT_TARGET, f"the default (the judge answered {n} held-out labels, under {MIN_JUDGED})")
         chosen = choose_band(metrics["test_scores"], test.label.to_numpy(), target)
-        served = metrics.pop("served_test_scores", None)
-        if served is not None and chosen["coverage"] > 0:
-            # thresholds do not carry over between models: the served model answers the same share of
-            # the held-out inputs (it trained on them, so it is surer there than on fresh ones: errs to the judge)
-            k = chosen["n_confident"]
-            margin = float(np.sort(np.abs(np.asarray(served) - 0.5))[::-1][k - 1])
-            chosen = {**chosen, "measured_band": chosen["band"], "band": [max(0.0, 0.5 - margin), min(1.0, 0.5 + margin)]}
-        metrics["cascade"] = {**chosen, "target_from": source}
+        served = metrics.pop("served_test_scores", None)  # None when the measured model is the one served
+        metrics["cascade"] = {**(carry_band(chosen, served) if served is not None else chosen), "target_from": source}
         return metrics
 
     return _train_and_gate(registry, train, test, manifest, spec, predict, fit, cfg, tracking)

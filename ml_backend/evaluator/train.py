@@ -200,9 +200,11 @@ def train_evaluator(train: pd.DataFrame, test: pd.DataFrame, out_dir: Path, cfg:
                     progress: Callable[[dict], None] | None = None) -> dict:
     """Train on ``train`` for ``cfg.epochs``; measure and calibrate on ``test`` (the held-out human
     labels, also drawn per epoch in the curve, never used to choose anything but the temperature);
-    then with ``cfg.refit`` train a fresh model the same way on every row and save that one. Saves
-    model, tokenizer, calibration.json and metrics.json into ``out_dir``; returns the metrics, which
-    describe the model trained without the held-out rows (``test_scores``: its calibrated scores).
+    then with ``cfg.refit`` train on every row (by default one more pass of the measured model, or
+    from the base with ``refit_from="base"``) and save that one. Saves model, tokenizer,
+    calibration.json and metrics.json into ``out_dir``; returns the metrics, which describe the model
+    trained without the held-out rows (``test_scores``: its calibrated scores), plus
+    ``served_test_scores``: the served model's calibrated scores on the same inputs (for `carry_band`).
     ``train``/``test`` have text_a, text_b, label, weight columns."""
     cfg = cfg or TrainConfig()
     t0 = time.time()
@@ -225,7 +227,7 @@ def train_evaluator(train: pd.DataFrame, test: pd.DataFrame, out_dir: Path, cfg:
             served, refit_cfg, progress, t0, None, phase="refit on every label", start=start)
         history += refit_history
         # the served model's scores on the held-out inputs: where its band must sit to answer the same share
-        metrics["served_test_scores"] = [round(float(p), 4) for p in softmax_pos(served_logits(test), temperature)]
+        metrics["served_test_scores"] = [round(float(p), 6) for p in softmax_pos(served_logits(test), temperature)]
     metrics["n_served_train"] = int(len(served))
     return save_trained(out_dir, model, tok, metrics, train=train, test=test, temperature=temperature,
                         device=device, t0=t0, history=history, cfg=cfg, base_model=path, precision=precision)
