@@ -2,8 +2,10 @@
 asking the judge every time, with a simulated judge of known accuracy, on HaluEval data in one run.
 
 Per dataset: ``--train`` labeled tasks (each also carrying the simulated judge's answer, as a project
-pre-labeled by the judge would) go through the product's training path (`run_training`), which holds
-some out, measures the judge on them and chooses the band; then ``--test`` fresh tasks are answered
+pre-labeled by the judge would) and ``--unlabeled`` tasks nobody labeled go through the product's
+training path (`run_training`), which holds some labels out, measures the judge on them, chooses the
+band there and carries it over to the served model on the unlabeled tasks; then ``--test`` other fresh
+tasks are answered
 three ways: judge only, the cascade with the chosen band, and the cascade with the old fixed
 [0.2, 0.8] band. Prints a table and writes JSON.
 """
@@ -46,6 +48,8 @@ def main() -> None:
     parser.add_argument("--datasets", default="dialogue,qa,summarization")
     parser.add_argument("--train", type=int, default=400)
     parser.add_argument("--test", type=int, default=1000)
+    parser.add_argument("--unlabeled", type=int, default=500,
+                        help="tasks in the project with no label (other than the fresh ones), as a project has")
     parser.add_argument("--judge-accuracy", type=float, default=0.95)
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--out", default=str(ROOT / "bench_results" / "cascade.json"))
@@ -55,10 +59,12 @@ def main() -> None:
     print(f"{'dataset':<14}{'way':<26}{'accuracy':>9}{'vs judge':>10}{'no LLM':>8}  band")
     for name in args.datasets.split(","):
         rng = np.random.default_rng(7)
-        pool, test = dataset(name, args.train, args.test)
+        pool, test = dataset(name, args.train + args.unlabeled, args.test)
         records = as_records(pool)
         for rec, judged in zip(records, simulated_judge(list(pool.label), args.judge_accuracy, rng)):
             rec["predictions"] = [{"model_version": "judge-simulated", "answers": {"label": judged}, "score": None}]
+        for rec in records[args.train:]:  # not labeled yet: what the band is carried over to the served model on
+            rec["annotations"], rec["predictions"] = [], []
         with tempfile.TemporaryDirectory() as tmp:
             registry = Registry(Path(tmp), "1")
             result = run_training(records, CONTROL, registry, spec=InputSpec(judge_weight=0.0),
@@ -74,7 +80,7 @@ def main() -> None:
                           ("cascade, fixed [0.2, 0.8]", (0.2, 0.8)), ("evaluator only", (0.5, 0.5))):
             answers, saved = cascade(p, band, judge)
             acc = float(np.mean([a == y for a, y in zip(answers, truth)]))
-            rows.append({"dataset": name, "way": way, "band": list(band), "accuracy": acc,
+            rows.append({"dataset": name, "way": way, "band": list(band), "accuracy": acc, "unlabeled": args.unlabeled,
                          "vs_judge": acc - judge_acc, "answered_without_llm": saved,
                          "training": {k: result[k] for k in ("accuracy", "n_train", "n_test", "cascade")}})
             print(f"{name:<14}{way:<26}{acc:>9.3f}{acc - judge_acc:>+10.3f}{saved:>8.0%}  "

@@ -119,3 +119,28 @@ def test_served_scores_for_other_rows_are_refused():
     chosen = choose_band(np.r_[np.full(20, 0.99), np.full(20, 0.01)], np.r_[np.ones(20), np.zeros(20)].astype(int), 0.9)
     with pytest.raises(ValueError, match="held-out rows"):
         carry_band(chosen, [0.9] * 39)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 1), st.booleans()), min_size=MIN_CONFIDENT, max_size=200),
+       st.lists(st.tuples(st.floats(0, 1), st.floats(0, 1)), min_size=1, max_size=200,
+                unique_by=lambda r: round(abs(r[1] - 0.5), 12)),
+       st.floats(0.5, 1.0))
+def test_on_unlabeled_tasks_the_served_band_answers_as_many_as_the_measured_band(held_out, unlabeled, target):
+    chosen = choose_band(np.array([s for s, _ in held_out]), np.array([int(y) for _, y in held_out]), target)
+    measured = np.array([m for m, _ in unlabeled])  # both models' scores on tasks neither trained on
+    served = np.array([s for _, s in unlabeled])
+    carried = carry_band(chosen, served, measured, on="unlabeled tasks")
+    if chosen["coverage"] == 0.0:
+        assert carried == chosen
+        return
+    k = int(_confident(measured, chosen["band"]).sum())
+    assert _confident(served, carried["band"]).sum() == k and carried["carried_on"].startswith(f"{k} of {len(served)}")
+    if k == 0:  # the measured band would answer none of them: neither does the served one
+        assert carried["band"] == [0.0, 1.0]
+
+
+def test_scores_of_different_inputs_are_refused():
+    chosen = choose_band(np.r_[np.full(20, 0.99), np.full(20, 0.01)], np.r_[np.ones(20), np.zeros(20)].astype(int), 0.9)
+    with pytest.raises(ValueError, match="same inputs"):
+        carry_band(chosen, [0.9] * 10, [0.9] * 11)

@@ -124,3 +124,16 @@ def test_the_quickstart_says_what_it_labeled_and_hides_credentials(demo, label_s
     assert what.startswith("all 3 already labeled by judge-")
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert label_studio.password not in ps and label_studio.token not in ps
+
+
+def test_a_fresh_quickstart_refuses_a_backend_it_did_not_start(demo, tmp_path, capsys):
+    # a .labeljudge removed while its backend still runs: the next quickstart must not label through
+    # that backend's store and Label Studio, and must say what holds the port
+    from ml_backend.cli.quickstart import run_quickstart
+
+    port = int(demo["srv"].url.rsplit(":", 1)[1])
+    fresh = tmp_path / "fresh-home"
+    assert run_quickstart("pass_fail", fresh, ls_port=0, port=port) == 1
+    err = capsys.readouterr().err
+    assert "did not start it" in err and "--port" in err
+    assert not (fresh / "label-studio").exists() and not (fresh / "quickstart.json").exists()  # nothing started

@@ -65,9 +65,10 @@ def test_training_beats_chance_onnx_matches_and_the_gate_keeps_a_worse_model_out
     assert ((Scorer(path).score(a, b) >= 0) & (Scorer(path).score(a, b) <= 1)).all()
     assert Scorer(path).max_length == FAST.max_length  # served at the length it was trained at
     # the band was chosen on the measured model; on the served one (refit on every label) it answers
-    # the same number of held-out inputs, not the same thresholds
+    # the same number of held-out inputs (no unlabeled tasks here), not the same thresholds
     cascade = good["cascade"]
     assert cascade["coverage"] > 0 and cascade["measured_band"] != cascade["band"]
+    assert cascade["carried_on"].endswith("held-out inputs answered")
     _, test = split(build_dataset(records(240), CONTROL, InputSpec()), seed=FAST.seed)
     served = Scorer(path, runtime="torch").score(list(test.text_a), list(test.text_b))
     low, high = cascade["band"]
@@ -172,3 +173,21 @@ def test_never_trains_on_fewer_rows_than_the_minimum():
 
     with _pytest.raises(ValueError, match=f"at least {MIN_TRAIN_ROWS}"):
         split(build_dataset(records(12), CONTROL, InputSpec()))
+
+
+def test_the_cascade_band_is_carried_over_on_the_projects_unlabeled_tasks(tmp_path):
+    # 60 tasks nobody labeled: neither model trained on them, so the served band answers as many of them
+    # as the measured band does (the count is recorded; here checked against the served model's scores)
+    tasks = records(300)
+    for t in tasks[240:]:
+        t["annotations"] = []
+    registry = Registry(tmp_path / "evaluators", "1")
+    result = run_training(tasks, CONTROL, registry, cfg=FAST)
+    cascade = result["cascade"]
+    assert cascade["coverage"] > 0 and cascade["carried_on"].endswith("of 60 unlabeled tasks answered"), cascade
+    k = int(cascade["carried_on"].split()[0])
+    unlabeled = [InputSpec().pair(t["data"]) for t in tasks[240:]]
+    served = Scorer(registry.path(result["version"]), runtime="torch").score([a for a, _ in unlabeled],
+                                                                              [b for _, b in unlabeled])
+    low, high = cascade["band"]
+    assert abs(int((~((served > low) & (served < high))).sum()) - k) <= 1  # 1: score rounding

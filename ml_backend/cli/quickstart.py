@@ -34,6 +34,19 @@ def _up(url: str) -> bool:
         return False
 
 
+def _alive(pid: int | None) -> bool:
+    """Whether the process ``pid`` still runs (a quickstart's own backend, recorded in its state)."""
+    if not pid:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # runs, as another user
+        return True
+    return True
+
+
 def _pids(home: Path) -> dict:
     path = home / "quickstart.json"
     return json.loads(path.read_text()) if path.exists() else {}
@@ -71,6 +84,15 @@ def run_quickstart(config: str, home: Path, *, ls_port: int, port: int) -> int:
         print(f"no label config {xml_path}", file=sys.stderr)
         return 2
 
+    backend_url = f"http://127.0.0.1:{port}"
+    if _up(backend_url) and not _alive(state.get("backend_pid")):
+        # reusing it would label through another store and Label Studio (seen: a removed .labeljudge whose
+        # backend still ran; the demo's labeling then sat at 0 for minutes)
+        print(f"{backend_url} already answers, but this quickstart (state in {home}) did not start it: a backend "
+              "of another checkout or home, or of a .labeljudge that was removed. Stop it (`labeljudge quickstart "
+              "--stop --home <its home>`, or end its process), or pass --port.", file=sys.stderr)
+        return 1
+
     ls = LocalLabelStudio(data_dir=home / "label-studio", venv=find_ls_venv(ROOT), port=ls_port)
     if state.get("ls_url") and _up(state["ls_url"]):
         ls.port = int(state["ls_url"].rsplit(":", 1)[1])
@@ -81,7 +103,6 @@ def run_quickstart(config: str, home: Path, *, ls_port: int, port: int) -> int:
         ls.start()
         state.update(ls_url=ls.url, ls_pid=ls.proc.pid)
 
-    backend_url = f"http://127.0.0.1:{port}"
     if not _up(backend_url):
         print("Starting the LabelJudge backend (embedded local judge, no key needed) ...")
         # the CLI's default store (MODEL_DIR=.labeljudge) is this one: one cache, ledger and registry

@@ -12,8 +12,9 @@ The band is measured on the model trained without the held-out labels, but the m
 trained one more pass over every label, and score thresholds do not carry over between two models: at
 1,000 dialogue labels the measured band answered 40% of held-out rows at 0.95, and the same thresholds on
 the served model answered 74% of fresh tasks at 0.82. So the band carries the *share* over
-(`carry_band`): the served model's band answers as many held-out inputs as the measured band did. It
-trained on them, so it is surer there than on fresh tasks, which errs toward asking the judge.
+(`carry_band`): the served model's band answers as many of the project's unlabeled tasks (which neither
+model trained on) as the measured band does. Without enough of them, as many held-out inputs; the served
+model trained on those, so it is surer there than on fresh tasks, which errs toward asking the judge.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ DEFAULT_BAND = (0.2, 0.8)  # until a training run chose one (evaluators trained 
 DEFAULT_TARGET = 0.9  # the accuracy asked of the evaluator alone when the judge was never measured
 MIN_JUDGED = 10  # held-out labels the judge must have answered for its accuracy to set the target
 MIN_CONFIDENT = 10  # held-out labels on the confident side for a band to be trusted
+MIN_FRESH = 50  # unlabeled tasks needed to carry the band over on them rather than on the held-out inputs
 TOLERANCE = 0.01  # the accuracy the cascade may lose against the target, over all tasks
 CONFIDENCE = 0.6827  # two-sided level of the Wilson interval whose lower end is used: one standard error (Z = 1)
 
@@ -78,18 +80,33 @@ def choose_band(scores: np.ndarray, labels: np.ndarray, target: float) -> dict:
             "tolerance": TOLERANCE}
 
 
-def carry_band(chosen: dict, served_scores: Sequence[float]) -> dict:
-    """``chosen`` (a `choose_band` result on the measured model) moved to the served model, whose scores on
-    the same held-out inputs are ``served_scores``: the symmetric band around 0.5 that answers the same
-    number of them (``n_confident``; more only on tied scores). The measured band is kept as ``measured_band``."""
+def carry_band(chosen: dict, served_scores: Sequence[float], measured_scores: Sequence[float] | None = None,
+               on: str = "held-out inputs") -> dict:
+    """``chosen`` (a `choose_band` result on the measured model) moved to the served model: the symmetric
+    band around 0.5 that answers as many of some inputs as the measured band does (more only on tied
+    scores). The inputs are, best, tasks neither model trained on (``measured_scores`` and
+    ``served_scores`` both on them), else the held-out ones (``served_scores`` alone, on the rows the
+    band was chosen on; the served model trained on those, so it errs toward the judge). The measured
+    band is kept as ``measured_band``; ``carried_on`` says which inputs and how many answered."""
     if not chosen.get("coverage"):
         return chosen
     scores = np.asarray(served_scores, dtype=float)
-    if len(scores) != chosen["n"]:
-        raise ValueError(f"served scores for {len(scores)} held-out rows, the band was chosen on {chosen['n']}")
-    top = scores[np.argsort(-np.abs(scores - 0.5), kind="stable")[: chosen["n_confident"]]]
+    if measured_scores is None:
+        if len(scores) != chosen["n"]:
+            raise ValueError(f"served scores for {len(scores)} held-out rows, the band was chosen on {chosen['n']}")
+        k = chosen["n_confident"]
+    else:
+        reference = np.asarray(measured_scores, dtype=float)
+        if len(reference) != len(scores) or not len(scores):
+            raise ValueError(f"{len(reference)} measured and {len(scores)} served scores: they must score the same inputs")
+        low, high = chosen["band"]
+        k = int((~((reference > low) & (reference < high))).sum())
+    carried = {**chosen, "measured_band": chosen["band"], "carried_on": f"{k} of {len(scores)} {on} answered"}
+    if k == 0:
+        return {**carried, "band": [0.0, 1.0]}
+    top = scores[np.argsort(-np.abs(scores - 0.5), kind="stable")[:k]]
     m = float(np.abs(top - 0.5).min())
     # 0.5 - |s - 0.5| need not round back to s: the band's ends are the top rows' own scores where they lie inside
     low = max([0.0, 0.5 - m] + [float(s) for s in top if s < 0.5])
     high = min([1.0, 0.5 + m] + [float(s) for s in top if s >= 0.5])
-    return {**chosen, "measured_band": chosen["band"], "band": [low, high]}
+    return {**carried, "band": [low, high]}

@@ -97,6 +97,16 @@ def build_dataset(tasks: Sequence[dict], control: dict, spec: InputSpec) -> pd.D
     return pd.DataFrame(rows, columns=["task_id", "text_a", "text_b", "label", "weight", "source", "ground_truth"])
 
 
+def unlabeled_inputs(tasks: Sequence[dict], data: pd.DataFrame, spec: InputSpec, *, limit: int = 500,
+                     seed: int = 0) -> pd.DataFrame:
+    """The inputs (text_a, text_b) of up to ``limit`` tasks that no training row came from: the tasks a
+    cascade will answer, which neither the measured nor the served model has seen (`carry_band`)."""
+    seen = set(data.task_id)
+    pairs = [spec.pair(t.get("data") or {}) for t in tasks if t["id"] not in seen]
+    fresh = pd.DataFrame(pairs, columns=["text_a", "text_b"])
+    return fresh.sample(n=limit, random_state=seed).reset_index(drop=True) if len(fresh) > limit else fresh
+
+
 # a preference answer, as "response A is the better one" (1) or not (0); ties prefer nothing
 A_PREFERRED = {"A": 1, "B": 0}
 PAIR_COLUMNS = ["task_id", "prompt", "response_a", "response_b", "label", "weight", "source", "ground_truth"]

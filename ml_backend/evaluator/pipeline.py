@@ -11,8 +11,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .cascade import DEFAULT_TARGET, MIN_JUDGED, carry_band, choose_band, judge_accuracy
-from .data import PAIR_TEXT_B, InputSpec, build_dataset, split
+from .cascade import DEFAULT_TARGET, MIN_FRESH, MIN_JUDGED, carry_band, choose_band, judge_accuracy
+from .data import PAIR_TEXT_B, InputSpec, build_dataset, split, unlabeled_inputs
 from .registry import Registry
 from .scorer import Scorer, export_onnx
 from .tracking import Tracking
@@ -64,6 +64,12 @@ def run_training(tasks: Sequence[dict], control: dict, registry: Registry, *, sp
     if data.label.nunique() < 2:
         raise ValueError("the labels hold a single class: the evaluator needs examples of both")
     train, test = split(data, seed=(cfg or TrainConfig()).seed)
+    # inputs to carry the cascade band over on: tasks neither model trained on, else the judge-labeled ones
+    # (both trained on them), else none (then the held-out inputs)
+    fresh, fresh_on = unlabeled_inputs(tasks, data, spec, seed=(cfg or TrainConfig()).seed), "unlabeled tasks"
+    if len(fresh) < MIN_FRESH:
+        judged = train[train.source == "judge"][["text_a", "text_b"]]
+        fresh, fresh_on = judged.sample(n=min(len(judged), 500), random_state=0), "judge-labeled tasks"
 
     def predict(model_dir: Path, runtime: str = "auto") -> np.ndarray:
         return Scorer(model_dir, runtime=runtime).score(list(test.text_a), list(test.text_b))
@@ -71,15 +77,19 @@ def run_training(tasks: Sequence[dict], control: dict, registry: Registry, *, sp
     manifest = {"kind": "binary", "control": control["name"], "positive": sorted(_positives(control, spec)),
                 "input": {"text_a": list(spec.text_a), "text_b": list(spec.text_b)}}
     def fit(staging: Path) -> dict:
-        metrics = train_evaluator(train, test, staging, cfg, progress)
+        metrics = train_evaluator(train, test, staging, cfg, progress, fresh if len(fresh) >= MIN_FRESH else None)
         target, source = cascade_target, "cascade_target"
         if target is None:
             judged, n = judge_accuracy(tasks, control["name"], test.task_id.tolist())
             target, source = (judged, f"the judge's accuracy on {n} held-out labels") if judged is not None else \
                 (DEFAULT_TARGET, f"the default (the judge answered {n} held-out labels, under {MIN_JUDGED})")
         chosen = choose_band(metrics["test_scores"], test.label.to_numpy(), target)
-        served = metrics.pop("served_test_scores", None)  # None when the measured model is the one served
-        metrics["cascade"] = {**(carry_band(chosen, served) if served is not None else chosen), "target_from": source}
+        served, both = metrics.pop("served_test_scores", None), metrics.pop("fresh_scores", None)
+        if both and "served" in both:  # the served model differs: carry the band's share of unlabeled tasks over
+            chosen = carry_band(chosen, both["served"], both["measured"], on=fresh_on)
+        elif served is not None:  # too few unlabeled tasks: its share of the held-out inputs
+            chosen = carry_band(chosen, served)
+        metrics["cascade"] = {**chosen, "target_from": source}
         return metrics
 
     return _train_and_gate(registry, train, test, manifest, spec, predict, fit, cfg, tracking)

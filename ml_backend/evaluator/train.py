@@ -197,14 +197,16 @@ def fit_loop(model, fit: pd.DataFrame, batch_size: int, cfg: TrainConfig, rng: n
 
 
 def train_evaluator(train: pd.DataFrame, test: pd.DataFrame, out_dir: Path, cfg: TrainConfig | None = None,
-                    progress: Callable[[dict], None] | None = None) -> dict:
+                    progress: Callable[[dict], None] | None = None, fresh: pd.DataFrame | None = None) -> dict:
     """Train on ``train`` for ``cfg.epochs``; measure and calibrate on ``test`` (the held-out human
     labels, also drawn per epoch in the curve, never used to choose anything but the temperature);
     then with ``cfg.refit`` train on every row (by default one more pass of the measured model, or
     from the base with ``refit_from="base"``) and save that one. Saves model, tokenizer,
     calibration.json and metrics.json into ``out_dir``; returns the metrics, which describe the model
     trained without the held-out rows (``test_scores``: its calibrated scores), plus
-    ``served_test_scores``: the served model's calibrated scores on the same inputs (for `carry_band`).
+    ``served_test_scores``: the served model's calibrated scores on the same inputs, and with ``fresh``
+    inputs (text_a, text_b: tasks no row came from) ``fresh_scores``: both models' scores on them (for
+    `carry_band`).
     ``train``/``test`` have text_a, text_b, label, weight columns."""
     cfg = cfg or TrainConfig()
     t0 = time.time()
@@ -216,6 +218,9 @@ def train_evaluator(train: pd.DataFrame, test: pd.DataFrame, out_dir: Path, cfg:
     metrics = binary_metrics(p_test, y_test)
     metrics["test_scores"] = [round(float(p), 4) for p in p_test]
     served = train
+    fresh = fresh if fresh is not None and len(fresh) and cfg.refit and len(test) else None
+    if fresh is not None:
+        metrics["fresh_scores"] = {"measured": _rounded(softmax_pos(logits_of(fresh), temperature))}
     if cfg.refit and len(test):
         served = pd.concat([train, test], ignore_index=True)
         if cfg.refit_from == "base":
@@ -227,10 +232,16 @@ def train_evaluator(train: pd.DataFrame, test: pd.DataFrame, out_dir: Path, cfg:
             served, refit_cfg, progress, t0, None, phase="refit on every label", start=start)
         history += refit_history
         # the served model's scores on the held-out inputs: where its band must sit to answer the same share
-        metrics["served_test_scores"] = [round(float(p), 6) for p in softmax_pos(served_logits(test), temperature)]
+        metrics["served_test_scores"] = _rounded(softmax_pos(served_logits(test), temperature))
+        if fresh is not None:
+            metrics["fresh_scores"]["served"] = _rounded(softmax_pos(served_logits(fresh), temperature))
     metrics["n_served_train"] = int(len(served))
     return save_trained(out_dir, model, tok, metrics, train=train, test=test, temperature=temperature,
                         device=device, t0=t0, history=history, cfg=cfg, base_model=path, precision=precision)
+
+
+def _rounded(p: np.ndarray) -> list[float]:
+    return [round(float(x), 6) for x in p]
 
 
 def _fit_binary(rows: pd.DataFrame, cfg: TrainConfig, progress: Callable[[dict], None] | None, t0: float,
