@@ -191,3 +191,13 @@ def test_the_cascade_band_is_carried_over_on_the_projects_unlabeled_tasks(tmp_pa
                                                                               [b for _, b in unlabeled])
     low, high = cascade["band"]
     assert abs(int((~((served > low) & (served < high))).sum()) - k) <= 1  # 1: score rounding
+
+
+def test_with_no_unlabeled_tasks_the_band_is_carried_over_on_the_judge_labeled_ones(tmp_path):
+    tasks = records(300)
+    for t in tasks[240:]:  # the judge labeled these, no human did: both models train on them
+        t["predictions"] = [{"model_version": "judge-x", "answers": t["annotations"][0]["answers"], "score": 0.9}]
+        t["annotations"] = []
+    result = run_training(tasks, CONTROL, Registry(tmp_path / "evaluators", "1"), cfg=FAST)
+    assert result["n_judge_train"] == 60
+    assert result["cascade"]["carried_on"].endswith("of 60 judge-labeled tasks answered"), result["cascade"]
