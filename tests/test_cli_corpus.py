@@ -124,3 +124,20 @@ def test_cli_user_errors(case, files, capsys, monkeypatch, tmp_path):
 
 def test_cli_corpus_size():
     assert len(CASES) >= 45
+
+
+def test_a_quickstart_elsewhere_prints_commands_that_find_it(tmp_path, monkeypatch, capsys):
+    # the CLI looks for the demo in ./.labeljudge (or $LABELJUDGE_HOME): a --home elsewhere is named in
+    # every printed command, or they would not find it
+    from types import SimpleNamespace
+
+    from ml_backend.cli.quickstart import _summary
+
+    monkeypatch.delenv("LABELJUDGE_HOME", raising=False)
+    monkeypatch.chdir(tmp_path)
+    ls = SimpleNamespace(url="http://127.0.0.1:1", username="u", password="p")
+    _summary(ls, 1, "http://127.0.0.1:2", tmp_path / "elsewhere", "x", 0)
+    out = capsys.readouterr().out
+    assert f"LABELJUDGE_HOME={tmp_path / 'elsewhere'} " in out and f"--stop --home {tmp_path / 'elsewhere'}" in out
+    _summary(ls, 1, "http://127.0.0.1:2", tmp_path / ".labeljudge", "x", 0)
+    assert "LABELJUDGE_HOME=" not in capsys.readouterr().out

@@ -126,14 +126,52 @@ def test_the_quickstart_says_what_it_labeled_and_hides_credentials(demo, label_s
     assert label_studio.password not in ps and label_studio.token not in ps
 
 
-def test_a_fresh_quickstart_refuses_a_backend_it_did_not_start(demo, tmp_path, capsys):
-    # a .labeljudge removed while its backend still runs: the next quickstart must not label through
-    # that backend's store and Label Studio, and must say what holds the port
-    from ml_backend.cli.quickstart import run_quickstart
+def test_a_fresh_quickstart_refuses_a_backend_it_did_not_start_and_stop_ends_it_by_port(tmp_path, capsys):
+    # a .labeljudge removed while its backend still runs: the next quickstart must not label through that
+    # backend's store and Label Studio, must say what holds the port, and --stop must end it with no state
+    from ml_backend.cli.quickstart import run_quickstart, stop_quickstart
+    from ml_backend.labelstudio.local import free_port
 
-    port = int(demo["srv"].url.rsplit(":", 1)[1])
-    fresh = tmp_path / "fresh-home"
-    assert run_quickstart("pass_fail", fresh, ls_port=0, port=port) == 1
-    err = capsys.readouterr().err
-    assert "did not start it" in err and "--port" in err
-    assert not (fresh / "label-studio").exists() and not (fresh / "quickstart.json").exists()  # nothing started
+    port, other = free_port(), free_port()
+    env = dict(os.environ, MODEL_DIR=str(tmp_path / "removed-home"), PRELOAD_MODEL="false")
+    backend = subprocess.Popen([sys.executable, "-m", "ml_backend.cli", "serve", "--host", "127.0.0.1", "--port",
+                                str(port)], env=env, cwd=ROOT, start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stranger = subprocess.Popen([sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(other)],
+                                start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait(lambda: _up(f"http://127.0.0.1:{port}"), timeout=120)
+        fresh = tmp_path / "fresh-home"
+        assert run_quickstart("pass_fail", fresh, ls_port=0, port=port) == 1
+        err = capsys.readouterr().err
+        # the listener is the backend or its gunicorn worker: named by pid and command
+        assert "ml_backend.cli serve" in err and "did not start it" in err and f"--stop --home {fresh}" in err
+        assert not (fresh / "label-studio").exists() and not (fresh / "quickstart.json").exists()  # nothing started
+
+        # no state in the fresh home: --stop finds the quickstart backend by its port, and leaves a
+        # process that is not a quickstart's alone
+        _wait(lambda: _listening(other), timeout=30)
+        assert stop_quickstart(fresh, port=port, ls_port=other) == 0
+        out = capsys.readouterr()
+        assert f"stopped backend on port {port}" in out.out and "left alone" in out.err
+        backend.wait(timeout=30)
+        assert not _up(f"http://127.0.0.1:{port}") and stranger.poll() is None
+    finally:
+        for proc in (backend, stranger):
+            if proc.poll() is None:
+                os.killpg(proc.pid, 9)
+            proc.wait(timeout=30)
+
+
+def _up(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _listening(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/", timeout=2).status_code < 500
+    except httpx.HTTPError:
+        return False

@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         from .quickstart import run_quickstart, stop_quickstart
 
         if args.stop:
-            return stop_quickstart(Path(args.home))
+            return stop_quickstart(Path(args.home), port=args.port, ls_port=args.ls_port)
         return run_quickstart(args.config, Path(args.home), ls_port=args.ls_port, port=args.port)
     from . import commands
 

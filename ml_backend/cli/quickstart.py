@@ -88,9 +88,12 @@ def run_quickstart(config: str, home: Path, *, ls_port: int, port: int) -> int:
     if _up(backend_url) and not _alive(state.get("backend_pid")):
         # reusing it would label through another store and Label Studio (seen: a removed .labeljudge whose
         # backend still ran; the demo's labeling then sat at 0 for minutes)
-        print(f"{backend_url} already answers, but this quickstart (state in {home}) did not start it: a backend "
-              "of another checkout or home, or of a .labeljudge that was removed. Stop it (`labeljudge quickstart "
-              "--stop --home <its home>`, or end its process), or pass --port.", file=sys.stderr)
+        holder = _listener(port)
+        who = f" (pid {holder.pid}: {' '.join(holder.cmdline())[:120]})" if holder else ""
+        print(f"{backend_url} already answers{who}, but this quickstart (state in {home}) did not start it: a "
+              "backend of another checkout or home, or of a .labeljudge that was removed. Stop it with "
+              f"`labeljudge quickstart --stop --home {home} --port {port} --ls-port {ls_port}`, or pass another --port.",
+              file=sys.stderr)
         return 1
 
     ls = LocalLabelStudio(data_dir=home / "label-studio", venv=find_ls_venv(ROOT), port=ls_port)
@@ -201,6 +204,8 @@ def _label_sample(backend_url: str, project: int, sample: int) -> tuple[int, str
 
 def _summary(ls: LocalLabelStudio, project: int, backend_url: str, home: Path, what: str, missing: int) -> None:
     cli = Path(sys.executable).parent / "labeljudge"  # the venv's, so the lines work without activating it
+    if home.resolve() not in [h.resolve() for h in demo_homes()]:  # the CLI looks there; a --home elsewhere is named
+        cli = f"LABELJUDGE_HOME={home} {cli}"
     print(f"""
 Label Studio : {ls.url}/projects/{project}/data
 Review queue : the '{LabelStudioAPI.REVIEW_VIEW}' tab (least confident predictions first)
@@ -217,20 +222,67 @@ Next (the CLI finds this demo's Label Studio, token and store by itself):
  5. Project settings > Model > Start Training: fine-tune the fast evaluator from your labels.
  6. Your own data: {cli} import data.csv --config pass_fail; your own LLM:
     JUDGE_PROVIDER=openai OPENAI_BASE_URL=... JUDGE_MODEL=... {cli} serve
-Stop everything with: {cli} quickstart --stop
+Stop everything with: {cli} quickstart --stop --home {home}
 (or `source {Path(sys.executable).parent}/activate` once, then plain `labeljudge ...`)
 """)
 
 
-def stop_quickstart(home: Path) -> int:
+def _listener(port: int):
+    """The process of this user listening on ``port`` on this machine (a psutil.Process), or None."""
+    import psutil
+
+    try:
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
+                return psutil.Process(conn.pid)
+    except (psutil.AccessDenied, psutil.NoSuchProcess):
+        pass
+    return None
+
+
+# what a quickstart's own processes run: --stop ends only these when it finds them by port
+OURS = {"backend": ("ml_backend.cli", "serve"), "Label Studio": ("label-studio", "start")}
+
+
+def _stop_group(pid: int) -> None:
+    """SIGTERM the process group a quickstart started ``pid`` in (its own session), never ours."""
+    group = os.getpgid(pid)
+    if group == os.getpgrp():
+        os.kill(pid, signal.SIGTERM)
+    else:
+        os.killpg(group, signal.SIGTERM)
+
+
+def stop_quickstart(home: Path, *, port: int | None = None, ls_port: int | None = None) -> int:
+    """Stop what the quickstart in ``home`` started; with no state there (a removed home), the backend
+    and Label Studio of a quickstart that listen on ``port`` / ``ls_port``."""
     state = _pids(home.resolve())
+    stopped = 0
     for key in ("backend_pid", "ls_pid"):
         pid = state.get(key)
         if pid:
             try:
                 os.killpg(pid, signal.SIGTERM)
                 print(f"stopped {key.split('_')[0]} (pid {pid})")
+                stopped += 1
             except ProcessLookupError:
                 pass
     (home / "quickstart.json").unlink(missing_ok=True)
+    if state:
+        return 0
+    for what, listen in (("backend", port), ("Label Studio", ls_port)):
+        proc = _listener(listen) if listen else None
+        if proc is None:
+            continue
+        cmd = " ".join(proc.cmdline())
+        if not all(part in cmd for part in OURS[what]):
+            print(f"port {listen} is held by pid {proc.pid} ({cmd[:120]}), not a quickstart's {what}: left alone",
+                  file=sys.stderr)
+            continue
+        _stop_group(proc.pid)
+        print(f"stopped {what} on port {listen} (pid {proc.pid})")
+        stopped += 1
+    if not stopped:
+        print(f"nothing to stop: no quickstart state in {home}"
+              + (f" and no quickstart listening on ports {port}/{ls_port}" if port or ls_port else ""))
     return 0
