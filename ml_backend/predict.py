@@ -17,6 +17,7 @@ from typing import Any, Callable, Sequence
 from .judge.providers import ProviderError
 from .judge.runner import looked_up
 from .judge.types import Verdict, verdict_to_dict
+from .evaluator.cascade import judge_asked
 from .judges import build_judge
 from .projects import ProjectState, Projects
 from .redact import redact
@@ -111,10 +112,11 @@ class Predictor:
             asked = free
         else:
             scores = state.evaluator.score([tasks[i] for i in free])
-            low, high = state.config.cascade_band or state.evaluator.band  # set by hand, else chosen in training
+            band = state.config.cascade_band or state.evaluator.band  # set by hand, else chosen in training
             for i, p in zip(free, scores):
                 verdicts[i] = state.evaluator.verdict(p)
-            asked = [i for i, p in zip(free, scores) if low < p < high] if state.mode == "cascade" else []
+            inside = judge_asked(scores, band) if len(free) else []
+            asked = [i for i, ask in zip(free, inside) if ask] if state.mode == "cascade" else []
             self.store.add_ledger(state.project_id, version, state.config.model,
                                   evaluator_answered=len(free) - len(asked))
         answered, judged, late, running = self._judge_tasks(state, [tasks[i] for i in asked], deadline)

@@ -10,12 +10,21 @@ from hypothesis import strategies as st
 import pytest
 
 from ml_backend.evaluator.cascade import (MIN_CONFIDENT, TOLERANCE, accuracy_lower_bound, carry_band, choose_band,
-                                          judge_accuracy)
+                                          judge_accuracy, judge_asked)
 
 
 def _confident(scores, band):
-    low, high = band
-    return ~((scores > low) & (scores < high))
+    return ~judge_asked(scores, band)  # the serving predicate (pinned by the test below)
+
+
+def test_the_band_sends_scores_strictly_inside_it_to_the_judge_and_0_or_1_ends_take_their_end():
+    scores = np.array([0.0, 0.2, 0.5, 0.8, 1.0])
+    assert judge_asked(scores, (0.2, 0.8)).tolist() == [False, False, True, False, False]
+    # [0, 1] is "the judge answers everything": a saturated score of exactly 0.0 or 1.0 included
+    assert judge_asked(scores, (0.0, 1.0)).all()
+    assert judge_asked(scores, (0.0, 0.8)).tolist() == [True, True, True, False, False]
+    assert judge_asked(scores, (0.2, 1.0)).tolist() == [False, False, True, True, True]
+    assert not judge_asked(scores, (0.5, 0.5)).any()  # evaluator only
 
 
 @settings(max_examples=200, deadline=None)
@@ -37,7 +46,7 @@ def test_the_chosen_band_meets_the_target_and_no_wider_band_does(rows, target):
     assert out["coverage"] == answered.mean() and out["n_confident"] == answered.sum()
     # every wider band (a smaller margin that answers more rows) misses the target or is too small
     for m in np.unique(np.abs(scores - 0.5)):
-        wider = ~((scores > 0.5 - m) & (scores < 0.5 + m))
+        wider = _confident(scores, (max(0.0, 0.5 - m), min(1.0, 0.5 + m)))
         if wider.sum() > answered.sum():
             assert wider.sum() < MIN_CONFIDENT or not holds(wider)
 

@@ -35,6 +35,24 @@ TOLERANCE = 0.01  # the accuracy the cascade may lose against the target, over a
 CONFIDENCE = 0.6827  # two-sided level of the Wilson interval whose lower end is used: one standard error (Z = 1)
 
 
+def judge_asked(scores: Sequence[float] | np.ndarray, band: Sequence[float]) -> np.ndarray:
+    """Which scores the cascade sends to the judge: those inside the band (low, high). An end at 0 or 1
+    takes that end in too, so [0, 1] sends every score (a saturated 0.0 or 1.0 included) to the judge.
+    The one predicate serving and band choice share."""
+    p, (low, high) = np.asarray(scores, dtype=float), band
+    return ((p > low) | (low <= 0.0)) & ((p < high) | (high >= 1.0))
+
+
+# the innermost ends a chosen band may have: [0, 1] means "the judge answers everything", so a band that
+# answers saturated scores (exactly 0.0 or 1.0, common in float32) ends just inside them
+LOWEST, HIGHEST = float(np.nextafter(0.0, 1.0)), float(np.nextafter(1.0, 0.0))
+
+
+def _band(margin: float) -> tuple[float, float]:
+    """The symmetric band (0.5 - margin, 0.5 + margin), ends kept inside (0, 1)."""
+    return max(LOWEST, 0.5 - margin), min(HIGHEST, 0.5 + margin)
+
+
 def judge_accuracy(tasks: Sequence[dict], control: str, task_ids: Sequence[int]) -> tuple[float | None, int]:
     """The judge's accuracy (its latest prediction) against the human reference on ``task_ids``."""
     ref, _ = reference_labels(tasks, control, per_task=True)
@@ -64,8 +82,8 @@ def choose_band(scores: np.ndarray, labels: np.ndarray, target: float) -> dict:
     scores, labels = np.asarray(scores, dtype=float), np.asarray(labels, dtype=int)
     correct = ((scores >= 0.5).astype(int) == labels)
     for m in np.unique(np.abs(scores - 0.5)):  # ascending: the first that holds answers the most rows
-        low, high = max(0.0, 0.5 - float(m)), min(1.0, 0.5 + float(m))
-        confident = ~((scores > low) & (scores < high))  # exactly what serving answers without the judge
+        low, high = _band(float(m))
+        confident = ~judge_asked(scores, (low, high))  # exactly what serving answers without the judge
         n_conf = int(confident.sum())
         if n_conf < MIN_CONFIDENT:
             break
@@ -99,14 +117,13 @@ def carry_band(chosen: dict, served_scores: Sequence[float], measured_scores: Se
         reference = np.asarray(measured_scores, dtype=float)
         if len(reference) != len(scores) or not len(scores):
             raise ValueError(f"{len(reference)} measured and {len(scores)} served scores: they must score the same inputs")
-        low, high = chosen["band"]
-        k = int((~((reference > low) & (reference < high))).sum())
+        k = int((~judge_asked(reference, chosen["band"])).sum())
     carried = {**chosen, "measured_band": chosen["band"], "carried_on": f"{k} of {len(scores)} {on} answered"}
     if k == 0:
         return {**carried, "band": [0.0, 1.0]}
     top = scores[np.argsort(-np.abs(scores - 0.5), kind="stable")[:k]]
     m = float(np.abs(top - 0.5).min())
-    # 0.5 - |s - 0.5| need not round back to s: the band's ends are the top rows' own scores where they lie inside
-    low = max([0.0, 0.5 - m] + [float(s) for s in top if s < 0.5])
-    high = min([1.0, 0.5 + m] + [float(s) for s in top if s >= 0.5])
+    # 0.5 -/+ m, or the margin row's own score where 0.5 - |s - 0.5| does not round back to s
+    low = max([LOWEST, 0.5 - m] + [float(s) for s in top if s < 0.5])
+    high = min([HIGHEST, 0.5 + m] + [float(s) for s in top if s >= 0.5])
     return {**carried, "band": [low, high]}
