@@ -22,6 +22,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from ml_backend.evaluator.cascade import judge_asked  # noqa: E402
 from ml_backend.evaluator.data import InputSpec  # noqa: E402
 from ml_backend.evaluator.loading import load_evaluator  # noqa: E402
 from ml_backend.evaluator.pipeline import run_training  # noqa: E402
@@ -37,8 +38,7 @@ def simulated_judge(labels: list[str], accuracy: float, rng: np.random.Generator
 
 
 def cascade(p: np.ndarray, band: tuple[float, float], judge: list[str]) -> tuple[list[str], float]:
-    low, high = band
-    asked = (p > low) & (p < high)
+    asked = judge_asked(p, band)  # exactly what serving sends to the judge
     answers = [j if a else ("Pass" if s >= 0.5 else "Fail") for s, a, j in zip(p, asked, judge)]
     return answers, float(1 - asked.mean())
 
