@@ -115,8 +115,7 @@ class Predictor:
             band = state.config.cascade_band or state.evaluator.band  # set by hand, else chosen in training
             for i, p in zip(free, scores):
                 verdicts[i] = state.evaluator.verdict(p)
-            inside = judge_asked(scores, band) if len(free) else []
-            asked = [i for i, ask in zip(free, inside) if ask] if state.mode == "cascade" else []
+            asked = [i for i, ask in zip(free, judge_asked(scores, band)) if ask] if state.mode == "cascade" else []
             self.store.add_ledger(state.project_id, version, state.config.model,
                                   evaluator_answered=len(free) - len(asked))
         answered, judged, late, running = self._judge_tasks(state, [tasks[i] for i in asked], deadline)

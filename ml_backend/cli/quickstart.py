@@ -34,19 +34,6 @@ def _up(url: str) -> bool:
         return False
 
 
-def _alive(pid: int | None) -> bool:
-    """Whether the process ``pid`` still runs (a quickstart's own backend, recorded in its state)."""
-    if not pid:
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # runs, as another user
-        return True
-    return True
-
-
 def _pids(home: Path) -> dict:
     path = home / "quickstart.json"
     return json.loads(path.read_text()) if path.exists() else {}
@@ -225,6 +212,13 @@ Next (the CLI finds this demo's Label Studio, token and store by itself):
 Stop everything with: {cli} quickstart --stop --home {home}
 (or `source {Path(sys.executable).parent}/activate` once, then plain `labeljudge ...`)
 """)
+
+
+def _alive(pid: int | None) -> bool:
+    """Whether the process ``pid`` (a quickstart's own backend, recorded in its state) still runs."""
+    import psutil
+
+    return bool(pid) and psutil.pid_exists(int(pid))
 
 
 def _listener(port: int):

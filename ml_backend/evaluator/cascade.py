@@ -31,6 +31,7 @@ DEFAULT_TARGET = 0.9  # the accuracy asked of the evaluator alone when the judge
 MIN_JUDGED = 10  # held-out labels the judge must have answered for its accuracy to set the target
 MIN_CONFIDENT = 10  # held-out labels on the confident side for a band to be trusted
 MIN_FRESH = 50  # unlabeled tasks needed to carry the band over on them rather than on the held-out inputs
+CARRY_LIMIT = 500  # at most this many of them are scored by both models
 TOLERANCE = 0.01  # the accuracy the cascade may lose against the target, over all tasks
 CONFIDENCE = 0.6827  # two-sided level of the Wilson interval whose lower end is used: one standard error (Z = 1)
 

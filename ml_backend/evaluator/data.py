@@ -97,7 +97,7 @@ def build_dataset(tasks: Sequence[dict], control: dict, spec: InputSpec) -> pd.D
     return pd.DataFrame(rows, columns=["task_id", "text_a", "text_b", "label", "weight", "source", "ground_truth"])
 
 
-def unlabeled_inputs(tasks: Sequence[dict], data: pd.DataFrame, spec: InputSpec, *, limit: int = 500,
+def unlabeled_inputs(tasks: Sequence[dict], data: pd.DataFrame, spec: InputSpec, *, limit: int,
                      seed: int = 0) -> pd.DataFrame:
     """The inputs (text_a, text_b) of up to ``limit`` tasks that no training row came from: the tasks a
     cascade will answer, which neither the measured nor the served model has seen (`carry_band`)."""

@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .cascade import DEFAULT_TARGET, MIN_FRESH, MIN_JUDGED, carry_band, choose_band, judge_accuracy
+from .cascade import CARRY_LIMIT, DEFAULT_TARGET, MIN_FRESH, MIN_JUDGED, carry_band, choose_band, judge_accuracy
 from .data import PAIR_TEXT_B, InputSpec, build_dataset, split, unlabeled_inputs
 from .registry import Registry
 from .scorer import Scorer, export_onnx
@@ -64,12 +64,7 @@ def run_training(tasks: Sequence[dict], control: dict, registry: Registry, *, sp
     if data.label.nunique() < 2:
         raise ValueError("the labels hold a single class: the evaluator needs examples of both")
     train, test = split(data, seed=(cfg or TrainConfig()).seed)
-    # inputs to carry the cascade band over on: tasks neither model trained on, else the judge-labeled ones
-    # (both trained on them), else none (then the held-out inputs)
-    fresh, fresh_on = unlabeled_inputs(tasks, data, spec, seed=(cfg or TrainConfig()).seed), "unlabeled tasks"
-    if len(fresh) < MIN_FRESH:
-        judged = train[train.source == "judge"][["text_a", "text_b"]]
-        fresh, fresh_on = judged.sample(n=min(len(judged), 500), random_state=0), "judge-labeled tasks"
+    fresh, fresh_on = _carry_inputs(tasks, data, train, spec, (cfg or TrainConfig()).seed)
 
     def predict(model_dir: Path, runtime: str = "auto") -> np.ndarray:
         return Scorer(model_dir, runtime=runtime).score(list(test.text_a), list(test.text_b))
@@ -77,7 +72,7 @@ def run_training(tasks: Sequence[dict], control: dict, registry: Registry, *, sp
     manifest = {"kind": "binary", "control": control["name"], "positive": sorted(_positives(control, spec)),
                 "input": {"text_a": list(spec.text_a), "text_b": list(spec.text_b)}}
     def fit(staging: Path) -> dict:
-        metrics = train_evaluator(train, test, staging, cfg, progress, fresh if len(fresh) >= MIN_FRESH else None)
+        metrics = train_evaluator(train, test, staging, cfg, progress, fresh)
         target, source = cascade_target, "cascade_target"
         if target is None:
             judged, n = judge_accuracy(tasks, control["name"], test.task_id.tolist())
@@ -93,6 +88,19 @@ def run_training(tasks: Sequence[dict], control: dict, registry: Registry, *, sp
         return metrics
 
     return _train_and_gate(registry, train, test, manifest, spec, predict, fit, cfg, tracking)
+
+
+def _carry_inputs(tasks: Sequence[dict], data, train, spec: InputSpec, seed: int):
+    """(inputs, what they are) to carry the cascade band over to the served model on: tasks neither model
+    trained on, else the judge-labeled ones (both trained on them); (None, "") with fewer than MIN_FRESH
+    of either (then the held-out inputs are used)."""
+    fresh = unlabeled_inputs(tasks, data, spec, limit=CARRY_LIMIT, seed=seed)
+    if len(fresh) >= MIN_FRESH:
+        return fresh, "unlabeled tasks"
+    judged = train[train.source == "judge"][["text_a", "text_b"]]
+    if len(judged) >= MIN_FRESH:
+        return judged.sample(n=min(len(judged), CARRY_LIMIT), random_state=seed), "judge-labeled tasks"
+    return None, ""
 
 
 def run_reward_training(tasks: Sequence[dict], control: str, sides: tuple[str, str], registry: Registry, *,
