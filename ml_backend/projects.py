@@ -70,6 +70,13 @@ class Projects:
         self._states: dict[str, ProjectState] = {}
         self._generation: dict[str, int] = {}  # bumped when a project's human labels change
         self._lock = threading.RLock()
+        # one per project, held from reading its stored config to installing the state built from it,
+        # so a rebuild that read the config before a /setup cannot install its stale state after it
+        self._building: dict[str, threading.RLock] = {}
+
+    def _build_lock(self, pid: str) -> threading.RLock:
+        with self._lock:
+            return self._building.setdefault(pid, threading.RLock())
 
     def setup(self, project: Any, label_config: str, extra_params: Any = None, *,
               remember: bool = True) -> ProjectState:
@@ -79,25 +86,40 @@ class Projects:
         served to /predict."""
         pid = project_key(project)
         params = parse_extra_params(extra_params)
-        state = self._build(pid, label_config, params, remember=remember)
-        if remember:
+        if not remember:
+            return self._build(pid, label_config, params, remember=False)
+        with self._build_lock(pid):
+            state = self._build(pid, label_config, params)
             self.store.save_project(pid, label_config, params, state.version)
         return state
 
     def state(self, project: Any, label_config: str | None = None) -> ProjectState:
         pid = project_key(project)
+        state = self._current(pid, label_config)
+        if state is not None:
+            return state
+        with self._build_lock(pid):
+            state = self._current(pid, label_config)  # built by another thread while this one waited
+            if state is not None:
+                return state
+            with self._lock:
+                last = self._states.get(pid)
+            stored = self.store.project(pid)
+            if stored is None and not label_config:
+                raise UnknownProject(f"project {pid} is not set up: connect the backend in Label Studio first")
+            params = stored["extra_params"] if stored is not None else (last.params if last is not None else {})
+            return self._build(pid, label_config or stored["label_config"], params)
+
+    def _current(self, pid: str, label_config: str | None) -> ProjectState | None:
+        """The state already built for this config and few-shot pool, its evaluator refreshed; else None."""
         with self._lock:
             state = self._states.get(pid)
             generation = self._generation.get(pid, 0)
-        if state is not None and (label_config is None or state.schema.config == label_config) \
-                and state.key[2] == generation:
-            state.evaluator = self.evaluators.for_project(pid, state.schema)
-            return state
-        stored = self.store.project(pid)
-        if stored is None and not label_config:
-            raise UnknownProject(f"project {pid} is not set up: connect the backend in Label Studio first")
-        params = stored["extra_params"] if stored is not None else (state.params if state is not None else {})
-        return self._build(pid, label_config or stored["label_config"], params)
+        if state is None or (label_config is not None and state.schema.config != label_config) \
+                or state.key[2] != generation:
+            return None
+        state.evaluator = self.evaluators.for_project(pid, state.schema)
+        return state
 
     def labels_changed(self, pid: str) -> None:
         """Human labels changed: the next state() rebuilds the judge with the new few-shot pool

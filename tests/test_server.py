@@ -225,3 +225,41 @@ print("resolved after:", warmup._done, "errors:", errors)
     assert "resolved at start: False" in out.stdout, out.stdout + out.stderr
     assert "resolved after setup: False" in out.stdout, out.stdout + out.stderr
     assert "resolved after: True errors: []" in out.stdout, out.stdout + out.stderr
+
+
+
+def test_setup_is_never_undone_by_a_concurrent_rebuild(srv):
+    """Webhooks rebuild a project's state (a new few-shot pool) while Label Studio sends /setup with new
+    extra_params. A rebuild that read the stored params before /setup saved them must not overwrite the
+    state /setup built: once /setup has answered, requests are served with its params. Found by CI: a
+    stale rebuild put a project back in cascade mode after it had been switched to evaluator. The
+    interleaving is forced: the rebuild pauses right after reading the stored project."""
+    import threading
+
+    pid = "1"
+    httpx.post(f"{srv.url}/setup", json=setup_body(extra={"temperature": 0.1})).raise_for_status()
+    store = srv.backend.store
+    read_old, setup_answered = threading.Event(), threading.Event()
+    real_project = store.project
+
+    def project_then_pause(key):  # the real read; then the rebuild is slow, as building a judge can be
+        row = real_project(key)
+        if threading.current_thread().name == "rebuild" and not read_old.is_set():
+            read_old.set()
+            setup_answered.wait(3)
+        return row
+
+    store.project = project_then_pause
+    try:
+        srv.backend.projects.labels_changed(pid)  # a burst of annotations arrived
+        rebuild = threading.Thread(target=srv.backend.state, args=(pid,), name="rebuild", daemon=True)
+        rebuild.start()
+        assert read_old.wait(5)
+        r = httpx.post(f"{srv.url}/setup", json=setup_body(extra={"temperature": 0.7}), timeout=30)
+        assert r.status_code == 200, r.text
+        setup_answered.set()
+        rebuild.join(10)
+    finally:
+        store.project = real_project
+    assert srv.backend.state(pid).params.get("temperature") == 0.7
+    assert store.project(pid)["extra_params"].get("temperature") == 0.7
