@@ -261,3 +261,56 @@ def test_the_review_queue_tab_sorts_tasks_least_confident_first(tmp_path, ls_api
                       headers={"Authorization": f"Token {label_studio.token}"}).json()["tasks"]
     assert [t["id"] for t in shown] == [ids[i] for i in sorted(range(5), key=lambda i: scores[i])]
     assert "tasks:predictions_score" not in tabs[0]["data"]["hiddenColumns"]["explore"]
+
+
+def test_the_backend_reads_label_studio_without_making_it_rerun_setup(tmp_path, fake_llm, ls_api, label_studio):
+    """Label Studio's ML-backend list and detail calls re-run /setup and save the backend whole: one
+    made in the background beside a PATCH of extra_params sent a stale /setup and put the old params
+    back (found by CI: a switch to evaluator mode undone). The backend's own reads of Label Studio
+    must not cause a /setup; the Data Manager's model version still follows the served version, from
+    the first prediction on, and a person's choice there is kept."""
+    settings = judge_settings(tmp_path, fake_llm, LABEL_STUDIO_URL=label_studio.url,
+                              LABEL_STUDIO_API_KEY=label_studio.token)
+    with serve_backend(settings) as srv:
+        project = ls_api.create_project("e2e no setup storm", PASS_FAIL)
+        ls_api.import_tasks(project, _tasks(3))
+        ls_api.connect_backend(project, srv.url, title="LabelJudge here")
+        version = srv.backend.state(project).version
+
+        def setups() -> int:
+            return httpx.get(f"{srv.url}/metrics").json()["counters"]["setup_calls"]
+
+        api = srv.backend.labelstudio()
+        time.sleep(2)  # the connect's own /setup calls and their background work are over
+        before = setups()
+        (ml,) = api.connected_backends(project)
+        assert ml["url"].rstrip("/") == srv.url and ml["title"] == "LabelJudge here"
+        # nothing has predicted this version yet: Label Studio would refuse it, so it is not sent
+        assert api.show_model_version(project, version) == "pending"
+        assert ls_api.client.projects.get(id=project).model_version == "LabelJudge here"
+        time.sleep(1)
+        assert setups() == before
+        ls_api.backends(project)  # what it read before: Label Studio's list re-runs /setup on the spot
+        assert setups() == before + 1
+
+        ls_api.retrieve_predictions(project)  # the predictions exist: /predict's hook shows the version
+        _wait(lambda: ls_api.client.projects.get(id=project).model_version == version, timeout=20,
+              what="the Data Manager to show the served version")
+        assert api.show_model_version(project, version) == "kept"
+
+        # a switch of extra_params sticks, in Label Studio and in the backend
+        ls_api.set_extra_params(project, ml["id"], srv.url, {"temperature": 0.3})
+        _wait(lambda: srv.backend.state(project).params == {"temperature": 0.3}, what="the new params")
+        time.sleep(2)
+        assert srv.backend.state(project).params == {"temperature": 0.3}
+        (ml,) = api.connected_backends(project)
+        assert json.loads(ml["extra_params"]) == {"temperature": 0.3}
+
+        # a person picks another model's predictions for the Data Manager: kept
+        ls_api.client.projects.import_predictions(id=project, request=[
+            {"task": next(iter(ls_api.tasks(project))).id, "model_version": "their-model", "score": 0.5,
+             "result": [{"from_name": "verdict", "to_name": "output", "type": "choices",
+                         "value": {"choices": ["Pass"]}}]}])
+        ls_api.client.projects.update(id=project, model_version="their-model")
+        assert api.show_model_version(project, version) == "kept"  # a version with predictions
+        assert ls_api.client.projects.get(id=project).model_version == "their-model"

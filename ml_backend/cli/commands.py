@@ -169,13 +169,13 @@ def _f(x) -> str:
 
 def prompt(args: argparse.Namespace) -> int:
     _, services, api = _context(args)
-    backends = api.backends(args.project)
+    backends = api.connected_backends(args.project)
     if not backends:
         raise UserError(f"project {args.project} has no connected backend: connect LabelJudge first")
     ml = backends[0]
     from ..settings import parse_extra_params
 
-    params = parse_extra_params(ml.extra_params)
+    params = parse_extra_params(ml.get("extra_params"))
     if args.action == "show":
         print(json.dumps(params, indent=1))
         return 0
@@ -192,7 +192,7 @@ def prompt(args: argparse.Namespace) -> int:
         state = services.projects.setup(args.project, label_config, params)  # validate before changing Label Studio
     except Exception as exc:
         raise UserError(f"prompt rejected: {exc}") from None
-    api.set_extra_params(args.project, ml.id, ml.url, params)
+    api.set_extra_params(args.project, ml["id"], ml["url"], params)
     print(f"project {args.project}: judge version is now {state.version}")
     return 0
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import logging
 import threading
+import time
 
 from ..labelstudio import describe_error
 from ..services import Services
@@ -12,24 +13,39 @@ from ..settings import Settings
 
 log = logging.getLogger(__name__)
 
-_shown: dict[str, str] = {}
+_shown: dict[str, str] = {}  # project -> the version Label Studio shows (or a person's choice was kept for)
+_scheduled: dict[str, float] = {}  # project -> when its next check (not started yet) is due
+_scheduling = threading.Lock()
 
 
-def show_version(backend: Services, pid: str, version: str) -> None:
+def show_version(backend: Services, pid: str, version: str, *, after: float = 0.0) -> None:
     """In the background (/setup has 3 s): the project's model version in Label Studio follows the one
-    served, so the Data Manager's prediction score column and the review queue show its scores."""
+    served, so the Data Manager's prediction score column and the review queue show its scores.
+    Label Studio accepts a version only once a prediction carries it, so until then ("pending") every
+    /setup and /predict asks again; ``after``: wait that long first (after /predict, Label Studio
+    saves the predictions once it has the answer). Reads nothing that makes Label Studio re-run
+    /setup (see ``LabelStudioAPI.connected_backends``)."""
     if backend.labelstudio() is None or _shown.get(pid) == version:
         return
-    _shown[pid] = version
+    due = time.monotonic() + after
+    with _scheduling:
+        if _scheduled.get(pid, float("-inf")) >= due:  # a check at least as late is coming
+            return
+        _scheduled[pid] = due
 
     def run() -> None:
+        with _scheduling:
+            if _scheduled.get(pid) == due:
+                del _scheduled[pid]
         try:
-            backend.labelstudio().show_model_version(int(pid), version)
+            if backend.labelstudio().show_model_version(int(pid), version) != "pending":
+                _shown[pid] = version
         except Exception as exc:
-            _shown.pop(pid, None)
             log.warning("could not set project %s's model version in Label Studio: %s", pid, describe_error(exc))
 
-    threading.Thread(target=run, daemon=True).start()
+    timer = threading.Timer(after, run)
+    timer.daemon = True
+    timer.start()
 
 
 _registered: set[tuple[str, str]] = set()

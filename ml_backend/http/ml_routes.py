@@ -45,6 +45,7 @@ def health() -> Any:
 @ml.post("/setup")
 def setup() -> Any:
     b, data = backend(), body()
+    stats().count("setup_calls", 1)  # Label Studio re-runs /setup on many of its own calls: a storm shows here
     config = data.get("schema") if data.get("schema") is not None else data.get("label_config")
     try:
         state = b.setup(data.get("project"), config if config is not None else "", data.get("extra_params"))
@@ -75,7 +76,9 @@ def predict() -> Any:
         return jsonify(error=redact(str(exc))), 400
     stats().count("tasks_predicted", len(tasks))
     stats().count("abstentions", sum(1 for r in results if not r))
-    return jsonify(results=results, model_version=b.state(project).version)
+    state = b.state(project)
+    show_version(b, state.project_id, state.version, after=5.0)  # once Label Studio has saved these
+    return jsonify(results=results, model_version=state.version)
 
 
 @ml.post("/webhook")

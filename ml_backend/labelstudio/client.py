@@ -52,7 +52,6 @@ class LabelStudioAPI:
             raise ValueError("LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY are both needed to reach Label Studio")
         self.url = url.rstrip("/")
         self.client = LabelStudio(base_url=self.url, api_key=api_key, timeout=timeout)
-        self._key = api_key
 
     # -- projects and tasks ----------------------------------------------------------------------
     def create_project(self, title: str, label_config: str, **kwargs: Any) -> int:
@@ -132,7 +131,29 @@ class LabelStudioAPI:
         self.client.ml.update(id=ml_id, project=project, url=url, extra_params=json.dumps(extra_params))
 
     def backends(self, project: int) -> list[Any]:
+        """Label Studio's ML-backend list. Beware: it first re-runs /setup on every backend of the project
+        and saves each one whole, which can undo a change of its extra_params made at the same moment.
+        Background code reads ``connected_backends`` instead."""
         return list(self.client.ml.list(project=project))
+
+    def connected_backends(self, project: int) -> list[dict]:
+        """The project's ML backends as stored (id, title, url, extra_params...), read without side
+        effects: Label Studio's ML-backend list and detail calls re-run /setup and save each backend
+        whole, and one running beside a PATCH of extra_params put the old ones back (a switch to
+        evaluator mode undone)."""
+        return self._model_versions(project).get("live") or []
+
+    def _model_versions(self, project: int) -> dict:
+        """{"static": [{"model_version", "count", ...}] (versions that have predictions), "live": [backends]}."""
+        return self._call("GET", f"api/projects/{int(project)}/model-versions/",
+                          params={"extended": "true", "include_live_models": "true"})
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        """A Label Studio endpoint the SDK has no method for, through the SDK's own HTTP client (its
+        auth, legacy token or personal access token, and timeouts); the JSON answer, or raises."""
+        r = self.client._client_wrapper.httpx_client.request(path, method=method, **kwargs)
+        r.raise_for_status()
+        return r.json()
 
     def retrieve_predictions(self, project: int, task_ids: list[int] | None = None) -> None:
         """The Data Manager's "Retrieve predictions" action (goes through /predict): on every task, or
@@ -170,20 +191,24 @@ class LabelStudioAPI:
     def predictions(self, project: int) -> list[Any]:
         return list(self.client.predictions.list(project=project))
 
-    def show_model_version(self, project: int, version: str) -> bool:
+    def show_model_version(self, project: int, version: str) -> str:
         """Make ``version`` the project's model version, which the Data Manager's prediction score
         column (and the review queue's order) reads, unless a person chose another model's version
-        there. True when it changed."""
+        there. Label Studio refuses a version that neither a connected model's title nor a prediction
+        carries, so before anything has predicted it the answer is "pending" (ask again later).
+        Returns "shown", "kept" (already shown, or a person's choice) or "pending"."""
         current = self.client.projects.get(id=project).model_version or ""
         if current == version:
-            return False
+            return "kept"
+        known = self._model_versions(project)
+        titles = {b.get("title") for b in known.get("live") or []}
+        if version not in titles and version not in {v.get("model_version") for v in known.get("static") or []}:
+            return "pending"
         # Label Studio sets it to a connected model's title; ours are judge-/evaluator- versions
-        replaceable = not current or current.startswith(("judge-", "evaluator-")) or \
-            current in {b.title for b in self.backends(project)}
-        if not replaceable:
-            return False
+        if current and not current.startswith(("judge-", "evaluator-")) and current not in titles:
+            return "kept"
         self.client.projects.update(id=project, model_version=version)
-        return True
+        return "shown"
 
     REVIEW_VIEW = "Review queue: least confident first"
     # Data Manager columns kept out of the review queue's way; the prediction score and the predicted
@@ -199,19 +224,13 @@ class LabelStudioAPI:
         data = {"title": self.REVIEW_VIEW, "ordering": ["tasks:predictions_score"], "type": "list",
                 "target": "tasks", "hiddenColumns": {"explore": self._HIDDEN, "labeling": self._HIDDEN},
                 "filters": {"conjunction": "and", "items": []}}
-        headers = {"Authorization": f"Token {self._key}"}
-        import httpx
-
-        with httpx.Client(base_url=self.url, headers=headers, timeout=30) as http:
-            views = http.get("/api/dm/views/", params={"project": project})
-            views.raise_for_status()
-            mine = [v for v in views.json() if (v.get("data") or {}).get("title") == self.REVIEW_VIEW]
-            if mine:
-                r = http.patch(f"/api/dm/views/{mine[0]['id']}/", json={"project": project, "data": data})
-            else:
-                r = http.post("/api/dm/views/", json={"project": project, "data": data})
-            r.raise_for_status()
-            return int(r.json()["id"])
+        views = self._call("GET", "api/dm/views/", params={"project": project})
+        mine = [v for v in views if (v.get("data") or {}).get("title") == self.REVIEW_VIEW]
+        if mine:
+            view = self._call("PATCH", f"api/dm/views/{mine[0]['id']}/", json={"project": project, "data": data})
+        else:
+            view = self._call("POST", "api/dm/views/", json={"project": project, "data": data})
+        return int(view["id"])
 
     def ensure_webhook(self, project: int, url: str, headers: dict[str, str]) -> int:
         """Exactly one webhook of ``project`` at ``url``, carrying our auth header (Label Studio's

@@ -69,8 +69,8 @@ def resolve_state(services: Services, api: LabelStudioAPI, project: int,
     connected backend's extra_params (plus CLI overrides), so both agree on the version."""
     label_config = label_config if label_config is not None else api.label_config(project)
     params: dict = {}
-    for ml in api.backends(project):
-        raw = ml.extra_params
+    for ml in api.connected_backends(project):
+        raw = ml.get("extra_params")
         if raw:
             params = parse_extra_params(raw)
             break
