@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
 
 from ..judge.runner import Outcome, RateLimiter, run_judge
-from ..labelstudio import LabelStudioAPI
+from ..labelstudio import LabelStudioAPI, describe_error
 from ..labelstudio.config import parse_label_config
 from ..labelstudio.sync import sync_annotations
 from ..predict import prediction_for, record_positions
@@ -231,7 +231,18 @@ def label_project(services: Services, api: LabelStudioAPI, project: int, *,
         summary.stopped = "interrupted"
     if write_errors:
         raise RuntimeError(f"writing predictions to Label Studio failed: {write_errors[0]}") from write_errors[0]
+    if summary.labeled:
+        _show_served_version(services, api, project)
     return summary
+
+
+def _show_served_version(services: Services, api: LabelStudioAPI, project: int) -> None:
+    """Once the run's predictions are written, the Data Manager's score column follows the served
+    version: set while the run was writing, Label Studio's own saves of the project put it back."""
+    try:
+        api.show_model_version(project, services.projects.state(str(project)).version)
+    except Exception as exc:
+        log.warning("could not set project %s's model version in Label Studio: %s", project, describe_error(exc))
 
 
 def _renders(state: ProjectState, data: dict) -> bool:
