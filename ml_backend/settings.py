@@ -84,6 +84,7 @@ class Settings:
     evaluator_base_model: str | None = None
     evaluator_layers: int = 0
     train_precision: str = "auto"
+    train_soup: int = 2  # TRAIN_SOUP: seeds whose fine-tuned weights the binary evaluator averages (1: one seed)
     redis_url: str | None = None
     preload_model: bool = True
     log_level: str = "INFO"
@@ -122,6 +123,8 @@ class Settings:
     def __post_init__(self) -> None:
         if self.train_precision not in ("auto", "fp32"):
             raise ConfigError(f"TRAIN_PRECISION must be auto or fp32, got {self.train_precision!r}")
+        if not 1 <= self.train_soup <= 8:
+            raise ConfigError(f"TRAIN_SOUP must be a number of seeds from 1 to 8, got {self.train_soup}")
         if self.evaluator_layers < 0:
             raise ConfigError("EVALUATOR_LAYERS must be 0 (all layers) or a positive number of layers")
         if self.predict_concurrency < 1:
@@ -175,6 +178,7 @@ class Settings:
             evaluator_base_model=env.get("EVALUATOR_BASE_MODEL") or None,
             evaluator_layers=_env_num(env, "EVALUATOR_LAYERS", 0, int),
             train_precision=(env.get("TRAIN_PRECISION") or "auto").strip().lower(),
+            train_soup=_env_num(env, "TRAIN_SOUP", 2, int),
             redis_url=env.get("REDIS_URL") or None,
             preload_model=_env_bool(env, "PRELOAD_MODEL", True),
             log_level=(env.get("LOG_LEVEL") or "INFO").upper(),

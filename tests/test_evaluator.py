@@ -202,3 +202,42 @@ def test_with_no_unlabeled_tasks_the_band_is_carried_over_on_the_judge_labeled_o
     result = run_training(tasks, CONTROL, Registry(tmp_path / "evaluators", "1"), cfg=FAST)
     assert result["n_judge_train"] == 60
     assert result["cascade"]["carried_on"].endswith("of 60 judge-labeled tasks answered"), result["cascade"]
+
+
+def test_a_soup_is_the_mean_of_its_seeds_weights_and_leaves_them_as_they_were():
+    import torch
+
+    from ml_backend.evaluator.train import load_base, soup, soup_size
+
+    _, a, _, _ = load_base(TrainConfig(seed=0), 2)
+    _, b, _, _ = load_base(TrainConfig(seed=1), 2)
+    head_a = a.classifier.weight.detach().clone()
+    assert not torch.equal(head_a, b.classifier.weight)  # the seed draws the classification head
+    mixed = soup([a, b])
+    assert mixed is not a and mixed is not b and torch.equal(a.classifier.weight, head_a)
+    for (name, m), pa, pb in zip(mixed.state_dict().items(), a.state_dict().values(), b.state_dict().values()):
+        if m.is_floating_point():
+            assert torch.allclose(m, (pa + pb) / 2), name
+        else:
+            assert torch.equal(m, pa), name  # integer buffers (position ids) are copied, not averaged
+    assert soup([a]) is a
+    assert [soup_size(TrainConfig(), n) for n in (0, 159, 160, 5000)] == [1, 1, 2, 2]
+    assert soup_size(TrainConfig(soup=1), 5000) == 1 and soup_size(TrainConfig(soup=3), 160) == 3
+
+
+def test_the_served_evaluator_averages_two_seeds_and_records_what_each_scored(tmp_path):
+    from dataclasses import replace
+
+    registry = Registry(tmp_path / "evaluators", "5")
+    one = run_training(records(160), CONTROL, registry, cfg=replace(FAST, soup=1))
+    two = run_training(records(160), CONTROL, Registry(tmp_path / "evaluators", "6"),
+                       cfg=replace(FAST, soup=2, soup_min_rows=100))
+    m1 = json.loads((registry.path(one["version"]) / "metrics.json").read_text())
+    m2 = json.loads((Registry(tmp_path / "evaluators", "6").path(two["version"]) / "metrics.json").read_text())
+    assert "soup" not in m1 and m2["soup"]["seeds"] == [0, 1]
+    by_seed = m2["soup"]["accuracy_by_seed"]
+    assert len(by_seed) == 2 and all(0 <= x <= 1 for x in by_seed)
+    assert by_seed[0] == pytest.approx(m1["accuracy"], abs=0.02)  # seed 0 alone is the one-seed model
+    assert {h.get("seed") for h in m2["history"]} == {0, 1}  # both seeds trained, refit included
+    assert sum(1 for h in m2["history"] if h.get("phase")) >= 2
+    assert m2["config"]["soup"] == 2 and two["accuracy"] > 0.6

@@ -32,8 +32,9 @@ def training_curve(history: list[dict], path: Path) -> None:
     if not history:
         return
     nan = float("nan")
-    measured = [h for h in history if not h.get("phase")]  # trained without the held-out labels
-    refit = [h for h in history if h.get("phase")]  # the served model, trained on every label
+    first = [h for h in history if h.get("seed") == history[0].get("seed")]  # a soup's first seed
+    measured = [h for h in first if not h.get("phase")]  # trained without the held-out labels
+    refit = [h for h in first if h.get("phase")]  # the served model, trained on every label
     fig, ax = plt.subplots(figsize=(5, 3.2))
     ax.plot([h["epoch"] for h in measured], [h["train_loss"] for h in measured], "o-", label="train loss")
     ax.plot([h["epoch"] for h in measured], [nan if h["val_loss"] is None else h["val_loss"] for h in measured], "o-",

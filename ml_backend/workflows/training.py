@@ -52,7 +52,7 @@ def _train(services: Services, project: int, progress: Callable[[dict], None] | 
     services.projects.labels_changed(pid)
     st = services.settings
     cfg = TrainConfig(epochs=st.train_epochs, max_length=st.train_max_length, base_model=st.evaluator_base_model,
-                      layers=st.evaluator_layers or None, precision=st.train_precision)
+                      layers=st.evaluator_layers or None, precision=st.train_precision, soup=st.train_soup)
     registry = services.evaluators.registry(pid)
     pair = schema.pair_fields()
     spec = InputSpec.from_params(config.evaluator_input, pairwise=pair is not None, judge_weight=config.judge_weight)
