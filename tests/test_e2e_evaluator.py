@@ -2,6 +2,7 @@
 re-predict shows evaluator predictions; a burst of webhooks trains once."""
 from __future__ import annotations
 
+import json
 import time
 
 import httpx
@@ -54,6 +55,9 @@ def test_burst_of_webhooks_trains_once_then_start_training_promotes_and_repredic
         result = jobs[0]["result"]
         assert jobs[0]["status"] == "finished" and result["promoted"], jobs[0]
         assert result["n_test"] >= 20 and result["accuracy"] > 0.7
+        # 160 training rows: the served model is the mean of two seeds' weights (TRAIN_SOUP's default)
+        metrics = json.loads((srv.backend.registry(str(project)).path(result["version"]) / "metrics.json").read_text())
+        assert metrics["config"]["soup"] == 2 and metrics["soup"]["seeds"] == [0, 1], metrics.get("soup")
         latency = httpx.get(f"{srv.url}/metrics").json()["latency"]["/webhook"]
         assert latency["n"] >= 200
 

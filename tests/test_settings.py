@@ -60,12 +60,16 @@ def test_bad_env_is_named():
         Settings.from_env({"PREDICT_CONCURRENCY": "0"})
     with pytest.raises(ConfigError, match="TRAIN_PRECISION"):
         Settings.from_env({"TRAIN_PRECISION": "fp8"})
+    for bad in ("0", "9", "-2", "two"):
+        with pytest.raises(ConfigError, match="TRAIN_SOUP"):
+            Settings.from_env({"TRAIN_SOUP": bad})
 
 
 def test_evaluator_base_model_and_layers():
     s = Settings.from_env({"EVALUATOR_BASE_MODEL": "/models/my-bert", "EVALUATOR_LAYERS": "3"})
     assert (s.evaluator_base_model, s.evaluator_layers) == ("/models/my-bert", 3)
     assert Settings.from_env({"TRAIN_PRECISION": "FP32"}).train_precision == "fp32"
+    assert (Settings.from_env({}).train_soup, Settings.from_env({"TRAIN_SOUP": "1"}).train_soup) == (2, 1)
     assert (Settings.from_env({}).evaluator_base_model, Settings.from_env({}).evaluator_layers) == (None, 0)
 
 

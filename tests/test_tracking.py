@@ -187,6 +187,7 @@ def test_the_report_says_where_a_run_was_tracked_and_escapes_it():
            "promoted": True, "decision": "first evaluator", "holdout": None, "curve": None,
            "tracking": {"mlflow": {"run_id": "abc123", "experiment": "labeljudge"},
                         "wandb": {"error": "starting the run: <script>x</script>"}}}
-    page = _training_html([run])
+    page = _training_html([run, {**run, "job": 2, "soup": {"seeds": [0, 1], "accuracy_by_seed": [0.75, 0.85]}}])
+    assert page.count("seeds alone") == 1 and "seeds alone: 0.750 / 0.850" in page
     assert "tracked in mlflow run abc123; wandb: stopped (starting the run: &lt;script&gt;" in page
     assert "<script>" not in page

@@ -275,7 +275,8 @@ def train(args: argparse.Namespace) -> int:
 
     def progress(row: dict) -> None:
         bar.update(1)
-        bar.set_postfix(train_loss=f"{row['train_loss']:.3f}", val_acc=row["val_accuracy"])
+        bar.set_postfix(train_loss=f"{row['train_loss']:.3f}", val_acc=row["val_accuracy"],
+                        **({"seed": row["member"]} if "member" in row else {}))
 
     try:
         result = train_project(services, args.project, progress=progress)
@@ -289,6 +290,9 @@ def train(args: argparse.Namespace) -> int:
         print(f"{result['version']}: accuracy {result['accuracy']:.3f}, F1 {result['f1']:.3f}, AUC "
               f"{result['auc'] if result['auc'] is None else round(result['auc'], 3)}, {result['n_train']} train / "
               f"{result['n_test']} test, {result['seconds']} s on {result['device']}, serving {result['runtime']}")
+        if result.get("soup"):
+            alone = " / ".join(f"{a:.3f}" for a in result["soup"]["accuracy_by_seed"])
+            print(f"the mean of seeds {', '.join(map(str, result['soup']['seeds']))}'s weights; each alone: {alone}")
         print(("promoted: " if result["promoted"] else "not promoted: ") + result["reason"])
         for name, status in (result.get("tracking") or {}).items():
             where = ", ".join(f"{k} {v}" for k, v in status.items() if k in ("experiment", "project", "run_id", "mode", "dir"))

@@ -210,7 +210,8 @@ def _commit_and_gate(registry: Registry, train, test, manifest: dict, spec: Inpu
               "seconds": metrics["seconds"], "device": metrics["device"], "runtime": metrics["runtime"],
               "compared_with": current_metrics, "n_human_train": metrics["n_human_train"],
               "n_judge_train": metrics["n_judge_train"], "holdout": test.attrs.get("holdout"),
-              "n_served_train": metrics.get("n_served_train", metrics["n_train"]), "cascade": metrics.get("cascade")}
+              "n_served_train": metrics.get("n_served_train", metrics["n_train"]), "cascade": metrics.get("cascade"),
+              "soup": metrics.get("soup")}
     path = registry.path(version) / "result.json"
     path.write_text(json.dumps(result, indent=1))
     return result

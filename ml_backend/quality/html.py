@@ -172,7 +172,7 @@ def _training_html(runs: list[dict]) -> str:
     rows = "".join(
         f"<tr><td>{r['job']}</td><td>{_fmt(r['status'])}</td><td>{_fmt(r['version'])}</td>"
         f"<td>{_fmt(r['n_human_train'])}/{_fmt(r['n_judge_train'])}</td><td>{_fmt(r['n_test'])}</td>"
-        f"<td>{_fmt(r.get('n_served_train'))}</td><td>{_fmt(r['accuracy'])}</td>"
+        f"<td>{_fmt(r.get('n_served_train'))}</td><td>{_fmt(r['accuracy'])}{_by_seed(r.get('soup'))}</td>"
         f"<td>{_fmt((r.get('cascade') or {}).get('band'))}</td><td>{_fmt(r['device'])}</td><td>{_fmt(r['seconds'])}</td>"
         f"<td>{'yes' if r['promoted'] else 'no' if r['promoted'] is not None else '-'}</td>"
         f"<td style='text-align:left'>{_fmt(r['decision'])}{'; held out ' + _fmt(r['holdout']) if r.get('holdout') else ''}"
@@ -181,6 +181,13 @@ def _training_html(runs: list[dict]) -> str:
             "<th>version</th><th>train human/judge</th><th>test</th><th>served model trained on</th>"
             "<th>held-out accuracy</th><th>cascade band</th><th>device</th><th>seconds</th><th>promoted</th>"
             f"<th>why</th><th>curve</th></tr>{rows}</table>")
+
+
+def _by_seed(soup: dict | None) -> str:
+    """A two-seed evaluator's held-out accuracy of each seed alone, beside the served mean of their weights."""
+    if not isinstance(soup, dict) or not soup.get("accuracy_by_seed"):
+        return ""
+    return "<br><small>seeds alone: " + " / ".join(_fmt(a) for a in soup["accuracy_by_seed"]) + "</small>"
 
 
 def _tracked(tracking: dict | None) -> str:

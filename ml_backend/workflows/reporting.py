@@ -86,7 +86,8 @@ def training_runs(store: Store, project: int, evaluators_dir: Path | None = None
                     "n_human_train": result.get("n_human_train"), "n_judge_train": result.get("n_judge_train"),
                     "device": result.get("device"), "seconds": result.get("seconds"),
                     "holdout": result.get("holdout"), "n_served_train": result.get("n_served_train"),
-                    "cascade": result.get("cascade"), "tracking": result.get("tracking"), "curve": curve})
+                    "cascade": result.get("cascade"), "soup": result.get("soup"), "tracking": result.get("tracking"),
+                    "curve": curve})
     return out
 
 
