@@ -17,7 +17,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -219,8 +219,8 @@ def train_evaluator(train: pd.DataFrame, test: pd.DataFrame, out_dir: Path, cfg:
     fits = [_fit_binary(train, replace(cfg, seed=s), progress, t0, test if s == cfg.seed else None,
                         member=(i, len(seeds))) for i, s in enumerate(seeds)]
     tok, device, path, precision = fits[0][1:5]
-    history = [row for f in fits for row in f[5]]
-    measured = soup([f[0] for f in fits])
+    history = [row for f in fits for row in f.history]
+    measured = soup([f.model for f in fits])
     logits_of = _logits_fn(measured, tok, device, cfg)
     t_logits = logits_of(test)
     temperature = fit_temperature(t_logits, y_test)
@@ -229,7 +229,7 @@ def train_evaluator(train: pd.DataFrame, test: pd.DataFrame, out_dir: Path, cfg:
     metrics["test_scores"] = [round(float(p), 4) for p in p_test]
     if len(seeds) > 1:  # what each seed alone would have scored: the soup's reason to exist, on the record
         metrics["soup"] = {"seeds": seeds, "accuracy_by_seed": [
-            binary_metrics(softmax_pos(f[6](test), temperature), y_test)["accuracy"] for f in fits]}
+            binary_metrics(softmax_pos(f.logits_of(test), temperature), y_test)["accuracy"] for f in fits]}
     served = train
     fresh = fresh if fresh is not None and len(fresh) and cfg.refit and len(test) else None
     if fresh is not None:
@@ -241,13 +241,13 @@ def train_evaluator(train: pd.DataFrame, test: pd.DataFrame, out_dir: Path, cfg:
             if cfg.refit_from == "base":
                 start, refit_cfg = None, replace(cfg, seed=s)
             else:  # the measured model has learned the task; a short pass over every label adds the held-out rows
-                start = (tok, f[0])
+                start = (tok, f.model)
                 refit_cfg = replace(cfg, seed=s, epochs=cfg.refit_epochs, min_steps=cfg.min_steps // 4)
             refits.append(_fit_binary(served, refit_cfg, progress, t0, None, phase="refit on every label",
                                       start=start, member=(i, len(seeds))))
-        history += [row for f in refits for row in f[5]]
+        history += [row for f in refits for row in f.history]
         del fits
-        measured = soup([f[0] for f in refits])
+        measured = soup([f.model for f in refits])
         # the served model's scores on the held-out inputs: where its band must sit to answer the same share
         served_logits = _logits_fn(measured, tok, device, cfg)
         metrics["served_test_scores"] = _rounded(softmax_pos(served_logits(test), temperature))
@@ -289,6 +289,18 @@ def soup(models: list):
 
 def _rounded(p: np.ndarray) -> list[float]:
     return [round(float(x), 6) for x in p]
+
+
+class Fit(NamedTuple):
+    """One fine-tune's outcome (``_fit_binary``): the model and how to score rows with it."""
+
+    model: Any
+    tok: Any
+    device: str
+    path: str
+    precision: str
+    history: list[dict]
+    logits_of: Callable[[pd.DataFrame], np.ndarray]
 
 
 def _fit_binary(rows: pd.DataFrame, cfg: TrainConfig, progress: Callable[[dict], None] | None, t0: float,
@@ -334,7 +346,7 @@ def _fit_binary(rows: pd.DataFrame, cfg: TrainConfig, progress: Callable[[dict],
                        validate if watch is not None and len(watch) else None, progress, t0,
                        early_stop=False, phase=phase,
                        tags={"seed": cfg.seed, "member": f"{member[0] + 1} of {member[1]}"} if member[1] > 1 else None)
-    return model, tok, device, path, precision, history, logits_of
+    return Fit(model, tok, device, path, precision, history, logits_of)
 
 
 def _encoded(tok, part: pd.DataFrame, cfg: TrainConfig, device: str):
