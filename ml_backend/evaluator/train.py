@@ -218,7 +218,7 @@ def train_evaluator(train: pd.DataFrame, test: pd.DataFrame, out_dir: Path, cfg:
     seeds = [cfg.seed + i for i in range(soup_size(cfg, len(train)))]
     fits = [_fit_binary(train, replace(cfg, seed=s), progress, t0, test if s == cfg.seed else None,
                         member=(i, len(seeds))) for i, s in enumerate(seeds)]
-    tok, device, path, precision = fits[0][1:5]
+    tok, device, path, precision = fits[0].tok, fits[0].device, fits[0].path, fits[0].precision
     history = [row for f in fits for row in f.history]
     measured = soup([f.model for f in fits])
     logits_of = _logits_fn(measured, tok, device, cfg)
@@ -305,11 +305,11 @@ class Fit(NamedTuple):
 
 def _fit_binary(rows: pd.DataFrame, cfg: TrainConfig, progress: Callable[[dict], None] | None, t0: float,
                 watch: pd.DataFrame | None, phase: str | None = None, start: tuple | None = None,
-                member: tuple[int, int] = (0, 1)):
+                member: tuple[int, int] = (0, 1)) -> Fit:
     """A fresh base model (or ``start``'s (tokenizer, model), trained further) fine-tuned on ``rows`` for
     ``cfg.epochs`` (``watch``: rows whose loss and accuracy are recorded per epoch, for the curve only;
     ``member``: (index, count) of this seed in a soup, recorded in each epoch's row).
-    Returns (model, tokenizer, device, base path, precision, history, logits_of)."""
+    Returns a `Fit`."""
     import torch
 
     if start is None:
