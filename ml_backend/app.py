@@ -23,7 +23,7 @@ from .store import Store
 from .warmup import resolve_transformers
 from .workflows.label_jobs import LabelJobs
 from .workflows.learning import Learner, resync
-from .workflows.training import TrainingScheduler
+from .workflows.training import TrainingScheduler, reap_dead_jobs
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,8 @@ class LabelJudgeBackend(Services):
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
+        for job in reap_dead_jobs(self.store):  # a previous process was killed mid-job
+            log.warning("job %s was left queued/running by a process that is gone: marked failed", job)
         self.worker.start()
         provider = None
         if self.settings.preload_model and self.settings.judge_provider == "local":

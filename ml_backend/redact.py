@@ -24,7 +24,9 @@ _pattern: re.Pattern[str] | None = None
 _SHAPES = re.compile(
     r"(?P<key>\b(?:sk|pk|rk|hf|gsk|key)[-_][A-Za-z0-9_\-*]{6,})"
     r"|(?P<auth>\b(?:Bearer|Basic|Token)\s+)(?P<cred>[A-Za-z0-9._~+/=\-]{6,})"
-    r"|(?P<cookie>\b(?:sessionid|csrftoken)=)(?P<cval>[^;\s,'\"]+)",
+    r"|(?P<cookie>\b(?:sessionid|csrftoken)=)(?P<cval>[^;\s,'\"]+)"
+    # a URL's user-info (https://user:password@host): the password, whatever it is
+    r"|(?P<userinfo>\b[a-z][a-z0-9+.\-]*://[^/\s:@]*:)(?P<upass>[^@\s/]+)(?=@)",
     re.IGNORECASE,
 )
 
@@ -40,6 +42,22 @@ def register(*secrets: str | None) -> None:
         _secrets.update(fresh)
         # longest first, so a secret that contains another is masked whole
         _pattern = re.compile("|".join(re.escape(s) for s in sorted(_secrets, key=len, reverse=True)))
+
+
+def url_passwords(*urls: str | None) -> list[str]:
+    """The passwords in URLs' user-info (``https://user:pass@host``), raw and percent-decoded, so a
+    base URL's credentials are secrets wherever they show up, not only in URL shape."""
+    from urllib.parse import unquote, urlsplit
+
+    out = []
+    for url in urls:
+        try:
+            password = urlsplit(url).password if url else None
+        except ValueError:
+            continue
+        if password:
+            out += [password, unquote(password)]
+    return out
 
 
 def redact(text: Any) -> str:
@@ -67,6 +85,8 @@ def _mask_shape(m: re.Match[str]) -> str:
         return m.group("key").split("-", 1)[0].split("_", 1)[0] + "-" + MASK
     if m.group("auth"):
         return m.group("auth") + MASK
+    if m.group("userinfo"):
+        return m.group("userinfo") + MASK
     return m.group("cookie") + MASK
 
 

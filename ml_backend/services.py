@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from .judges import ProviderPool
 from .labelstudio import LabelStudioAPI
 from .projects import Projects
-from .redact import register
+from .redact import register, url_passwords
 from .serving import EvaluatorPool
 from .settings import Settings
 from .store import Store
@@ -31,7 +31,8 @@ class Services:
     @classmethod
     def build(cls, settings: Settings, store: Store | None = None) -> "Services":
         register(settings.openai_api_key, settings.label_studio_api_key, settings.basic_auth_pass,
-                 settings.webhook_secret)  # no log line, error or stored record can show them
+                 settings.webhook_secret,  # no log line, error or stored record can show them
+                 *url_passwords(settings.openai_base_url, settings.label_studio_url))
         store = store or Store(settings.store_path)
         providers, evaluators = ProviderPool(settings), EvaluatorPool(settings)
         return cls(settings, store, providers, evaluators, Projects(settings, store, providers, evaluators))

@@ -104,3 +104,19 @@ def ls_api(label_studio):
     from ml_backend.labelstudio import LabelStudioAPI
 
     return LabelStudioAPI(label_studio.url, label_studio.token)
+
+
+def _hypothesis_profiles() -> None:
+    """Property-based tests are derandomised by default (the "ci" profile: the same examples on every
+    run, so a landing is never blocked by a random draw); ``HYPOTHESIS_PROFILE=random`` (with more
+    examples) is the longer random exploration a person starts by hand."""
+    import os
+
+    from hypothesis import settings as hyp
+
+    hyp.register_profile("ci", derandomize=True, database=None, print_blob=True)
+    hyp.register_profile("random", derandomize=False, max_examples=500, print_blob=True)
+    hyp.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+_hypothesis_profiles()

@@ -35,7 +35,7 @@ def training_curve(history: list[dict], path: Path) -> None:
     first = [h for h in history if h.get("seed") == history[0].get("seed")]  # a soup's first seed
     measured = [h for h in first if not h.get("phase")]  # trained without the held-out labels
     refit = [h for h in first if h.get("phase")]  # the served model, trained on every label
-    fig, ax = plt.subplots(figsize=(5, 3.2))
+    fig, ax = plt.subplots(figsize=(5, 3.8))
     ax.plot([h["epoch"] for h in measured], [h["train_loss"] for h in measured], "o-", label="train loss")
     ax.plot([h["epoch"] for h in measured], [nan if h["val_loss"] is None else h["val_loss"] for h in measured], "o-",
             label="held-out loss")
@@ -47,8 +47,9 @@ def training_curve(history: list[dict], path: Path) -> None:
     ax2.plot([h["epoch"] for h in measured], [nan if h["val_accuracy"] is None else h["val_accuracy"] for h in measured],
              "s--", color="green", label="held-out accuracy")
     ax2.set_ylim(0, 1)
-    fig.legend(loc="upper right", fontsize=7)
-    fig.tight_layout()
+    # below the axes, never over the lines: the curves fill the plot's whole width
+    fig.legend(loc="lower center", ncol=2, fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.16, 1, 1))
     fig.savefig(path, dpi=100)
     plt.close(fig)
 

@@ -86,6 +86,11 @@ def check_event(payload: Any) -> EventHead:
     action = payload.get("action")
     if not isinstance(action, str) or not _ACTION.match(action):
         raise BadEvent("'action' must be a Label Studio webhook action such as ANNOTATION_CREATED")
+    for key in ("project", "annotation", "task"):  # the API document's types, for every action
+        if payload.get(key) is not None and not isinstance(payload[key], dict):
+            raise BadEvent(f"'{key}' must be an object, got {type(payload[key]).__name__}")
+    if payload.get("annotations") is not None and not isinstance(payload["annotations"], list):
+        raise BadEvent(f"'annotations' must be a list, got {type(payload['annotations']).__name__}")
     project = payload.get("project")
     pid = None
     if project is not None:

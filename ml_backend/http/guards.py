@@ -20,7 +20,7 @@ from ..settings import Settings
 from ..store import Store
 
 log = logging.getLogger(__name__)
-OPEN_PATHS = {"/health", "/", "/openapi.json"}
+OPEN_PATHS = {"/health", "/openapi.json"}  # "/" answers like /health but, like the README says, only with auth
 
 
 def install(app: Flask, settings: Settings, stats: "Stats") -> None:

@@ -69,7 +69,8 @@ def reliability_plot(versions: list[dict]) -> str | None:
     ax.set_ylabel("fraction correct")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
+    fig.tight_layout()
     return _png(fig)
 
 
@@ -107,6 +108,9 @@ def render_html(report: dict, *, title: str = "LabelJudge report") -> str:
                   f"<td>{_fmt(a['kappa'])}</td></tr>" for a in report["annotators"])
     iaa = "".join(f"<tr><td>{_fmt(a['a'])} / {_fmt(a['b'])}</td><td>{a['n']}</td><td>{_fmt(a['agreement'])}</td>"
                   f"<td>{_fmt(a['kappa'])}</td></tr>" for a in report["inter_annotator"])
+    iaa = (f"<table id='inter-annotator'><tr><th>pair</th><th>n</th><th>agreement</th><th>kappa</th></tr>{iaa}</table>"
+           if iaa else "<p id='inter-annotator'>No task has labels from two annotators yet, so agreement between "
+                       "annotators cannot be measured: set the project's overlap (Settings, Quality) above 1.</p>")
     dis = "".join(
         f"<tr><td>{_task_link(d)}</td>"
         f"<td>{_fmt(d['reference'])}</td><td>{_fmt(d['predicted'])}</td><td>{_fmt(d['score'])}</td></tr>"
@@ -136,7 +140,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child,th
 <div>{imgs}</div>
 <h2>Per label (best version)</h2><table><tr><th>label</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>{per_label}</table>
 <h2>Annotators vs the judge (best version)</h2><table><tr><th>annotator</th><th>n</th><th>agreement</th><th>kappa</th></tr>{ann}</table>
-<h2>Between annotators (overlapping tasks)</h2><table><tr><th>pair</th><th>n</th><th>agreement</th><th>kappa</th></tr>{iaa}</table>
+<h2>Between annotators (overlapping tasks)</h2>{iaa}
 <h2>Most confident disagreements (worth a second look)</h2><table id="disagreements"><tr><th>task</th><th>reference</th><th>judge</th><th>score</th></tr>{dis}</table>
 {pairwise}{training}<p>Built in {report['seconds']} s.</p></body></html>"""
 
@@ -159,9 +163,19 @@ def _labeling_html(jobs: list[dict]) -> str:
         return ""
     rows = "".join(f"<tr><td>{j['job']}</td><td>{_fmt(j['status'])}</td><td>{_fmt(j['done'])} / {_fmt(j['total'])}</td>"
                    f"<td>{_fmt(j['failed'])}</td><td>{_fmt(j['cost'])}</td>"
-                   f"<td style='text-align:left'>{_fmt(j['reason'] or j['error'])}</td></tr>" for j in jobs)
+                   f"<td style='text-align:left;min-width:16em'>{_job_why(j)}</td></tr>" for j in jobs)
     return ("<h2 id='labeling'>Labeling jobs</h2><table id='labeling-jobs'><tr><th>job</th><th>status</th>"
             f"<th>done / total</th><th>failed</th><th>cost $</th><th>why</th></tr>{rows}</table>")
+
+
+def _job_why(job: dict) -> str:
+    """Why a job is where it is: a failed job's error first (not why it was queued), a queued one's wait."""
+    if job.get("status") == "failed" and job.get("error"):
+        return f"failed: {_fmt(job['error'])}" + (f"<br><small>started for: {_fmt(job['reason'])}</small>" if job.get("reason") else "")
+    parts = [_fmt(job.get("reason") or "-")]
+    if job.get("waiting_for"):
+        parts.append(f"<small>waiting for {_fmt(job['waiting_for'])}</small>")
+    return "<br>".join(parts)
 
 
 def _training_html(runs: list[dict]) -> str:
@@ -175,12 +189,30 @@ def _training_html(runs: list[dict]) -> str:
         f"<td>{_fmt(r.get('n_served_train'))}</td><td>{_fmt(r['accuracy'])}{_by_seed(r.get('soup'))}</td>"
         f"<td>{_fmt((r.get('cascade') or {}).get('band'))}</td><td>{_fmt(r['device'])}</td><td>{_fmt(r['seconds'])}</td>"
         f"<td>{'yes' if r['promoted'] else 'no' if r['promoted'] is not None else '-'}</td>"
-        f"<td style='text-align:left'>{_fmt(r['decision'])}{'; held out ' + _fmt(r['holdout']) if r.get('holdout') else ''}"
+        f"<td style='text-align:left;min-width:16em'>{_run_why(r)}{'; held out ' + _fmt(r['holdout']) if r.get('holdout') else ''}"
         f"{_tracked(r.get('tracking'))}</td><td>{_curve(r)}</td></tr>" for r in runs)
     return ("<h2 id='training'>Evaluator training</h2><table id='training-runs'><tr><th>job</th><th>status</th>"
             "<th>version</th><th>train human/judge</th><th>test</th><th>served model trained on</th>"
             "<th>held-out accuracy</th><th>cascade band</th><th>device</th><th>seconds</th><th>promoted</th>"
             f"<th>why</th><th>curve</th></tr>{rows}</table>")
+
+
+def _run_why(run: dict) -> str:
+    """A finished run's decision; a queued or running one's stage (epoch, validation loss, what it waits for)."""
+    progress = run.get("progress")
+    if not progress:
+        return _fmt(run.get("decision"))
+    parts = [f"{_fmt(run['status'])}" + (f" (started for: {_fmt(progress['reason'])})" if progress.get("reason") else "")]
+    if progress.get("waiting_for"):
+        parts.append(f"waiting for {_fmt(progress['waiting_for'])}")
+    if progress.get("epoch") is not None:
+        stage = f"epoch {_fmt(progress['epoch'])}" + (f" ({_fmt(progress['phase'])})" if progress.get("phase") else "")
+        if progress.get("val_accuracy") is not None:
+            stage += f", validation accuracy {_fmt(progress['val_accuracy'])}"
+        parts.append(stage + f", {_fmt(progress.get('seconds'))} s")
+    elif run["status"] == "running" and not progress.get("waiting_for"):
+        parts.append("reading the project's labels from Label Studio and preparing the data")
+    return "<br>".join(parts)
 
 
 def _by_seed(soup: dict | None) -> str:

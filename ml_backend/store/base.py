@@ -166,6 +166,9 @@ class StoreBase:
         self._write = threading.Lock()
         with self._tx() as db:
             db.executescript(SCHEMA)
+            columns = {r[1] for r in db.execute("PRAGMA table_info(jobs)").fetchall()}
+            if "owner" not in columns:  # a store from before jobs named the process running them
+                db.execute("ALTER TABLE jobs ADD COLUMN owner TEXT")
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)

@@ -19,6 +19,7 @@ from ..projects import ProjectState
 from ..redact import redact
 from ..services import Services
 from .labeling import label_project
+from .training import job_error
 
 log = logging.getLogger(__name__)
 RQ_LABEL = "ml_backend.rq_jobs.rq_label"  # by name: the worker imports it, this module does not
@@ -48,14 +49,21 @@ def run_label_job(services: Services, project: int, job_id: int, *, reason: str 
                           "failed": status.failed, "total": status.total}
         store.update_job(job_id, progress={"done": 0, "batch": shown["batch"], **tag})
 
-    for cached in wait_for:  # calls /predict left in flight: cached first, so the job does not pay again
-        cached.wait(settings.request_timeout * (settings.max_retries + 1))
+    if wait_for:  # calls /predict left in flight: cached first, so the job does not pay again
+        limit = settings.request_timeout * (settings.max_retries + 1)
+        store.update_job(job_id, progress={"done": 0, **tag, "waiting_for": f"{len(wait_for)} judge calls that "
+                                           f"/predict left running (at most {limit:.0f} s)"})
+        until = time.monotonic() + limit
+        for cached in wait_for:
+            cached.wait(max(0.0, until - time.monotonic()))
+    if worker:
+        store.own_job(job_id, worker)
     store.update_job(job_id, status="running", progress={"done": 0, **tag})
     try:
         summary = label_project(services, api, project, progress=progress, batch_progress=batch_progress, **kwargs)
     except Exception as exc:
         log.exception("labeling job %s failed", job_id)
-        store.update_job(job_id, status="failed", error=redact(str(exc))[:500])
+        store.update_job(job_id, status="failed", error=job_error(exc))
         return None
     store.update_job(job_id, status="finished", result=summary.as_dict())
     return summary.as_dict()
@@ -69,6 +77,8 @@ class LabelJobs:
         self._lock = threading.Lock()
         self._live: set[int] = set()
         self._claims: dict[str, set[int]] = {}  # project -> task ids a running labeling job owns
+        # project -> (task ids, calls in flight) handed over while its job ran: the next job's work
+        self._pending: dict[str, tuple[set[int], list[Any]]] = {}
 
     def claimed(self, pid: str) -> set[int]:
         with self._lock:
@@ -91,12 +101,18 @@ class LabelJobs:
             running = [j for j in store.jobs(pid, "label") if j["status"] in ("queued", "running")
                        and (j["id"] in self._live or (queued and (j.get("progress") or {}).get("queue") == "rq"))]
             if running:
+                if task_ids is not None and running[0]["id"] in self._live:
+                    # handed over while this project's job runs: labeled by a follow-up job, never dropped
+                    ids, calls = self._pending.setdefault(pid, (set(), []))
+                    ids.update(task_ids)
+                    calls.extend(wait_for)
+                    self._claims.setdefault(pid, set()).update(task_ids)
                 return running[0]
-            job_id = store.create_job(pid, "label")
+            job_id = store.create_job(pid, "label", owner=None if queued else worker_name())
             if not queued:
                 self._live.add(job_id)
             if task_ids is not None:
-                self._claims[pid] = set(task_ids)
+                self._claims.setdefault(pid, set()).update(task_ids)
         if reason:
             store.update_job(job_id, progress={"reason": reason, "done": 0, "total": len(task_ids or ())})
         kwargs = {"overrides": overrides, "sample": sample, "concurrency": concurrency, "batch_api": batch_api,
@@ -113,7 +129,12 @@ class LabelJobs:
                 with self._lock:
                     self._live.discard(job_id)
                     if task_ids is not None:
-                        self._claims.pop(pid, None)
+                        self._claims[pid] = self._claims.get(pid, set()) - set(task_ids)
+                    later = self._pending.pop(pid, None)
+                if later:  # tasks handed over while this job ran
+                    ids, calls = later
+                    self.start(int(project), task_ids=sorted(ids), concurrency=concurrency, wait_for=calls,
+                               reason=f"Retrieve predictions: {len(ids)} tasks handed over while job {job_id} ran")
 
         threading.Thread(target=run, name=f"labeljudge-label-{job_id}", daemon=True).start()
         return store.job(job_id)

@@ -80,6 +80,7 @@ def training_runs(store: Store, project: int, evaluators_dir: Path | None = None
             curve = "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode() if png.is_file() else None
         out.append({"job": job["id"], "status": job["status"], "at": job["updated_at"],
                     "reason_started": (job.get("progress") or {}).get("reason"),
+                    "progress": job.get("progress") if job["status"] in ("queued", "running") else None,
                     "version": result.get("version"), "promoted": result.get("promoted"),
                     "decision": result.get("reason") or job.get("error"), "accuracy": result.get("accuracy"),
                     "n_train": result.get("n_train"), "n_test": result.get("n_test"),
@@ -123,6 +124,7 @@ def labeling_jobs(store: Store, project: int, limit: int = 5) -> list[dict]:
     for job in store.jobs(str(project), "label")[:limit]:
         progress, result = job.get("progress") or {}, job.get("result") or {}
         out.append({"job": job["id"], "status": job["status"], "reason": progress.get("reason"),
+                    "waiting_for": progress.get("waiting_for") if job["status"] == "queued" else None,
                     "done": result.get("labeled", progress.get("done")), "total": result.get("total", progress.get("total")),
                     "failed": result.get("failed", progress.get("failed")), "cost": result.get("cost", progress.get("cost")),
                     "error": job.get("error")})

@@ -14,6 +14,7 @@ from ..evaluator.data import InputSpec
 from ..evaluator.pipeline import run_reward_training, run_training
 from ..evaluator.tracking import Tracking
 from ..evaluator.train import TrainConfig
+from ..labelstudio import describe_error, is_labelstudio_error
 from ..labelstudio.sync import sync_annotations
 from ..redact import redact
 from ..services import Services
@@ -68,6 +69,22 @@ def _train(services: Services, project: int, progress: Callable[[dict], None] | 
     return result
 
 
+def job_error(exc: BaseException) -> str:
+    """Why a job failed, in one line: a Label Studio error as its status and body (never the SDK's
+    message, which carries every response header), anything else as its type and message."""
+    if is_labelstudio_error(exc):
+        return redact(describe_error(exc))[:500]
+    return redact(f"{type(exc).__name__}: {exc}" if not str(exc) else str(exc))[:500]
+
+
+def this_process() -> str:
+    """This process as a job's owner: "host:pid"."""
+    import os
+    import socket
+
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 class TrainingScheduler:
     """``request(pid)`` starts a run, or, while one runs, asks for exactly one more afterwards."""
 
@@ -90,7 +107,7 @@ class TrainingScheduler:
                         "message": f"training of project {pid} is already running (job {self._jobs.get(pid)}); "
                                    f"one more run with the newest labels follows it"}
             self._running.add(pid)
-            job = store.create_job(pid, "train")
+            job = store.create_job(pid, "train", owner=None if self.services.settings.redis_url else this_process())
             self._jobs[pid] = job
         store.update_job(job, progress={"reason": reason})
         if self.services.settings.redis_url:
@@ -115,7 +132,7 @@ class TrainingScheduler:
                 if pid in self._again:
                     self._again.discard(pid)
                     reason = "labels arrived during the previous run"
-                    job = self.services.store.create_job(pid, "train")
+                    job = self.services.store.create_job(pid, "train", owner=this_process())
                     self._jobs[pid] = job
                     continue
                 self._running.discard(pid)
@@ -132,7 +149,7 @@ class TrainingScheduler:
             store.update_job(job, status="finished", result=result)
         except Exception as exc:
             log.exception("training project %s failed", pid)
-            store.update_job(job, status="failed", error=redact(str(exc))[:500])
+            store.update_job(job, status="failed", error=job_error(exc))
 
     def _enqueue_rq(self, pid: str, reason: str, job: int, attempt: int = 0) -> None:
         """Queue the run on RQ. While Redis is down the request is kept (the store job stays queued,
@@ -171,37 +188,39 @@ def run_train_job(services: Services, project: int, reason: str, job: int | None
     if job is None:
         return train_project(services, project)
     me = {"reason": reason, "worker": f"{socket.gethostname()}:{os.getpid()}"}
+    store.own_job(job, me["worker"])
     store.update_job(job, status="running", progress=me)
     try:
         result = train_project(services, project, progress=lambda row: store.update_job(job, progress={**me, **row}),
                                wait=lambda why: store.update_job(job, progress={**me, "waiting_for": why[:200]}))
     except Exception as exc:
-        store.update_job(job, status="failed", error=redact(str(exc))[:500])
+        store.update_job(job, status="failed", error=job_error(exc))
         raise
     store.update_job(job, status="finished", result=result)
     return result
 
 
 def reap_dead_jobs(store: Store) -> list[int]:
-    """Training and labeling jobs shown as running by a worker of this host that no longer exists
-    (killed mid-run): marked failed with that reason, so nobody waits on them. A training run never
-    touched the registry or the served version (it commits and promotes only at its end); a labeling
-    run's written predictions stand and a re-run continues. Returns the job ids."""
+    """Jobs shown as queued or running by a process of this host that no longer exists (SIGKILLed,
+    OOM-killed, a crashed server or worker): marked failed with that reason, so nobody waits on them
+    and the report tells the truth. A training run never touched the registry or the served version
+    (it commits and promotes only at its end); a labeling run's written predictions stand and a re-run
+    continues. A job waiting in RQ's queue has no owner yet and is left alone. Returns the job ids."""
     import socket
 
     reaped = []
-    for job in store.jobs(kind="train") + store.jobs(kind="label"):
-        worker = (job.get("progress") or {}).get("worker")
-        if job["status"] != "running" or not worker:
+    for job in store.unfinished_jobs():
+        owner = job.get("owner") or (job.get("progress") or {}).get("worker")
+        if not owner:
             continue
-        host, _, pid = worker.partition(":")
-        if host != socket.gethostname() or not pid.isdigit():
-            continue
-        if process_alive(int(pid)):
+        host, _, pid = owner.partition(":")
+        pid = pid.split(":")[0]
+        if host != socket.gethostname() or not pid.isdigit() or process_alive(int(pid)):
             continue
         after = "nothing was promoted. Start Training again to retry" if job["kind"] == "train" else \
             "the predictions it wrote stand; start the job again to label the rest"
         store.update_job(job["id"], status="failed",
-                         error=f"the worker running it (pid {pid} on {host}) died before it finished; {after}")
+                         error=f"the process running it (pid {pid} on {host}) stopped before it finished "
+                               f"(killed or crashed) while it was {job['status']}; {after}")
         reaped.append(job["id"])
     return reaped
