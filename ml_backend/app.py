@@ -105,6 +105,12 @@ class LabelJudgeBackend(Services):
         self.worker.kick()
         return event_id
 
+    def receive_event(self, payload: Any) -> dict:
+        """/webhook's answer: the stored event (and the training job Start Training queued)."""
+        answer = self.learner.receive(payload)
+        self.worker.kick()
+        return answer
+
     def fit(self, event: str, data: dict, **kwargs: Any) -> None:
         """One event, as Label Studio's ML backend class names it; raises what handling it raised."""
         error = self.handle_events([{"id": 0, "action": event, "payload": data}]).get(0)

@@ -12,7 +12,8 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import replace
-from typing import Any, Callable, Sequence
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Sequence
 
 from .judge.providers import ProviderError
 from .judge.runner import looked_up
@@ -83,6 +84,32 @@ def record_positions(store: Store, state: ProjectState, task_id: Any, verdict: V
             store.add_pair_judgment(state.project_id, int(task_id), state.judge.version, answer.position)
 
 
+class Admission:
+    """How many /predict requests may wait on the judge at once: all together, ``threads - 2`` (two of
+    the server's threads stay free for /health, /setup and /webhook, which Label Studio gives 1-3 s),
+    and per project half of that (a project whose provider hangs cannot take every thread). A request
+    past either bound is still answered, at once, with what needs no judge call."""
+
+    def __init__(self, threads: int) -> None:
+        self.lock = threading.Lock()
+        self.total = max(1, threads - 2)
+        self.per_project = max(1, self.total // 2)
+        self._in: dict[str, int] = {}
+
+    @contextmanager
+    def enter(self, pid: str) -> Iterator[bool]:
+        with self.lock:
+            admitted = sum(self._in.values()) < self.total and self._in.get(pid, 0) < self.per_project
+            if admitted:
+                self._in[pid] = self._in.get(pid, 0) + 1
+        try:
+            yield admitted
+        finally:
+            if admitted:
+                with self.lock:
+                    self._in[pid] -= 1
+
+
 class Predictor:
     """``predict(tasks, project=...)``: one entry per task, in order; a task that cannot be labeled gets
     an empty list (an abstention, reason logged) and never fails the batch."""
@@ -94,8 +121,10 @@ class Predictor:
         self.projects = projects
         self._claimed = claimed
         self._hand_over = hand_over
-        # judge calls of /predict in flight at once (Label Studio sends a whole selection in one request)
-        self._pool = ThreadPoolExecutor(max_workers=settings.predict_concurrency, thread_name_prefix="labeljudge-judge")
+        # judge calls of /predict in flight at once, per project (Label Studio sends a whole selection in
+        # one request): a project whose provider hangs fills its own pool, never another project's
+        self._pools: dict[str, ThreadPoolExecutor] = {}
+        self._admission = Admission(settings.serve_threads)
 
     def predict(self, tasks: Sequence[dict], *, project: Any, label_config: str | None = None,
                 context: dict | None = None) -> list[dict | list]:
@@ -104,7 +133,13 @@ class Predictor:
         hint = interactive_hint(context)
         if hint:  # an annotator's note (interactive pre-annotation): the judge, told it, for this task only
             state, version = self._hinted(state, hint, context), f"{state.judge.version}+hint"
-        deadline = time.monotonic() + self.settings.predict_budget
+        with self._admission.enter(state.project_id) as admitted:
+            # past its share of the server's threads, a project's /predict does not wait for the judge:
+            # it answers what is ready (cache, evaluator) at once and hands the rest to a background job
+            budget = self.settings.predict_budget if admitted else 0.0
+            return self._predict(state, tasks, version, time.monotonic() + budget)
+
+    def _predict(self, state: ProjectState, tasks: Sequence[dict], version: str, deadline: float) -> list[dict | list]:
         owned = self._claimed(state.project_id)
         free = [i for i, t in enumerate(tasks) if task_id_of(t) not in owned]
         verdicts: list[Verdict] = [Verdict(error="being labeled by a background job") for _ in tasks]
@@ -161,7 +196,8 @@ class Predictor:
         for i, _, h, hit in looked_up(items, version, self.store, chunk=max(1, len(items))):
             hashes[i], verdicts[i] = h, hit.verdict if hit is not None else None
         todo = [i for i, v in enumerate(verdicts) if v is None]
-        futures = {i: self._pool.submit(self._judge_one, state, tasks[i]) for i in todo}
+        pool = self._pool(state.project_id)
+        futures = {i: pool.submit(self._judge_one, state, tasks[i]) for i in todo}
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
         wait(list(futures.values()), timeout=remaining)
         late = [i for i in todo if not futures[i].done()]
@@ -182,6 +218,14 @@ class Predictor:
         if fresh:
             self.store.put_verdicts(version, fresh)
         return verdicts, judged, late, running  # type: ignore[return-value]  # every None was filled
+
+    def _pool(self, pid: str) -> ThreadPoolExecutor:
+        with self._admission.lock:
+            pool = self._pools.get(pid)
+            if pool is None:
+                pool = self._pools[pid] = ThreadPoolExecutor(max_workers=self.settings.predict_concurrency,
+                                                             thread_name_prefix=f"labeljudge-judge-{pid}")
+            return pool
 
     def _cache_late(self, version: str, content_hash: str | None, cached: threading.Event, future: Any) -> None:
         try:

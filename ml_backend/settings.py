@@ -91,6 +91,7 @@ class Settings:
     judge_models: tuple[str, ...] = ()  # JUDGE_MODELS: the models extra_params may pick (besides the default)
     max_prompt_chars: int = 60_000
     predict_budget: float = 30.0  # seconds /predict works before answering with what is ready
+    serve_threads: int = 8  # the server's request threads; /predict may hold all but two of them
     max_request_bytes: int = 64 * 1024 * 1024
     max_webhook_bytes: int = 4 * 1024 * 1024
     judge_prices: Mapping[str, tuple[float, float]] = field(default_factory=lambda: dict(DEFAULT_PRICES))
@@ -127,6 +128,8 @@ class Settings:
             raise ConfigError(f"TRAIN_SOUP must be a number of seeds from 1 to 8, got {self.train_soup}")
         if self.evaluator_layers < 0:
             raise ConfigError("EVALUATOR_LAYERS must be 0 (all layers) or a positive number of layers")
+        if not 1 <= self.serve_threads <= 1024:
+            raise ConfigError(f"SERVE_THREADS must be a number of threads from 1 to 1024, got {self.serve_threads}")
         if self.predict_concurrency < 1:
             raise ConfigError("PREDICT_CONCURRENCY must be at least 1")
         if not 0 < self.predict_budget <= 90:
@@ -185,6 +188,7 @@ class Settings:
             judge_models=tuple(m.strip() for m in (env.get("JUDGE_MODELS") or "").split(",") if m.strip()),
             max_prompt_chars=_env_num(env, "MAX_PROMPT_CHARS", 60_000, int),
             predict_budget=_env_num(env, "PREDICT_BUDGET", 30.0),
+            serve_threads=_env_num(env, "SERVE_THREADS", 8, int),
             max_request_bytes=_env_num(env, "MAX_REQUEST_BYTES", 64 * 1024 * 1024, int),
             max_webhook_bytes=_env_num(env, "MAX_WEBHOOK_BYTES", 4 * 1024 * 1024, int),
             judge_prices=_prices(env),

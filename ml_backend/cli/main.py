@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
@@ -33,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     serve = sub.add_parser("serve", help="run the ML backend (gunicorn; --dev for Flask's server)")
     serve.add_argument("--host", default=os.environ.get("HOST_BIND", "0.0.0.0"))
     serve.add_argument("--port", type=int, default=int(os.environ.get("LABELJUDGE_PORT", 9090)))
-    serve.add_argument("--threads", type=int, default=8)
+    serve.add_argument("--threads", type=int, default=None,
+                       help="request threads (default SERVE_THREADS, 8); /predict may hold all but two")
     serve.add_argument("--dev", action="store_true", help="Flask's development server instead of gunicorn")
 
     quick = sub.add_parser("quickstart", help="start Label Studio + backend, create a demo project, pre-label it")
@@ -168,6 +170,16 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"labeljudge: {exc}", file=sys.stderr)
         return 2
     logging.getLogger().setLevel(settings.log_level)
+    if args.threads is not None:
+        settings = dataclasses.replace(settings, serve_threads=args.threads)
+    from .preflight import PreflightError, check_model_dir, check_port
+
+    try:
+        check_model_dir(settings)
+        check_port(args.host, args.port)
+    except PreflightError as exc:
+        print(f"labeljudge serve: {exc}", file=sys.stderr)
+        return 2
     if args.dev:
         create_app(settings).run(host=args.host, port=args.port, threaded=True)
         return 0
@@ -178,7 +190,7 @@ def _serve(args: argparse.Namespace) -> int:
             # One worker: models load once per process; threads serve concurrent requests.
             self.cfg.set("bind", f"{args.host}:{args.port}")
             self.cfg.set("workers", 1)
-            self.cfg.set("threads", args.threads)
+            self.cfg.set("threads", settings.serve_threads)
             self.cfg.set("timeout", 300)
             self.cfg.set("accesslog", "-")
 

@@ -85,11 +85,13 @@ def predict() -> Any:
 def webhook() -> Any:
     data = body()
     try:
-        event_id = backend().record_event(data)
+        answer = backend().receive_event(data)
     except BadEvent as exc:
         stats().count("webhooks_quarantined", 1)
         return jsonify(error=f"webhook not understood (quarantined): {exc}", status="quarantined"), 422
-    return jsonify(status="ok", event_id=event_id), 201
+    if answer.get("error"):  # Start Training that cannot run here: Label Studio shows the error on the model
+        return jsonify(status="error", **answer), 503
+    return jsonify(status="ok", **answer), 201
 
 
 @ml.post("/train")
@@ -117,7 +119,10 @@ def job_status_legacy() -> Any:
         and 0 < job_id < 2**63 else None
     if job is None:
         return jsonify(error=f"no job {str(job_id)[:40]}"), 404
-    return jsonify(job=job["id"], status=job["status"], error=job.get("error"), result=job.get("result"))
+    # Label Studio's train-job statuses: it counts a job as training while it is queued or started
+    status = {"running": "started"}.get(job["status"], job["status"])
+    return jsonify(job=job["id"], status=status, labeljudge_status=job["status"], error=job.get("error"),
+                   result=job.get("result"))
 
 
 @ml.get("/openapi.json")

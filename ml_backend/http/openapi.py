@@ -69,9 +69,10 @@ def openapi_document(version: str) -> dict[str, Any]:
                     "action": {"type": "string"}, "project": {"type": "object"},
                     "annotation": {"type": "object"}, "task": {"type": "object"},
                     "annotations": {"type": "array"}}}),
-                "responses": {**_ok("stored", {"type": "object", "properties": {
-                    "status": {"type": "string"}, "event_id": {"type": "integer"}}}, code=201),
-                    **_errors(400, 401, 413, 422)}}},
+                "responses": {**_ok("stored (Start Training: with the queued training job)", {
+                    "type": "object", "properties": {"status": {"type": "string"}, "event_id": {"type": "integer"},
+                                                     "job": {"type": "integer"}}}, code=201),
+                    **_errors(400, 401, 413, 422, 503)}}},
             "/report/{project}": {"get": {
                 "summary": "accuracy of every model version against the human reference (HTML or JSON)",
                 "parameters": [

@@ -72,9 +72,10 @@ def render(
             )
         else:
             key = field_map.get(name, name)
-            if not _has(data, key):
-                have = ", ".join(sorted(map(str, data))) or "no fields"
-                raise JudgeError(f"task is missing field {key!r} used by the prompt (task has: {have})")
+            if not _has(data, key):  # absent and null are the same: nothing to judge, so abstain
+                have = ", ".join(sorted(str(k) for k, v in data.items() if v is not None)) or "no fields"
+                null = " (it is null)" if key in data else ""
+                raise JudgeError(f"task is missing field {key!r} used by the prompt{null} (task has: {have})")
             value = _text(_lookup(data, key, name))
         if len(value) > max_chars:
             warnings.append(f"field {name!r} truncated from {len(value)} to {max_chars} characters")
@@ -90,9 +91,9 @@ def render(
 
 
 def _has(data: Mapping[str, Any], key: str) -> bool:
+    """Whether the task has a value at ``key``: a null (``"output": null``) counts as missing."""
     try:
-        _lookup(data, key, key)
-        return True
+        return _lookup(data, key, key) is not None
     except KeyError:
         return False
 

@@ -25,6 +25,7 @@ MAX_NUMBER_OPTIONS = 11  # integer ranges up to this size are scored as options 
 # Every option is spelled out in the prompt (and a local model scores each one): a config asking about
 # a million options would cost millions of tokens per task. Refused at /setup with this bound.
 MAX_OPTIONS = 200
+MAX_QUESTIONS = 16  # controls the judge fills per task: each is at least one provider call per task
 MAX_CONFIG_CHARS = 200_000
 
 
@@ -66,6 +67,11 @@ class TaskSchema:
                 f"control {unknown[0]!r} is not in the label config; it has: {', '.join(self.controls)}"
             )
         names = selected or tuple(self.controls)
+        if len(names) > MAX_QUESTIONS:
+            raise SchemaError(
+                f"the judge would fill {len(names):,} controls per task, each a provider call per task; at most "
+                f"{MAX_QUESTIONS} are accepted: name the ones to judge in extra_params "
+                f"{{\"control\": [...]}} (first controls: {', '.join(names[:3])})")
         return [self.controls[n].question for n in names]
 
     def build_result(self, verdict: Verdict) -> list[dict[str, Any]]:
@@ -267,6 +273,10 @@ def parse_label_config(config: str) -> TaskSchema:
     controls: dict[str, ControlSpec] = {}
     rationale = None
     for control in interface.controls:
+        dangling = [t for t in (control.to_name or ()) if t not in objects]
+        if dangling:  # every control, judged or not: Label Studio itself refuses such a config
+            raise SchemaError(f"{control.tag} {control.name!r} has toName={dangling[0]!r}, which names no object "
+                              f"in the config (objects: {', '.join(sorted(objects)) or 'none'})")
         if control.tag == RATIONALE_TAG:
             rationale = rationale or control.name
             continue

@@ -11,11 +11,15 @@ from .base import StoreBase
 
 class WebhookEvents(StoreBase):
     # -- events --------------------------------------------------------------------------------
-    def add_event(self, project_id: str | None, action: str, payload: dict) -> int:
+    def add_event(self, project_id: str | None, action: str, payload: dict, *, handled: bool = False,
+                  error: str | None = None) -> int:
+        """Store an event; ``handled``: it was acted on already (kept for the record, never re-run)."""
+        now = time.time()
         with self._tx() as db:
             cur = db.execute(
-                "INSERT INTO events (project_id, action, payload, received_at) VALUES (?, ?, ?, ?)",
-                (project_id, action, json.dumps(payload), time.time()),
+                "INSERT INTO events (project_id, action, payload, received_at, processed_at, error) VALUES (?, ?, ?, ?, ?, ?)",
+                (project_id, action, json.dumps(payload), now, now if handled else None,
+                 None if error is None else redact(error)[:500]),
             )
             return int(cur.lastrowid)
 

@@ -119,7 +119,16 @@ class LabelJobs:
                   "poll_interval": poll_interval, "max_cost": max_cost, "task_ids": task_ids}
         if queued:
             store.update_job(job_id, progress={"queue": "rq", **({"reason": reason} if reason else {})})
-            self._enqueue(int(project), job_id, kwargs, reason)
+            try:
+                self._enqueue(int(project), job_id, kwargs, reason)
+            except Exception as exc:  # Redis down or unreachable: no orphan "queued" job, and say so
+                from redis.exceptions import RedisError
+
+                if not isinstance(exc, RedisError):
+                    raise
+                why = f"could not queue the labeling job on Redis (REDIS_URL={settings.redis_url}): {exc}"
+                store.update_job(job_id, status="failed", error=redact(why)[:500])
+                raise RuntimeError(redact(why)[:300]) from None
             return store.job(job_id)
 
         def run() -> None:

@@ -57,6 +57,28 @@ class Learner:
             raise
         return store.add_event(head.project_id, head.action, payload)
 
+    def receive(self, payload: Any) -> dict:
+        """What /webhook answers: the stored event's id, and for Start Training (Label Studio 1.23 sends
+        START_TRAINING here, not to /train) the training job, queued now: Label Studio keeps a ``job``
+        key from the answer as its training job and polls /job_status with it."""
+        if not (isinstance(payload, dict) and payload.get("action") == "START_TRAINING"):
+            return {"event_id": self.record(payload)}
+        try:
+            head = check_event(payload)
+        except BadEvent:
+            return {"event_id": self.record(payload)}  # quarantined there, with its reason
+        if head.project_id is None:
+            return {"event_id": self.record(payload)}
+        store = self.services.store
+        if self.services.labelstudio() is None:
+            why = "training needs LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY on the backend"
+            return {"event_id": store.add_event(head.project_id, head.action, payload, handled=True, error=why),
+                    "error": why}
+        answer = self.trainer.request(head.project_id, "Start Training")
+        event_id = store.add_event(head.project_id, head.action, payload, handled=True)
+        return {"event_id": event_id, "job": answer["job"], "job_status": answer["status"],
+                "message": answer["message"]}
+
     def handle_events(self, events: list[dict]) -> dict[int, str | None]:
         """A burst of stored events, coalesced: annotations are stored as they come, then each project
         touched is looked at once (corrections against the judge, the few-shot pool, the training

@@ -18,13 +18,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import openai
-from openai import AsyncOpenAI, DefaultHttpxClient, OpenAI
+from openai import AsyncOpenAI, DefaultAsyncHttpxClient, DefaultHttpxClient, OpenAI
 
 from ..parsing import AnswerError, parse_reply, renormalized_confidence, span_confidence
 from ..prompting import answer_schema
 from ..types import Answer, Question, Usage
 from ...redact import redact, register
 from .base import Decoding, ProviderError, scrub
+from .bounded import MAX_REPLY_BYTES, ReplyTooLarge, ReplyTooSlow, bound_client
+
+MAX_RATIONALE_CHARS = 4000  # what a verdict keeps of a provider's explanation (shown in Label Studio)
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +99,11 @@ class OpenAIProvider:
         self._secret = api_key
         register(api_key)
         # Local servers (vLLM, Ollama, llama.cpp) need no key, but the client insists on one.
+        # every attempt stops at MAX_REPLY_BYTES and at ``timeout`` seconds for the whole reply (the
+        # client's own timeout is per read: a reply that drips a byte at a time would never end)
         self.client = OpenAI(api_key=api_key or "no-key", base_url=base_url, timeout=timeout,
-                             max_retries=max_retries, http_client=DefaultHttpxClient(verify=tls_context()))
+                             max_retries=max_retries,
+                             http_client=bound_client(DefaultHttpxClient(verify=tls_context()), deadline=timeout))
         # the first requests to a server probe its capabilities without retries: a refusal answered
         # as a 500 (llama-cpp-python) must step down the ladder at once, not after the backoff
         self._probe = self.client.with_options(max_retries=0)
@@ -146,8 +152,9 @@ class OpenAIProvider:
         loop = asyncio.get_running_loop()
         client = self._aclients.get(loop)
         if client is None:
+            http = aiohttp_client() or DefaultAsyncHttpxClient(verify=tls_context())
             client = AsyncOpenAI(api_key=self._secret or "no-key", base_url=self._base_url, timeout=self._timeout,
-                                 max_retries=self._max_retries, http_client=aiohttp_client())
+                                 max_retries=self._max_retries, http_client=bound_client(http, deadline=self._timeout))
             with self._lock:
                 self._aclients[loop] = client
         return client
@@ -176,6 +183,13 @@ class OpenAIProvider:
         return probe  # pragma: no cover - _raise always raises
 
     def _raise(self, exc: openai.APIError) -> None:
+        cause = exc.__cause__
+        if isinstance(cause, ReplyTooLarge):
+            raise ProviderError(f"{self.model}: the provider's reply passed {MAX_REPLY_BYTES} bytes "
+                                f"(not a verdict); nothing past that was read") from None
+        if isinstance(cause, ReplyTooSlow):
+            raise ProviderError(f"{self.model}: the provider's reply did not arrive in full within "
+                                f"{self._timeout:.0f} s (JUDGE_TIMEOUT, per call) after retries") from None
         if isinstance(exc, openai.BadRequestError):
             raise ProviderError(f"{self.model}: request rejected ({exc.status_code}): {self._message(exc)}") from None
         if isinstance(exc, openai.APITimeoutError):
@@ -280,7 +294,10 @@ class OpenAIProvider:
                 confidence = span_confidence(text, [(str(t.get("token", "")), float(t.get("logprob") or 0.0))
                                                     for t in content_lp], parsed.span)
                 method = "answer_tokens" if confidence is not None else None
-        return Answer(value=parsed.value, confidence=confidence, rationale=parsed.rationale,
+        rationale = parsed.rationale
+        if isinstance(rationale, str) and len(rationale) > MAX_RATIONALE_CHARS:
+            rationale = rationale[:MAX_RATIONALE_CHARS] + " [cut]"
+        return Answer(value=parsed.value, confidence=confidence, rationale=rationale,
                       usage=usage, raw=text, confidence_method=method, distribution=distribution)
 
     def _message(self, exc: openai.APIStatusError) -> str:
