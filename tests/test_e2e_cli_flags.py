@@ -52,7 +52,7 @@ def test_every_project_command_works_with_flags_and_no_environment(flagged, ls_a
     prompts = run("prompts", *flags, "--json")
     assert prompts.returncode == 0 and json.loads(prompts.stdout), prompts.stderr[-2000:]
     out = flagged["tmp"] / "export.csv"
-    export = run("export", *flags, "--out", str(out))
+    export = run("export", *flags, "--out", str(out), "--json")
     assert export.returncode == 0 and json.loads(export.stdout)["rows"] == 30, export.stderr[-2000:]
     assert run("review-queue", *flags).returncode == 0
     train = run("train", *flags, "--json")

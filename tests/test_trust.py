@@ -82,7 +82,8 @@ def test_bad_rows_already_in_the_store_never_break_reads(tmp_path, fake_llm):
     db = sqlite3.connect(settings.model_dir / "labeljudge.sqlite3")
     for i, result in enumerate(([{"from_name": "verdict", "value": "Pass"}], "not a list",
                                 [{"from_name": "verdict", "value": {"choices": "Pass"}}], [17])):
-        db.execute("INSERT INTO annotations VALUES (?, '7', ?, ?, 0, 1, ?, 0, NULL)",
+        db.execute("INSERT INTO annotations (id, project_id, task_id, result, ground_truth, completed_by, task_data, "
+                   "updated_at, correction) VALUES (?, '7', ?, ?, 0, 1, ?, 0, NULL)",
                    (100 + i, 100 + i, json.dumps(result), json.dumps(TASK["data"])))
     db.commit()
     db.close()

@@ -47,6 +47,9 @@ def _context(args: argparse.Namespace) -> tuple[Settings, Services, LabelStudioA
     if not args.url or not args.api_key:
         raise UserError("set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY (or --url / --api-key), or start the demo "
                         "with labeljudge quickstart")
+    if not args.url.lower().startswith(("http://", "https://")):
+        raise UserError(f"the Label Studio URL {args.url[:80]!r} has no scheme: use http://{args.url[:80]} "
+                        "(or https://) in --url / LABEL_STUDIO_URL")
     # --url / --api-key win over the environment everywhere, training's own client included
     settings = replace(settings, label_studio_url=args.url, label_studio_api_key=args.api_key)
     services = Services.build(settings)  # registers the secrets: no message below can show them
@@ -64,6 +67,7 @@ def label(args: argparse.Namespace) -> int:
     bar = tqdm(total=0, unit="task", desc="labeling", disable=args.json and not sys.stderr.isatty())
 
     def progress(summary, todo: int) -> None:
+        bar.set_description(summary.stage or "labeling", refresh=False)
         bar.total = todo
         bar.n = summary.labeled + summary.failed
         bar.set_postfix(tok_in=summary.tokens_in, tok_out=summary.tokens_out, cost=f"${summary.cost:.4f}",
@@ -259,24 +263,40 @@ def export(args: argparse.Namespace) -> int:
         with open(args.out, "w") as fh:
             for row in rows:
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-        print(json.dumps({"project": args.project, "pairs": len(rows), "out": args.out}))
+        _export_done(args, {"project": args.project, "pairs": len(rows), "out": args.out}, f"{len(rows)} preference pairs")
         return 0
     df = records_to_frame(tasks, {t["id"]: t["data"] for t in tasks}, controls)
     write_table(df, args.out)
-    print(json.dumps({"project": args.project, "rows": len(df), "out": args.out}))
+    _export_done(args, {"project": args.project, "rows": len(df), "out": args.out}, f"{len(df)} rows")
     return 0
+
+
+def _export_done(args: argparse.Namespace, out: dict, what: str) -> None:
+    """What export says at the end: a sentence, or with --json one JSON object."""
+    if args.json:
+        emit_json(out)
+    else:
+        print(f"wrote {what} of project {args.project} to {args.out}")
 
 
 def train(args: argparse.Namespace) -> int:
     from ..workflows.training import train_project
 
     settings, services, _ = _context(args)
-    bar = tqdm(desc="training", unit="epoch", disable=args.json and not sys.stderr.isatty())
+    epochs = settings.train_epochs
+    bar = tqdm(desc="reading the labels from Label Studio", total=epochs, unit="epoch",
+               disable=args.json and not sys.stderr.isatty())
+    stage: dict = {"key": None}
 
     def progress(row: dict) -> None:
+        key = (row.get("phase"), row.get("member"))
+        if key != stage["key"]:  # each fit (held-out, each seed, the refit) is its own bar of at most N epochs
+            stage["key"] = key
+            bar.reset(total=epochs)
+            seed = f", seed {row['member']}" if row.get("member") else ""
+            bar.set_description(f"training ({row.get('phase') or 'measured on held-out labels'}{seed})")
         bar.update(1)
-        bar.set_postfix(train_loss=f"{row['train_loss']:.3f}", val_acc=row["val_accuracy"],
-                        **({"seed": row["member"]} if "member" in row else {}))
+        bar.set_postfix(train_loss=f"{row['train_loss']:.3f}", val_acc=row["val_accuracy"])
 
     try:
         result = train_project(services, args.project, progress=progress)
@@ -304,6 +324,8 @@ def evaluators(args: argparse.Namespace) -> int:
     from ..evaluator.registry import Registry
 
     settings = settings_for(args)
+    if getattr(args, "explicit_labelstudio", False):  # flags given are checked, never silently ignored
+        _context(args)[2].whoami()
     registry = Registry(settings.evaluators_dir, str(args.project))
     try:
         if args.rollback:

@@ -6,6 +6,7 @@ import dataclasses
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 
 
@@ -101,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     exp.add_argument("--preferences", action="store_true",
                      help="pairwise projects: chosen/rejected JSONL for RLHF/DPO (human labels)")
     exp.add_argument("--include-judge", action="store_true", help="with --preferences: judge labels too")
+    exp.add_argument("--json", action="store_true", help="print one JSON object at the end")
 
     train = project_cmd("train", "fine-tune an evaluator now from the project's labels")
     train.add_argument("--json", action="store_true")
@@ -120,11 +122,11 @@ def main(argv: list[str] | None = None) -> int:
     worker.add_argument("--burst", action="store_true", help="exit when the queue is empty")
 
     args = parser.parse_args(argv)
+    given = sys.argv[1:] if argv is None else argv
+    args.explicit_labelstudio = any(a.split("=")[0] in ("--url", "--api-key") for a in given)
     logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO").upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per API call drowns the progress bars
-    import warnings
-
     # libraries' deprecation notices (transformers, torch) are for their callers' developers, not for users
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -138,12 +140,15 @@ def main(argv: list[str] | None = None) -> int:
         return run_quickstart(args.config, Path(args.home), ls_port=args.ls_port, port=args.port)
     from . import commands
 
-    if getattr(args, "json", False):  # library chatter below WARNING is noise around a JSON document
-        for noisy in ("onnxruntime", "onnx", "torch", "transformers", "matplotlib", "urllib3", "root"):
-            logging.getLogger(noisy if noisy != "root" else None).setLevel(logging.WARNING)
-        import warnings
-
+    if os.environ.get("LOG_LEVEL", "INFO").upper() != "DEBUG":
+        # libraries' warnings (torch's ONNX tracer, onnxruntime's quantizer logs through the root logger,
+        # transformers) are for their callers' developers: a user sees ours only; LOG_LEVEL=DEBUG shows all
+        level = logging.getLevelName(os.environ.get("LOG_LEVEL", "INFO").upper())
+        logging.getLogger().setLevel(logging.ERROR)
+        logging.getLogger("ml_backend").setLevel(level if isinstance(level, int) else logging.INFO)
         warnings.filterwarnings("ignore")
+    if getattr(args, "json", False):  # below WARNING is noise around a JSON document
+        logging.getLogger("ml_backend").setLevel(max(logging.WARNING, logging.getLogger("ml_backend").level))
     try:
         if getattr(args, "json", False):
             with commands.quiet_stdout():

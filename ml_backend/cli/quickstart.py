@@ -176,7 +176,9 @@ def _label_sample(backend_url: str, project: int, sample: int) -> tuple[int, str
         while job.get("status") not in ("finished", "failed"):
             time.sleep(1)
             job = httpx.get(f"{backend_url}/jobs/{job['id']}", timeout=10).json()
-            bar.n = (job.get("progress") or {}).get("done", bar.n) + (job.get("result") or {}).get("skipped", 0)
+            progress = job.get("progress") or {}
+            bar.n = progress.get("done", bar.n) + (job.get("result") or {}).get("skipped", 0)
+            bar.set_description(progress.get("stage") or "pre-labeling a sample", refresh=False)
             bar.refresh()
     if job["status"] == "failed":
         print(f"labeling failed: {job.get('error')}", file=sys.stderr)

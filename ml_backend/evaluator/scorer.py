@@ -34,7 +34,10 @@ def export_onnx(model_dir: Path, *, quantize: bool = True) -> dict:
                       output_names=["logits"], dynamic_axes=dyn, opset_version=17, dynamo=False)
     written = {"onnx": ONNX_FILE}
     if quantize:
+        import onnxruntime
         from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        onnxruntime.set_default_logger_severity(3)  # its C++ warnings are for its developers, not our users
 
         quantize_dynamic(str(model_dir / ONNX_FILE), str(model_dir / INT8_FILE), weight_type=QuantType.QInt8)
         written["int8"] = INT8_FILE

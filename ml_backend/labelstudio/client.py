@@ -25,11 +25,22 @@ def describe_error(exc: BaseException) -> str:
         reason = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
                   500: "Internal Server Error"}.get(exc.status_code or 0, "")
         text = f"Label Studio answered {exc.status_code} {reason}".rstrip()
-        return f"{text}: {str(detail)[:200]}" if detail else text
+        text = f"{text}: {str(detail)[:200]}" if detail else text
+        if exc.status_code == 401:
+            text += " (the token was refused: check LABEL_STUDIO_API_KEY / --api-key, from Account & Settings)"
+        return text
+    where = ""
+    try:
+        url = exc.request.url  # type: ignore[attr-defined]
+        where = f" at {url.scheme}://{url.host}{f':{url.port}' if url.port else ''}"
+    except (AttributeError, RuntimeError):  # an error raised before any request was made
+        pass
     if isinstance(exc, httpx.ConnectError):
-        return f"could not connect to Label Studio (connection refused or host unknown): {exc}"[:300]
+        return f"could not connect to Label Studio{where} (connection refused or host unknown): {exc}"[:300]
     if isinstance(exc, httpx.TimeoutException):
-        return "Label Studio did not answer in time"
+        return f"Label Studio{where} did not answer in time"
+    if isinstance(exc, httpx.UnsupportedProtocol):
+        return "the Label Studio URL needs a scheme: http://host:port or https://host (LABEL_STUDIO_URL / --url)"
     return f"{type(exc).__name__}: {exc}"[:300]
 
 
@@ -52,6 +63,10 @@ class LabelStudioAPI:
             raise ValueError("LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY are both needed to reach Label Studio")
         self.url = url.rstrip("/")
         self.client = LabelStudio(base_url=self.url, api_key=api_key, timeout=timeout)
+
+    def whoami(self) -> str:
+        """The token's user (one cheap call): raises Label Studio's error for a wrong token or URL."""
+        return str(self.client.users.whoami().email or "")
 
     # -- projects and tasks ----------------------------------------------------------------------
     def create_project(self, title: str, label_config: str, **kwargs: Any) -> int:

@@ -27,7 +27,7 @@ def sync_annotations(store: Store, project: int, schema: TaskSchema, tasks: Sequ
                 continue
             correction = is_correction(schema, ann.get("result") or [], judge_preds[-1]["result"]) \
                 if judge_preds else None
-            store.upsert_annotation(pid, {**ann, "task": task["id"]}, task["data"], correction)
+            store.upsert_annotation(pid, {**ann, "task": task["id"]}, task["data"], correction, authoritative=True)
             seen.add(int(ann["id"]))
     removed = store.replace_annotations(pid, seen)
     return {"project": project, "annotations": len(seen), "removed": removed}

@@ -8,22 +8,63 @@ from typing import Any
 from .base import StoreBase, _user_id
 
 
+def source_time(value: Any) -> float | None:
+    """Label Studio's ``updated_at`` ("2026-12-03T06:18:50.123456Z") as epoch seconds; None if absent or odd."""
+    from datetime import datetime, timezone
+
+    if not isinstance(value, str) or not 10 <= len(value) <= 40:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.timestamp()
+
+
 class Annotations(StoreBase):
     # -- annotations ---------------------------------------------------------------------------
     def upsert_annotation(self, project_id: str, annotation: dict, task_data: dict | None,
-                          correction: bool | None = None) -> None:
+                          correction: bool | None = None, *, authoritative: bool = False) -> bool:
+        """Store an annotation as Label Studio sent it; False when it was not applied.
+
+        Events can arrive out of order (retries, several Label Studio workers): an event never brings
+        back an annotation deleted since (its tombstone), and never replaces a version with an older
+        one (Label Studio's ``updated_at``). ``authoritative``: read from Label Studio's API just now
+        (a sync), which wins over both."""
+        ann_id = int(annotation["id"])
+        stamp = source_time(annotation.get("updated_at"))
         with self._tx() as db:
-            db.execute(
-                "INSERT INTO annotations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+            if authoritative:
+                db.execute("DELETE FROM deleted_annotations WHERE id=?", (ann_id,))
+            elif db.execute("SELECT 1 FROM deleted_annotations WHERE id=?", (ann_id,)).fetchone():
+                return False
+            cur = db.execute(
+                "INSERT INTO annotations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
                 "result=excluded.result, ground_truth=excluded.ground_truth, "
                 "completed_by=excluded.completed_by, task_data=COALESCE(excluded.task_data, task_data), "
-                "updated_at=excluded.updated_at, correction=COALESCE(excluded.correction, correction)",
-                (int(annotation["id"]), project_id, int(annotation["task"]),
+                "updated_at=excluded.updated_at, correction=COALESCE(excluded.correction, correction), "
+                "source_updated_at=COALESCE(excluded.source_updated_at, source_updated_at) "
+                "WHERE ? OR excluded.source_updated_at IS NULL OR annotations.source_updated_at IS NULL "
+                "OR excluded.source_updated_at >= annotations.source_updated_at",
+                (ann_id, project_id, int(annotation["task"]),
                  json.dumps(annotation.get("result") or []), int(bool(annotation.get("ground_truth"))),
                  _user_id(annotation.get("completed_by")),
                  json.dumps(task_data) if task_data is not None else None, time.time(),
-                 None if correction is None else int(correction)),
+                 None if correction is None else int(correction), stamp, int(authoritative)),
             )
+            return cur.rowcount > 0
+
+    def forget_annotations(self, ids: list[int]) -> int:
+        """Annotations Label Studio deleted: removed, and remembered so a late event cannot bring them back."""
+        if not ids:
+            return 0
+        now = time.time()
+        with self._tx() as db:
+            db.executemany("INSERT OR REPLACE INTO deleted_annotations (id, at) VALUES (?, ?)", [(i, now) for i in ids])
+            cur = db.execute(f"DELETE FROM annotations WHERE id IN ({','.join('?' * len(ids))})", ids)
+            return cur.rowcount
 
     def set_correction(self, annotation_id: int, correction: bool) -> None:
         with self._tx() as db:

@@ -75,6 +75,10 @@ CREATE TABLE IF NOT EXISTS annotations (
     correction INTEGER
 );
 CREATE INDEX IF NOT EXISTS annotations_project ON annotations(project_id);
+CREATE TABLE IF NOT EXISTS deleted_annotations (
+    id INTEGER PRIMARY KEY,
+    at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS verdict_cache (
     version TEXT NOT NULL,
     content_hash TEXT NOT NULL,
@@ -169,6 +173,9 @@ class StoreBase:
             columns = {r[1] for r in db.execute("PRAGMA table_info(jobs)").fetchall()}
             if "owner" not in columns:  # a store from before jobs named the process running them
                 db.execute("ALTER TABLE jobs ADD COLUMN owner TEXT")
+            columns = {r[1] for r in db.execute("PRAGMA table_info(annotations)").fetchall()}
+            if "source_updated_at" not in columns:  # Label Studio's own time of the stored version
+                db.execute("ALTER TABLE annotations ADD COLUMN source_updated_at REAL")
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)

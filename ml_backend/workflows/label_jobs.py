@@ -38,11 +38,12 @@ def run_label_job(services: Services, project: int, job_id: int, *, reason: str 
     def progress(summary, todo: int) -> None:
         done = summary.labeled + summary.failed
         now = time.monotonic()
-        if now - shown["at"] < 0.5 and done < todo:  # a sqlite write per task would cost more than the task
+        if now - shown["at"] < 0.5 and done < todo and not summary.stage:  # a write per task costs more than it
             return
         shown["at"] = now
         store.update_job(job_id, progress={"done": done, "total": todo, "failed": summary.failed,
-                                           "cost": round(summary.cost, 6), "batch": shown["batch"], **tag})
+                                           "cost": round(summary.cost, 6), "batch": shown["batch"], **tag,
+                                           **({"stage": summary.stage} if summary.stage else {})})
 
     def batch_progress(status) -> None:
         shown["batch"] = {"id": status.batch_id, "status": status.status, "completed": status.completed,

@@ -50,6 +50,7 @@ class LabelSummary:
     labeling_seconds: float = 0.0  # the judge calls and the writes, without listing the project
     judging_seconds: float = 0.0  # until the last verdict: the judge calls without the final write
     failures: list[dict] = field(default_factory=list)
+    stage: str | None = None  # what the run does before its first verdict (loading the local model)
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -124,6 +125,16 @@ def label_project(services: Services, api: LabelStudioAPI, project: int, *,
     todo = [t for t in chosen if t not in done]
     summary = LabelSummary(project, version, total=len(chosen), skipped=len(chosen) - len(todo))
     model = state.config.model
+    provider = state.judge.provider
+    if todo and getattr(provider, "loaded", True) is False:  # the local model: a minute on 2 cores, said so
+        summary.stage = f"loading the local judge model {model} (once per process)"
+        if progress:
+            progress(summary, len(todo))
+        try:
+            provider.load()
+        except Exception:  # its error reaches every task's verdict, as on any judge call
+            pass
+        summary.stage = None
     # One batch in flight: whatever gathered while the writer was busy goes as soon as it is free,
     # at most ``batch_size``, and nothing waits longer than ``max_wait``. Each import request costs
     # Label Studio a fixed part (with its defaults, a recount of every task of the project), so

@@ -122,11 +122,14 @@ class Learner:
                             problems[0])
                 return
             task_id = int_id(annotation["task"], "annotation.task")
-            store.upsert_annotation(pid, {**annotation, "task": task_id}, (data.get("task") or {}).get("data"))
+            if not store.upsert_annotation(pid, {**annotation, "task": task_id}, (data.get("task") or {}).get("data")):
+                log.info("annotation %s of project %s: an older or deleted version arrived late; kept the stored "
+                         "state", annotation["id"], pid)
+                return
             seen["tasks"].add(task_id)
             seen["annotated"] = True
         elif event == "ANNOTATIONS_DELETED":
-            store.delete_annotations(deleted_ids(data))
+            store.forget_annotations(deleted_ids(data))
             if pid:
                 touched.setdefault(pid, {"tasks": set(), "config": None, "annotated": False})
         elif event == "START_TRAINING" and pid:
