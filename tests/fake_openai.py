@@ -5,7 +5,11 @@ the JSON schema's enum (or "Pass"). Confidence is carried in the log-probabiliti
 tokens get log(``p_answer``). Faults are queued (``server.faults.append("429")``) and each is used
 by one request: "429", "500", "timeout" (sleeps past the client's timeout), "invalid_label",
 "malformed_json", "no_logprobs", "reject_format" (400 on response_format), "html" (a 200 that is not JSON), "echo_auth" / "echo_auth_rationale" /
-"echo_auth_error" (a reply, a rationale or an error that quotes the request's API key back). ``latency`` adds a fixed delay per call.
+"echo_auth_error" (a reply, a rationale or an error that quotes the request's API key back), "huge" (a
+valid reply of ``huge_bytes`` that says its length), "huge_undeclared" (the same without Content-Length, as
+a stream), "long_rationale" (a usable answer whose rationale is 20,000 characters) and "drip" (a valid
+reply sent a byte every ``drip_interval`` s). Requests for a model in ``drip_models`` always drip.
+``latency`` adds a fixed delay per call.
 It also speaks the Batch API (/files, /batches, /files/<id>/content): a batch completes on its
 ``batch_polls``-th poll, answering every line like a live call (``batch_faults`` fail lines).
 """
@@ -94,6 +98,10 @@ class FakeOpenAI:
         self.requests: list[dict] = []
         self.in_flight = self.max_in_flight = 0  # chat completions being answered at once, and the most seen
         self.timeout_sleep = 3.0
+        self.huge_bytes = 3 << 20
+        self.drip_models: set[str] = set()
+        self.drip_interval = 0.25
+        self.drip_seconds = 60.0  # a drip stops (the connection closes) after this long
         self.reject_format = False  # behave like a server without structured output
         self.files: dict[str, bytes] = {}
         self.batches: dict[str, dict] = {}
@@ -263,6 +271,18 @@ class FakeOpenAI:
                 if fault == "timeout":
                     time.sleep(outer.timeout_sleep)
                     return self._send(504, {"error": {"message": "too late"}})
+                if fault == "drip" or body.get("model") in outer.drip_models:
+                    return self._drip(json.dumps(outer.reply(body)[1]).encode())
+                if fault in ("huge", "huge_undeclared", "long_rationale"):
+                    status, payload, headers = outer.reply(body)
+                    content = json.loads(payload["choices"][0]["message"]["content"])
+                    size = 20_000 if fault == "long_rationale" else outer.huge_bytes
+                    content["rationale"] = "x" * size
+                    payload["choices"][0]["message"]["content"] = json.dumps(content)
+                    data = json.dumps(payload).encode()
+                    if fault == "huge_undeclared":
+                        return self._stream(data)
+                    return self._send_bytes(status, data, "application/json", headers)
                 auth = self.headers.get("Authorization", "")
                 if fault == "echo_auth":  # a 200 whose text quotes the request's credentials back
                     status, payload, headers = outer.reply(body, "invalid_label")
@@ -286,6 +306,35 @@ class FakeOpenAI:
                 if len(parts) >= 3 and parts[-1] == "content" and parts[-3] == "files" and parts[-2] in outer.files:
                     return self._send_bytes(200, outer.files[parts[-2]], "application/octet-stream")
                 self._send(404, {"error": {"message": "not found"}})
+
+            def _open_stream(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Connection", "close")  # no length: the body ends when the connection does
+                self.end_headers()
+                self.close_connection = True
+
+            def _stream(self, data: bytes) -> None:
+                try:
+                    self._open_stream()
+                    for i in range(0, len(data), 65536):
+                        self.wfile.write(data[i:i + 65536])
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            def _drip(self, data: bytes) -> None:
+                """A valid reply, one byte at a time: every read arrives well within a read timeout."""
+                until = time.monotonic() + outer.drip_seconds
+                try:
+                    self._open_stream()
+                    for byte in data:
+                        if time.monotonic() > until:
+                            return
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                        time.sleep(outer.drip_interval)
+                except (BrokenPipeError, ConnectionResetError, OSError):
+                    pass
 
             def _send(self, status: int, payload: dict, headers: dict | None = None) -> None:
                 self._send_bytes(status, json.dumps(payload).encode(), "application/json", headers)

@@ -95,6 +95,11 @@ CASES: list[tuple[str, list[str], str]] = [
      "no evaluator version"),
     ("evaluators-rollback-none", ["evaluators", "--project", "3", "--rollback"], "roll back"),
     ("worker-no-redis", ["worker", "--burst"], "REDIS_URL"),
+    # the real cause, never "set LABEL_STUDIO_URL" when it is set
+    ("report-url-no-scheme", ["report", "--project", "1", "--url", "127.0.0.1:{port}", "--api-key", "tok"],
+     "has no scheme: use http://127.0.0.1:"),
+    ("report-refused-names-url", ["report", "--project", "1", *LS], "at http://127.0.0.1:"),
+    ("evaluators-given-wrong-url", ["evaluators", "--project", "3", *LS], "could not connect to Label Studio at"),
     ("unknown-command", ["frobnicate"], "invalid choice"),
 ]
 

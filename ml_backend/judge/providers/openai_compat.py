@@ -195,6 +195,9 @@ class OpenAIProvider:
         if isinstance(exc, openai.APITimeoutError):
             raise ProviderError(f"{self.model}: timed out after retries") from None
         if isinstance(exc, openai.APIConnectionError):
+            if cause is not None and "Connect" not in type(cause).__name__:  # it connected, then the reply broke
+                raise ProviderError(f"{self.model}: the provider's connection broke off mid-reply "
+                                    f"({type(cause).__name__})") from None
             raise ProviderError(f"{self.model}: could not connect to the provider") from None
         if isinstance(exc, openai.APIStatusError):
             raise ProviderError(f"{self.model}: provider answered {exc.status_code}: {self._message(exc)}") from None
