@@ -314,3 +314,27 @@ def test_the_backend_reads_label_studio_without_making_it_rerun_setup(tmp_path, 
         ls_api.client.projects.update(id=project, model_version="their-model")
         assert api.show_model_version(project, version) == "kept"  # a version with predictions
         assert ls_api.client.projects.get(id=project).model_version == "their-model"
+
+
+def test_tasks_handed_over_while_a_job_runs_are_labeled_by_a_follow_up_job(tmp_path, ls_api, label_studio):
+    """Two Retrieve predictions on different selections, the second while the first one's background
+    job still runs: the second's hand-over used to be dropped (3 of 10 written); now a follow-up job
+    labels it, and every task ends with exactly one prediction."""
+    from .fake_openai import FakeOpenAI
+
+    with FakeOpenAI(latency=0.6) as fake:
+        settings = judge_settings(tmp_path, fake, LABEL_STUDIO_URL=label_studio.url, LABEL_STUDIO_API_KEY=label_studio.token,
+                                  PREDICT_BUDGET="1", PREDICT_CONCURRENCY="1", FEW_SHOT_K="0")
+        with serve_backend(settings) as srv:
+            project = ls_api.create_project("e2e hand-over during a job", PASS_FAIL)
+            ids = ls_api.import_tasks(project, _tasks(10))
+            ls_api.connect_backend(project, srv.url)
+            ls_api.retrieve_predictions(project, ids[:5])
+            first = httpx.get(f"{srv.url}/jobs?project={project}&kind=label").json()["jobs"]
+            assert len(first) == 1 and first[0]["status"] in ("queued", "running")
+            ls_api.retrieve_predictions(project, ids[5:])  # while the first hand-over's job runs
+            _wait(lambda: len(predictions_per_task(ls_api, project)) == 10, timeout=90, what="all ten tasks")
+            jobs = _wait(lambda: (js := httpx.get(f"{srv.url}/jobs?project={project}&kind=label").json()["jobs"])
+                         and all(j["status"] == "finished" for j in js) and js, timeout=60, what="the jobs")
+            assert len(jobs) == 2 and "handed over while job" in jobs[0]["progress"]["reason"]
+            assert set(predictions_per_task(ls_api, project).values()) == {1}

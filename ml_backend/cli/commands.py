@@ -162,8 +162,39 @@ def report(args: argparse.Namespace) -> int:
     for c in evaluators.get("cascade") or []:
         print(f"cascade {c['version']}: {c['evaluator_answered']} answered without the LLM, {c['judge_answered']} by "
               f"the judge; accuracy {_f(c['accuracy']).strip()} (n={c['n'] or 0})")
+    for src in (rep.get("label_set") or {}).get("sources") or []:
+        if src["accuracy"] is None:
+            print(f"{src['source']} labels: {src['n_labels']} not reviewed; accuracy unknown (run labeljudge next)")
+            continue
+        basis = "random audits" if src["unbiased"] else "non-random reviews, biased"
+        print(f"{src['source']} labels: {src['n_labels']} not reviewed, estimated accuracy {src['accuracy']:.3f} "
+              f"(95% CI {src['ci'][0]:.3f}-{src['ci'][1]:.3f}, {src['n_audits']} {basis}); about "
+              f"{src['errors_expected']:.0f} errors left; {src['audits_for_one_point']} more audits for +-1 point")
+    if (rep.get("label_set") or {}).get("accuracy") is not None:
+        ls = rep["label_set"]
+        print(f"label set: estimated accuracy {ls['accuracy']:.3f} (95% CI {ls['ci'][0]:.3f}-{ls['ci'][1]:.3f})")
     if args.out:
         print(f"HTML report: {args.out}")
+    return 0
+
+
+def next_review(args: argparse.Namespace) -> int:
+    """The tasks people should review next: the judge's likely mistakes first, with random audits."""
+    from ..workflows.review import next_for_review
+
+    _, services, api = _context(args)
+    out = next_for_review(services, api, args.project, n=args.n, audit_share=args.audit_share, seed=args.seed)
+    if args.json:
+        emit_json(out)
+        return 0
+    if not out["queue"]:
+        print(f"project {args.project}: no unreviewed task has a machine label (labeljudge label first)")
+        return 0
+    print(f"project {args.project}: {len(out['queue'])} of {out['unreviewed']} unreviewed tasks, likeliest judge "
+          f"mistakes first; 'audit' rows are random (they estimate the label set's accuracy)")
+    for item in out["queue"]:
+        print(f"{item['rank']:>3}. task {item['task']:<8} {item['kind']:<7} P(wrong) {item['p_wrong']:.2f}  "
+              f"{item['source']} says {item['label']!s:<10} {item['why']:<22} {item['url']}")
     return 0
 
 

@@ -10,7 +10,7 @@ import warnings
 from pathlib import Path
 
 
-COMMANDS = {"import": "import_", "review-queue": "review_queue"}  # command -> its function in commands
+COMMANDS = {"import": "import_", "review-queue": "review_queue", "next": "next_review"}  # command -> its function in commands
 
 
 def _positive(kind: type):
@@ -26,6 +26,17 @@ def _positive(kind: type):
 
     parse.__name__ = f"positive {kind.__name__}"
     return parse
+
+
+def _share(raw: str) -> float:
+    """An argparse type: a share from 0 to 1."""
+    try:
+        value = float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 1, got {raw}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,6 +84,13 @@ def main(argv: list[str] | None = None) -> int:
     label.add_argument("--json", action="store_true", help="print one JSON object at the end")
 
     project_cmd("sync", "re-read all annotations of a project into the backend's store")
+
+    nxt = project_cmd("next", "the tasks to review next: the judge's likely mistakes first, plus random audits")
+    nxt.add_argument("--n", type=_positive(int), default=20, help="how many tasks")
+    nxt.add_argument("--audit-share", type=_share, default=0.1,
+                     help="share of random audits (0..1): they keep the label set's accuracy estimate unbiased")
+    nxt.add_argument("--seed", type=int, help="the random audits' seed (default: the time)")
+    nxt.add_argument("--json", action="store_true")
 
     project_cmd("review-queue", "add a Data Manager tab sorted by prediction score, least confident first")
 

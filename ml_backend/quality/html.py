@@ -116,6 +116,7 @@ def render_html(report: dict, *, title: str = "LabelJudge report") -> str:
         f"<td>{_fmt(d['reference'])}</td><td>{_fmt(d['predicted'])}</td><td>{_fmt(d['score'])}</td></tr>"
         for d in report["disagreements"])
     pairwise = _pairwise_html(report.get("pairwise"))
+    label_set = _label_set_html(report.get("label_set"))
     imgs = "".join(f'<img class="plot" src="{p}" alt="plot">' for p in plots if p)
     next_step = html.escape(next_steps(report))
     if report.get("comparison"):
@@ -142,7 +143,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child,th
 <h2>Annotators vs the judge (best version)</h2><table><tr><th>annotator</th><th>n</th><th>agreement</th><th>kappa</th></tr>{ann}</table>
 <h2>Between annotators (overlapping tasks)</h2>{iaa}
 <h2>Most confident disagreements (worth a second look)</h2><table id="disagreements"><tr><th>task</th><th>reference</th><th>judge</th><th>score</th></tr>{dis}</table>
-{pairwise}{training}<p>Built in {report['seconds']} s.</p></body></html>"""
+{label_set}{pairwise}{training}<p>Built in {report['seconds']} s.</p></body></html>"""
 
 
 def next_steps(report: dict) -> str:
@@ -155,6 +156,30 @@ def next_steps(report: dict) -> str:
                 f"submit (or correct) their labels; pre-label first with labeljudge label --project {project} --sample 20.")
     return (f"{report['n_reference']} tasks have a human label but none has a judge prediction yet: run "
             f"labeljudge label --project {project} (or Retrieve predictions in Label Studio), then reload.")
+
+
+def _label_set_html(est: dict | None) -> str:
+    """How accurate the project's labels are now: per source from random audits, and overall."""
+    if not est or not est.get("sources"):
+        return ""
+    rows = ""
+    for src in est["sources"]:
+        ci = f"{_fmt(src['ci'][0])} – {_fmt(src['ci'][1])}" if src.get("ci") else "–"
+        errs = f"{_fmt(src['errors_expected'], 1)} ({_fmt(src['errors_ci'][0], 1)} – {_fmt(src['errors_ci'][1], 1)})" \
+            if src.get("errors_ci") else "–"
+        basis = f"{src['n_audits']} random audits" if src["unbiased"] else (
+            f"{src['n_audits']} reviews that were not random (biased: run labeljudge next for audits)"
+            if src["n_audits"] else "no review yet: run labeljudge next")
+        rows += (f"<tr><td>{_fmt(src['source'])}</td><td>{src['n_labels']}</td><td>{_fmt(src['accuracy'])}</td>"
+                 f"<td>{ci}</td><td>{errs}</td><td>{_fmt(src['audits_for_one_point'])}</td>"
+                 f"<td style='text-align:left'>{basis}</td></tr>")
+    overall = (f"<p>The label set as a whole ({est['n_human']} human labels counted correct): estimated accuracy "
+               f"<b>{_fmt(est['accuracy'])}</b> (95% CI {_fmt(est['ci'][0])} – {_fmt(est['ci'][1])}).</p>"
+               if est.get("accuracy") is not None else
+               "<p>The label set's accuracy needs a review of every machine source first.</p>")
+    return ("<h2 id='label-set'>How accurate are the labels now</h2>" + overall +
+            "<table id='label-set-sources'><tr><th>source</th><th>labels not reviewed</th><th>accuracy</th><th>95% CI</th>"
+            "<th>errors expected</th><th>more audits for ±1 point</th><th>from</th></tr>" + rows + "</table>")
 
 
 def _labeling_html(jobs: list[dict]) -> str:

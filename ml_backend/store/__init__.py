@@ -6,13 +6,13 @@ from .base import Busy, StoreBase, process_alive
 from .cache import VerdictCache
 from .configs import ProjectConfigs
 from .events import WebhookEvents
-from .jobs import Jobs
+from .jobs import Jobs, ReviewQueue
 from .leases import Leases
 from .ledger import Ledger
 
 __all__ = ["Busy", "Store", "process_alive"]
 
 
-class Store(ProjectConfigs, WebhookEvents, Annotations, VerdictCache, Leases, Ledger, Jobs, StoreBase):
+class Store(ProjectConfigs, WebhookEvents, Annotations, VerdictCache, Leases, Ledger, Jobs, ReviewQueue, StoreBase):
     """Project configs, webhook events, annotations, the verdict cache, leases, the ledger and jobs,
     in one sqlite file (WAL, so web workers, job threads and RQ workers on this host share it)."""

@@ -75,6 +75,17 @@ CREATE TABLE IF NOT EXISTS annotations (
     correction INTEGER
 );
 CREATE INDEX IF NOT EXISTS annotations_project ON annotations(project_id);
+CREATE TABLE IF NOT EXISTS review_queue (
+    project_id TEXT NOT NULL,
+    task_id INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    rank INTEGER NOT NULL,
+    p_wrong REAL,
+    source TEXT,
+    label TEXT,
+    queued_at REAL NOT NULL,
+    PRIMARY KEY (project_id, task_id)
+);
 CREATE TABLE IF NOT EXISTS deleted_annotations (
     id INTEGER PRIMARY KEY,
     at REAL NOT NULL

@@ -9,6 +9,7 @@ from typing import Sequence
 from ..evaluator.registry import Registry
 from ..labelstudio import LabelStudioAPI
 from ..labelstudio.config import TaskSchema, parse_label_config
+from ..quality.review import label_set_accuracy
 from ..quality.report import build_report
 from ..store import Store
 
@@ -60,6 +61,8 @@ def project_report(api: LabelStudioAPI, store: Store, project: int, *, public_ur
     report["training"] = training_runs(store, project, evaluators_dir)
     report["evaluators"] = evaluators_section(store, project, evaluators_dir, report["versions"])
     report["labeling_jobs"] = labeling_jobs(store, project)
+    if report.get("primary_control"):
+        report["label_set"] = label_set_accuracy(tasks, report["primary_control"], store.review_items(str(project)))
     pair = schema.pair_fields()
     if pair:
         from ..quality.pairwise import pairwise_report

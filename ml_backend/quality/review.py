@@ -1,0 +1,234 @@
+"""Which tasks a person should review next, and how accurate the label set is.
+
+Why a queue and not a sort by score: what a review buys is a judge mistake found. The judge's own
+confidence finds some; a trained evaluator that disagrees with the judge finds others (it learned from
+the humans). Both are combined into the probability the judge is wrong, near-duplicates are spread
+out, and a small random share is kept in the queue: those random audits are the only reviews whose
+outcome estimates the accuracy of the labels nobody reviewed without bias.
+
+Plain data in and out (no Label Studio, no Flask): candidates are dicts, the queue is a list of dicts.
+"""
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from ..judge.types import is_judge_version
+from .report import norm
+
+Z95 = 1.959964
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One unreviewed task the judge labeled. ``judge_confidence``: the judge's probability for its own
+    label (None when the provider gave none); ``evaluator_agrees``: the evaluator's probability that
+    the judge's label is right (None without a promoted evaluator); ``key``: text used to spread
+    near-duplicates (tasks with the same key are one item's copies)."""
+
+    task: int
+    judge_label: Any
+    judge_confidence: float | None = None
+    evaluator_agrees: float | None = None
+    key: str = ""
+
+
+@dataclass
+class QueueItem:
+    task: int
+    kind: str  # "ranked" (likely mistakes first) or "audit" (chosen at random: keeps estimates unbiased)
+    p_wrong: float
+    judge_label: Any
+    why: str
+    rank: int = 0
+
+
+def p_wrong(c: Candidate) -> tuple[float, str]:
+    """The probability the judge's label is wrong, and which signal said so. With an evaluator, its
+    disagreement is weighed equally with the judge's doubt; without one, the judge's doubt alone; with
+    neither, 0.5 (nothing is known: such tasks are ordered by spread only)."""
+    doubts = []
+    if c.judge_confidence is not None:
+        doubts.append(("judge unsure", 1.0 - min(1.0, max(0.0, c.judge_confidence))))
+    if c.evaluator_agrees is not None:
+        doubts.append(("evaluator disagrees", 1.0 - min(1.0, max(0.0, c.evaluator_agrees))))
+    if not doubts:
+        return 0.5, "no confidence signal"
+    p = sum(d for _, d in doubts) / len(doubts)
+    return p, max(doubts, key=lambda d: d[1])[0]
+
+
+def build_queue(candidates: Sequence[Candidate], n: int, *, audit_share: float = 0.1,
+                seed: int = 0) -> list[QueueItem]:
+    """The next ``n`` tasks to review: mostly the likeliest judge mistakes (at most one task per ``key``
+    until every key had its turn), and ``audit_share`` of them drawn uniformly at random from all
+    candidates (without replacement), at positions spread through the queue."""
+    if not 0.0 <= audit_share <= 1.0:
+        raise ValueError(f"audit_share must be in [0, 1], got {audit_share}")
+    rng = random.Random(seed)
+    pool = list(candidates)
+    n = min(n, len(pool))
+    if n <= 0:
+        return []
+    n_audit = min(n, max(1 if audit_share > 0 else 0, round(n * audit_share)))
+    audits = rng.sample(pool, n_audit)
+    audited = {c.task for c in audits}
+    scored = sorted(((p_wrong(c), c) for c in pool if c.task not in audited), key=lambda t: (-t[0][0], t[1].task))
+    ranked: list[tuple[tuple[float, str], Candidate]] = []
+    seen_keys: set[str] = set()
+    later: list[tuple[tuple[float, str], Candidate]] = []
+    for item in scored:  # one per near-duplicate group first, the rest after
+        key = item[1].key
+        if key and key in seen_keys:
+            later.append(item)
+            continue
+        seen_keys.add(key)
+        ranked.append(item)
+    ranked = (ranked + later)[: n - n_audit]
+    out = [QueueItem(c.task, "ranked", round(p, 4), c.judge_label, why) for (p, why), c in ranked]
+    step = max(1, len(out) // max(1, n_audit)) if out else 1
+    for i, c in enumerate(audits):  # spread the audits through the queue, not all at its end
+        p, _ = p_wrong(c)
+        out.insert(min(len(out), i * (step + 1)), QueueItem(c.task, "audit", round(p, 4), c.judge_label,
+                                                             "random audit (estimates the label set's accuracy)"))
+    for rank, item in enumerate(out, 1):
+        item.rank = rank
+    return out
+
+
+def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """The Wilson score interval of a proportion (well-behaved at 0, 1 and small n)."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass
+class SourceEstimate:
+    """The estimated accuracy of the labels one source gave (judge, evaluator, cascade) on tasks no
+    human reviewed, from the random audits of that source."""
+
+    source: str
+    n_labels: int  # labels of this source nobody reviewed
+    n_audits: int
+    accuracy: float | None
+    ci: tuple[float, float] | None
+    errors_expected: float | None
+    errors_ci: tuple[float, float] | None
+    audits_for_one_point: int | None  # more random audits for a 95% CI of at most +-1 point
+    unbiased: bool = True  # False: estimated from reviews that were not random (biased)
+
+
+@dataclass
+class LabelSetEstimate:
+    n_tasks: int
+    n_human: int
+    sources: list[SourceEstimate] = field(default_factory=list)
+    accuracy: float | None = None  # the whole label set: human labels counted correct
+    ci: tuple[float, float] | None = None
+
+    def as_dict(self) -> dict:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+def audits_needed(p: float, n: int, half_width: float = 0.01, z: float = Z95) -> int:
+    """How many more random audits bring the normal-approximation CI's half width to ``half_width``."""
+    p = min(max(p, 0.01), 0.99)  # a perfect score so far still needs audits to be believed
+    return max(0, math.ceil(z * z * p * (1 - p) / (half_width * half_width)) - n)
+
+
+def estimate_label_set(labels: Sequence[dict], audits: Sequence[dict]) -> LabelSetEstimate:
+    """``labels``: one per task, ``{"task", "source"}`` where source is "human" or the machine source
+    of the task's final label (None: unlabeled). ``audits``: random audits, ``{"task", "source",
+    "correct"}`` (the machine label of that source against the human's). Where a source has no random
+    audit, ``labels`` entries may carry ``"reviewed_correct"`` from non-random reviews: used, marked
+    biased."""
+    n_human = sum(1 for x in labels if x.get("source") == "human")
+    labeled = [x for x in labels if x.get("source")]
+    out = LabelSetEstimate(n_tasks=len(labels), n_human=n_human)
+    machine_sources = sorted({x["source"] for x in labeled if x["source"] != "human"})
+    expected_correct, var = float(n_human), 0.0
+    complete = True
+    for source in machine_sources:
+        unreviewed = sum(1 for x in labeled if x["source"] == source)
+        mine = [a for a in audits if a.get("source") == source]
+        unbiased = bool(mine)
+        if not mine:
+            mine = [{"correct": x["reviewed_correct"]} for x in labels
+                    if x.get("reviewed_source") == source and x.get("reviewed_correct") is not None]
+        n = len(mine)
+        if n == 0:
+            out.sources.append(SourceEstimate(source, unreviewed, 0, None, None, None, None, None, unbiased=False))
+            complete = False
+            continue
+        k = sum(1 for a in mine if a["correct"])
+        acc = k / n
+        lo, hi = wilson(k, n)
+        out.sources.append(SourceEstimate(
+            source, unreviewed, n, round(acc, 4), (round(lo, 4), round(hi, 4)), round((1 - acc) * unreviewed, 1),
+            (round((1 - hi) * unreviewed, 1), round((1 - lo) * unreviewed, 1)), audits_needed(acc, n), unbiased))
+        expected_correct += acc * unreviewed
+        shrunk = (k + 2) / (n + 4)  # Agresti-Coull: a perfect score so far still has a spread
+        var += (unreviewed ** 2) * shrunk * (1 - shrunk) / (n + 4)
+    if labeled and complete:
+        total = len(labeled)
+        acc = expected_correct / total
+        half = Z95 * math.sqrt(var) / total
+        out.accuracy = round(acc, 4)
+        out.ci = (round(max(0.0, acc - half), 4), round(min(1.0, acc + half), 4))
+    return out
+
+
+def source_of(model_version: Any) -> str:
+    """judge, evaluator or cascade, from a prediction's model version."""
+    text = str(model_version or "")
+    if "+" in text and is_judge_version(text.split("+", 1)[1]):
+        return "cascade"
+    if is_judge_version(text):
+        return "judge"
+    return "evaluator" if text.startswith("evaluator-") else (text.split("-", 1)[0] or "unknown")
+
+
+def human_answer(task: dict, control: str) -> Any:
+    """The task's human answer for ``control``: ground truth first, else the latest annotation."""
+    anns = sorted(task["annotations"], key=lambda a: (not a["ground_truth"], -a["id"]))
+    for a in anns:
+        if a["answers"].get(control) is not None:
+            return a["answers"][control]
+    return None
+
+
+def machine_prediction(task: dict, control: str) -> dict | None:
+    """The task's latest prediction that answers ``control``."""
+    for p in reversed(task["predictions"]):
+        if p["answers"].get(control) is not None:
+            return p
+    return None
+
+
+def label_set_accuracy(tasks: Sequence[dict], control: str, review_items: Sequence[dict]) -> dict:
+    """How accurate a project's labels are now, per source and overall, with 95% CIs. ``tasks``: the
+    report's records; ``review_items``: what the review queue recorded (its audits)."""
+    audits_by_task = {r["task_id"]: r for r in review_items if r["kind"] == "audit"}
+    labels, audits = [], []
+    for t in tasks:
+        human, machine = human_answer(t, control), machine_prediction(t, control)
+        if human is not None:
+            entry = {"task": t["id"], "source": "human"}
+            audit = audits_by_task.get(t["id"])
+            if audit is not None and audit.get("label") is not None:  # the machine label when it was drawn
+                audits.append({"task": t["id"], "source": audit["source"], "correct": norm(audit["label"]) == norm(human)})
+            elif machine is not None:  # a non-random review: used only where no audit exists, marked biased
+                entry.update(reviewed_source=source_of(machine["model_version"]),
+                             reviewed_correct=norm(machine["answers"][control]) == norm(human))
+            labels.append(entry)
+        else:
+            labels.append({"task": t["id"], "source": source_of(machine["model_version"]) if machine else None})
+    return estimate_label_set(labels, audits).as_dict()

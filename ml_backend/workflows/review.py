@@ -1,0 +1,65 @@
+"""The review loop over a project: which tasks people should label next (`labeljudge next`,
+GET /review/<project>), and how accurate the project's label set is (the report's estimate).
+
+A task's final label is its human annotation when it has one, else its latest prediction; the source
+of a prediction is read from its model version (``judge-…``, ``evaluator-…``, ``evaluator-…+judge-…``
+for the cascade). Random audits recorded by the queue are the unbiased sample of each source's accuracy.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Sequence
+
+from ..labelstudio import LabelStudioAPI
+from ..labelstudio.config import TaskSchema
+from ..quality.report import norm
+from ..quality.review import Candidate, build_queue, human_answer, machine_prediction, source_of
+from ..services import Services
+from .reporting import project_schema, records_from_export
+
+
+def primary_control(schema: TaskSchema) -> str:
+    """The control a queue and an estimate are about: a pairwise config's preference, else the first."""
+    pair = schema.pair_fields()
+    return pair[0] if pair else next(iter(schema.controls))
+
+
+def candidates(services: Services, project: int, tasks: Sequence[dict], schema: TaskSchema) -> list[Candidate]:
+    """Unreviewed tasks with a machine label, with the judge's confidence and, where an evaluator is
+    promoted, its probability that the label is right."""
+    control = primary_control(schema)
+    todo = [(t, p) for t in tasks if human_answer(t, control) is None and (p := machine_prediction(t, control)) is not None]
+    agrees: list[float | None] = [None] * len(todo)
+    served = services.evaluators.for_project(str(project), schema)
+    if served is not None and served.kind == "binary" and served.control == control and todo:
+        scores = served.score([{"id": t["id"], "data": t["data"]} for t, _ in todo])
+        agrees = [s if norm(p["answers"][control]) == norm(served.positive) else 1 - s
+                  for s, (_, p) in zip(scores, todo)]
+    out = []
+    for (t, p), agree in zip(todo, agrees):
+        score = p.get("score")
+        text = " ".join(str(v) for v in (t["data"] or {}).values())[:500]
+        out.append(Candidate(int(t["id"]), p["answers"][control],
+                             judge_confidence=float(score) if isinstance(score, (int, float)) else None,
+                             evaluator_agrees=agree, key=" ".join(text.lower().split())[:200]))
+    return out
+
+
+def next_for_review(services: Services, api: LabelStudioAPI, project: int, *, n: int = 20,
+                    audit_share: float = 0.1, seed: int | None = None) -> dict:
+    """The next ``n`` tasks to review, recorded (so a human label on an audit counts as one), with links."""
+    schema = project_schema(api, project)
+    tasks, _ = records_from_export(api.project_tasks(project, with_predictions=True), schema)
+    control = primary_control(schema)
+    by_id = {t["id"]: t for t in tasks}
+    queue = build_queue(candidates(services, project, tasks, schema), n, audit_share=audit_share,
+                        seed=int(time.time()) if seed is None else seed)
+    items = []
+    for q in queue:
+        p = machine_prediction(by_id[q.task], control)
+        items.append({"task": q.task, "rank": q.rank, "kind": q.kind, "p_wrong": q.p_wrong, "label": q.judge_label,
+                      "source": source_of(p["model_version"]) if p else None, "why": q.why,
+                      "url": f"{api.url}/projects/{project}/data?task={q.task}"})
+    services.store.queue_for_review(str(project), items)
+    unreviewed = sum(1 for t in tasks if human_answer(t, control) is None)
+    return {"project": project, "control": control, "unreviewed": unreviewed, "queue": items}
