@@ -8,7 +8,7 @@ for the cascade). Random audits recorded by the queue are the unbiased sample of
 from __future__ import annotations
 
 import time
-from typing import Any, Sequence
+from typing import Sequence
 
 from ..labelstudio import LabelStudioAPI
 from ..labelstudio.config import TaskSchema
