@@ -47,6 +47,15 @@ def test_next_ranks_unreviewed_tasks_records_audits_and_the_report_estimates_acc
         assert rep["label_set"]["n_human"] == 60
         assert rep["label_set"]["ci"][0] <= true_accuracy <= rep["label_set"]["ci"][1], (rep["label_set"], true_accuracy)
 
+        # over HTTP, as the CLI prints it
+        from ml_backend.http import create_app
+
+        client = create_app(backend.settings, backend).test_client()
+        answer = client.get(f"/review/{project}?n=3&seed=2&audit_share=0")
+        assert answer.status_code == 200 and [q["kind"] for q in answer.get_json()["queue"]] == ["ranked"] * 3
+        assert client.get(f"/review/{project}?n=0").status_code == 400
+        assert client.get(f"/review/{project}?audit_share=2").status_code == 400
+
         # the CLI, as a person runs it: a table with links, and --json
         monkeypatch.setenv("MODEL_DIR", str(backend.settings.model_dir))
         flags = ["--project", str(project), "--url", label_studio.url, "--api-key", label_studio.token]

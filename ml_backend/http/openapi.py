@@ -73,6 +73,15 @@ def openapi_document(version: str) -> dict[str, Any]:
                     "type": "object", "properties": {"status": {"type": "string"}, "event_id": {"type": "integer"},
                                                      "job": {"type": "integer"}}}, code=201),
                     **_errors(400, 401, 413, 422, 503)}}},
+            "/review/{project}": {"get": {
+                "summary": "the tasks to review next: likely judge mistakes first, plus recorded random audits",
+                "parameters": [
+                    {"name": "project", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}},
+                    {"name": "n", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+                    {"name": "audit_share", "in": "query", "schema": {"type": "number", "minimum": 0, "maximum": 1}},
+                    {"name": "seed", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 4294967295}}],
+                "responses": {**_ok("the queue", {"type": "object", "properties": {"queue": {"type": "array"}}}),
+                              **_errors(400, 401, 404, 503)}}},
             "/report/{project}": {"get": {
                 "summary": "accuracy of every model version against the human reference (HTML or JSON)",
                 "parameters": [

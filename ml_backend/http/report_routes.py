@@ -43,6 +43,31 @@ def project_report_page(project: int) -> Any:
     return resp
 
 
+@report.get("/review/<int:project>")
+def review_next(project: int) -> Any:
+    """The tasks to review next (what `labeljudge next` prints): ?n=20&audit_share=0.1&seed=S."""
+    from ..workflows.review import next_for_review
+
+    backend = current_app.extensions["labeljudge"]
+    try:
+        n = int(request.args.get("n", 20))
+        share = float(request.args.get("audit_share", 0.1))
+        seed = int(request.args["seed"]) if "seed" in request.args else None
+    except ValueError:
+        return jsonify(error="'n' and 'seed' must be integers, 'audit_share' a number"), 400
+    if project < 1 or not 1 <= n <= 1000 or not 0.0 <= share <= 1.0 or (seed is not None and not 0 <= seed < 2**32):
+        return jsonify(error="project must be a positive id, n 1..1000, audit_share 0..1, seed 0..2^32-1"), 400
+    api = backend.labelstudio()
+    if api is None:
+        return jsonify(error="the review queue needs LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY on the backend"), 503
+    try:
+        return jsonify(next_for_review(backend, api, project, n=n, audit_share=share, seed=seed))
+    except Exception as exc:
+        if is_access_error(exc):
+            return jsonify(error=f"project {project}: {describe_error(exc)}"), 404
+        raise
+
+
 def _http_url(url: str) -> bool:
     """An absolute http(s) URL with a host: nothing that a browser would run (javascript:, data:)."""
     from urllib.parse import urlsplit
