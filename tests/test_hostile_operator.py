@@ -358,3 +358,14 @@ def test_a_store_from_before_job_owners_and_annotation_times_is_migrated(tmp_pat
     assert store.unfinished_jobs()[0]["owner"] is None  # no owner: left alone by the reaper
     assert store.upsert_annotation("7", {"id": 1, "task": 1, "result": [], "updated_at": "2026-12-01T10:00:00Z"}, None)
     assert json.loads(json.dumps(store.annotations("7")))[0]["id"] == 1
+
+
+def test_the_reply_bound_spares_batch_result_files(tmp_path):
+    """A Batch API result file holds every verdict of a run (megabytes): only chat completions are
+    bounded, so the same client still downloads it whole."""
+    from ml_backend.judge.providers.openai_compat import OpenAIProvider
+
+    with FakeOpenAI() as fake:
+        fake.files["file-big"] = b"x" * (3 << 20)
+        provider = OpenAIProvider("fake-judge", api_key="sk-test-000000", base_url=fake.url, timeout=5, max_retries=0)
+        assert len(provider.client.files.content("file-big").content) == 3 << 20

@@ -3,7 +3,8 @@
 Why a transport wrapper: the ``openai`` client reads a whole reply into memory and its timeout is per
 read, so a server that answers 50 MB, or drips a byte every few seconds for minutes, is read to the
 end. Wrapped around the HTTP transport, every attempt (retries included) stops at ``max_bytes`` or
-at ``deadline`` seconds after it was sent, whichever comes first.
+at ``deadline`` seconds after it was sent, whichever comes first. Only chat completions are bounded:
+a Batch API result file holds every verdict of a run.
 """
 from __future__ import annotations
 
@@ -16,6 +17,11 @@ except ImportError:  # pragma: no cover - openai 1.x
     import httpx  # type: ignore[no-redef]
 
 MAX_REPLY_BYTES = 1 << 20  # 1 MiB: a verdict with a rationale is a few KB; anything near this is not one
+BOUNDED_PATH = "/chat/completions"  # one verdict per reply; the Batch API's result files are big by design
+
+
+def _bounded(request: httpx.Request) -> bool:
+    return request.url.path.rstrip("/").endswith(BOUNDED_PATH)
 
 
 class ReplyTooLarge(httpx.TransportError):
@@ -80,6 +86,8 @@ class BoundedTransport(httpx.BaseTransport):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         until = time.monotonic() + self.deadline
         response = self.inner.handle_request(request)
+        if not _bounded(request):
+            return response
         try:
             _declared_too_large(response, self.max_bytes, request)
         except ReplyTooLarge:
@@ -101,6 +109,8 @@ class AsyncBoundedTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         until = time.monotonic() + self.deadline
         response = await self.inner.handle_async_request(request)
+        if not _bounded(request):
+            return response
         try:
             _declared_too_large(response, self.max_bytes, request)
         except ReplyTooLarge:
