@@ -149,7 +149,7 @@ def test_a_job_whose_process_was_killed_is_reaped_as_failed_with_the_reason(tmp_
     try:
         jobs = {j["kind"]: j for j in store.jobs("7")}
         assert jobs["label"]["status"] == "failed" and jobs["train"]["status"] == "failed"
-        assert "stopped before it finished (killed or crashed) while it was running" in jobs["label"]["error"]
+        assert "died before it finished (killed or crashed) while it was running" in jobs["label"]["error"]
         assert "while it was queued" in jobs["train"]["error"]
     finally:
         backend.worker.stop()
@@ -369,3 +369,19 @@ def test_the_reply_bound_spares_batch_result_files(tmp_path):
         fake.files["file-big"] = b"x" * (3 << 20)
         provider = OpenAIProvider("fake-judge", api_key="sk-test-000000", base_url=fake.url, timeout=5, max_retries=0)
         assert len(provider.client.files.content("file-big").content) == 3 << 20
+
+
+def test_a_reused_pid_does_not_keep_a_dead_job_alive(tmp_path):
+    """A restarted container's server is often the same pid as the one killed: the owner's start time
+    tells them apart. This very process, named with another start time, is a dead owner."""
+    import socket as sock
+
+    from ml_backend.store import process_owner
+    from ml_backend.workflows.training import reap_dead_jobs
+
+    store = Store(tmp_path / "s.sqlite3")
+    mine = store.create_job("7", "label", owner=process_owner())
+    reused = store.create_job("7", "label", owner=f"{sock.gethostname()}:{os.getpid()}:12345")
+    other_host = store.create_job("7", "train", owner="some-other-host:1:1")
+    assert reap_dead_jobs(store) == [reused]
+    assert {j["id"]: j["status"] for j in store.jobs("7")} == {mine: "queued", reused: "failed", other_host: "queued"}

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from .annotations import Annotations
-from .base import Busy, StoreBase, process_alive
+from .base import Busy, StoreBase, owner_gone, process_alive, process_owner
 from .cache import VerdictCache
 from .configs import ProjectConfigs
 from .events import WebhookEvents
@@ -10,7 +10,7 @@ from .jobs import Jobs, ReviewQueue
 from .leases import Leases
 from .ledger import Ledger
 
-__all__ = ["Busy", "Store", "process_alive"]
+__all__ = ["Busy", "Store", "owner_gone", "process_alive", "process_owner"]
 
 
 class Store(ProjectConfigs, WebhookEvents, Annotations, VerdictCache, Leases, Ledger, Jobs, ReviewQueue, StoreBase):

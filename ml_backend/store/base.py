@@ -37,6 +37,33 @@ def process_alive(pid: int) -> bool:
         return True
 
 
+def process_owner() -> str:
+    """This process as the owner of a job: "host:pid:started", its start time telling it apart from a
+    later process that got the same pid (a restarted container's server is often pid 1 again)."""
+    import psutil
+
+    return f"{socket.gethostname()}:{os.getpid()}:{int(psutil.Process().create_time())}"
+
+
+def owner_gone(owner: str) -> bool:
+    """Whether the process named by a job's owner ("host:pid[:started]") is known to be gone: a process
+    of this host that no longer runs, or whose pid now belongs to a process started at another time."""
+    import psutil
+
+    host, _, rest = owner.partition(":")
+    pid, _, started = rest.partition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False  # another host's process: its own host reaps it
+    if not process_alive(int(pid)):
+        return True
+    if started.isdigit():
+        try:
+            return abs(int(psutil.Process(int(pid)).create_time()) - int(started)) > 1
+        except psutil.Error:
+            return True
+    return False
+
+
 def _owner_alive(owner: str) -> bool:
     """Whether a lease owner ("host:pid:token") may still run: False only for a process of this host
     that is gone; a process of another host is trusted until its lease expires."""

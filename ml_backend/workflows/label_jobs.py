@@ -9,8 +9,6 @@ The tasks /predict hands over stay in the server's process: they wait on its jud
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 import time
 from typing import Any, Sequence
@@ -18,6 +16,7 @@ from typing import Any, Sequence
 from ..projects import ProjectState
 from ..redact import redact
 from ..services import Services
+from ..store import process_owner
 from .labeling import label_project
 from .training import job_error
 
@@ -175,4 +174,5 @@ class LabelJobs:
 
 
 def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """This process as a job's owner (host:pid:started)."""
+    return process_owner()

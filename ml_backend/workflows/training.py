@@ -19,7 +19,7 @@ from ..labelstudio.sync import sync_annotations
 from ..redact import redact
 from ..services import Services
 from ..settings import ProjectConfig
-from ..store import Store, process_alive
+from ..store import Store, owner_gone, process_owner
 from .reporting import project_schema, records_from_export
 
 log = logging.getLogger(__name__)
@@ -77,14 +77,6 @@ def job_error(exc: BaseException) -> str:
     return redact(f"{type(exc).__name__}: {exc}" if not str(exc) else str(exc))[:500]
 
 
-def this_process() -> str:
-    """This process as a job's owner: "host:pid"."""
-    import os
-    import socket
-
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
 class TrainingScheduler:
     """``request(pid)`` starts a run, or, while one runs, asks for exactly one more afterwards."""
 
@@ -107,7 +99,7 @@ class TrainingScheduler:
                         "message": f"training of project {pid} is already running (job {self._jobs.get(pid)}); "
                                    f"one more run with the newest labels follows it"}
             self._running.add(pid)
-            job = store.create_job(pid, "train", owner=None if self.services.settings.redis_url else this_process())
+            job = store.create_job(pid, "train", owner=None if self.services.settings.redis_url else process_owner())
             self._jobs[pid] = job
         store.update_job(job, progress={"reason": reason})
         if self.services.settings.redis_url:
@@ -132,7 +124,7 @@ class TrainingScheduler:
                 if pid in self._again:
                     self._again.discard(pid)
                     reason = "labels arrived during the previous run"
-                    job = self.services.store.create_job(pid, "train", owner=this_process())
+                    job = self.services.store.create_job(pid, "train", owner=process_owner())
                     self._jobs[pid] = job
                     continue
                 self._running.discard(pid)
@@ -181,13 +173,11 @@ class TrainingScheduler:
 def run_train_job(services: Services, project: int, reason: str, job: int | None = None) -> dict:
     """A queued run, in a worker process: reports on the job the backend created, naming this process,
     so if it is killed the next worker to start marks the job failed (``reap_dead_jobs``)."""
-    import os
-    import socket
 
     store = services.store
     if job is None:
         return train_project(services, project)
-    me = {"reason": reason, "worker": f"{socket.gethostname()}:{os.getpid()}"}
+    me = {"reason": reason, "worker": process_owner()}
     store.own_job(job, me["worker"])
     store.update_job(job, status="running", progress=me)
     try:
@@ -206,21 +196,17 @@ def reap_dead_jobs(store: Store) -> list[int]:
     and the report tells the truth. A training run never touched the registry or the served version
     (it commits and promotes only at its end); a labeling run's written predictions stand and a re-run
     continues. A job waiting in RQ's queue has no owner yet and is left alone. Returns the job ids."""
-    import socket
-
     reaped = []
     for job in store.unfinished_jobs():
         owner = job.get("owner") or (job.get("progress") or {}).get("worker")
-        if not owner:
+        if not owner or not owner_gone(owner):
             continue
-        host, _, pid = owner.partition(":")
-        pid = pid.split(":")[0]
-        if host != socket.gethostname() or not pid.isdigit() or process_alive(int(pid)):
-            continue
+        host, _, rest = owner.partition(":")
+        pid = rest.partition(":")[0]
         after = "nothing was promoted. Start Training again to retry" if job["kind"] == "train" else \
             "the predictions it wrote stand; start the job again to label the rest"
         store.update_job(job["id"], status="failed",
-                         error=f"the process running it (pid {pid} on {host}) stopped before it finished "
+                         error=f"the process running it (pid {pid} on {host}) died before it finished "
                                f"(killed or crashed) while it was {job['status']}; {after}")
         reaped.append(job["id"])
     return reaped
