@@ -338,3 +338,34 @@ def test_tasks_handed_over_while_a_job_runs_are_labeled_by_a_follow_up_job(tmp_p
                          and all(j["status"] == "finished" for j in js) and js, timeout=60, what="the jobs")
             assert len(jobs) == 2 and "handed over while job" in jobs[0]["progress"]["reason"]
             assert set(predictions_per_task(ls_api, project).values()) == {1}
+
+
+def test_start_training_for_a_project_label_studio_lacks_fails_with_status_and_body(tmp_path, fake_llm, label_studio):
+    """The job's error is Label Studio's status and body, never the SDK's message with its headers."""
+    settings = judge_settings(tmp_path, fake_llm, LABEL_STUDIO_URL=label_studio.url, LABEL_STUDIO_API_KEY=label_studio.token)
+    with serve_backend(settings) as srv:
+        answer = httpx.post(f"{srv.url}/webhook", json={"action": "START_TRAINING", "project": {"id": 99999}})
+        assert answer.status_code == 201, answer.text
+        job = _wait(lambda: (j := httpx.post(f"{srv.url}/job_status", json={"job": answer.json()["job"]}).json())
+                    ["status"] in ("finished", "failed") and j, timeout=60, what="the training job")
+        assert job["status"] == "failed" and job["error"].startswith("Label Studio answered 404"), job
+        assert len(job["error"]) < 300 and "set-cookie" not in job["error"].lower() and "headers" not in job["error"]
+
+
+@pytest.mark.slow
+def test_a_labeling_job_says_it_is_loading_the_local_model_before_its_first_task(tmp_path, ls_api, label_studio):
+    """The quickstart's bar sat at 0/12 for minutes while the local model loaded: the job says so."""
+    settings = judge_settings(tmp_path, None, LABEL_STUDIO_URL=label_studio.url, LABEL_STUDIO_API_KEY=label_studio.token,
+                              JUDGE_PROVIDER="local", PRELOAD_MODEL="false", FEW_SHOT_K="0", JUDGE_TIMEOUT="120")
+    with serve_backend(settings) as srv:
+        project = ls_api.create_project("e2e local model stage", PASS_FAIL)
+        ls_api.import_tasks(project, _tasks(2))
+        job = httpx.post(f"{srv.url}/jobs/label", json={"project": project}, timeout=30).json()
+        stages = set()
+        deadline = time.time() + 300
+        while job["status"] not in ("finished", "failed") and time.time() < deadline:
+            job = httpx.get(f"{srv.url}/jobs/{job['id']}").json()
+            stages.add((job.get("progress") or {}).get("stage"))
+            time.sleep(0.1)
+        assert job["status"] == "finished", job
+        assert any(s and s.startswith("loading the local judge model") for s in stages), stages
