@@ -66,3 +66,13 @@ def test_next_ranks_unreviewed_tasks_records_audits_and_the_report_estimates_acc
         assert len(json.loads(capfd.readouterr().out)["queue"]) == 5
         assert main(["report", *flags]) == 0
         assert "judge labels: 60 not reviewed, estimated accuracy" in capfd.readouterr().out
+        # the export carries each label's source and that source's estimated accuracy
+        import pandas as pd
+
+        out = tmp_path / "labels.csv"
+        assert main(["export", *flags, "--out", str(out)]) == 0
+        df = pd.read_csv(out).set_index("task_id")
+        assert set(df.label_source) == {"human", "judge"}
+        assert (df.label_source == "human").sum() == 60
+        assert set(df[df.label_source == "judge"].label_estimated_accuracy) == {judge["accuracy"]}
+        assert all(df.loc[t, "label"] == truth[t] for t in reviewed)

@@ -281,7 +281,7 @@ def export(args: argparse.Namespace) -> int:
     from ..io import records_to_frame, write_table
     from ..workflows.reporting import project_records, project_schema
 
-    _, _, api = _context(args)
+    _, services, api = _context(args)
     schema = project_schema(api, args.project)
     tasks, controls = project_records(api, args.project, schema)
     if args.preferences:
@@ -297,6 +297,14 @@ def export(args: argparse.Namespace) -> int:
         _export_done(args, {"project": args.project, "pairs": len(rows), "out": args.out}, f"{len(rows)} preference pairs")
         return 0
     df = records_to_frame(tasks, {t["id"]: t["data"] for t in tasks}, controls)
+    if len(df):  # the final label of the primary control, where it came from and how accurate that source is
+        from ..quality.review import final_labels, label_set_accuracy
+        from ..workflows.review import primary_control
+
+        control = primary_control(schema)
+        final = final_labels(tasks, control, label_set_accuracy(tasks, control, services.store.review_items(str(args.project))))
+        for column in ("label", "label_source", "label_estimated_accuracy"):
+            df[column] = [final[t][column] for t in df["task_id"]]
     write_table(df, args.out)
     _export_done(args, {"project": args.project, "rows": len(df), "out": args.out}, f"{len(df)} rows")
     return 0

@@ -232,3 +232,23 @@ def label_set_accuracy(tasks: Sequence[dict], control: str, review_items: Sequen
         else:
             labels.append({"task": t["id"], "source": source_of(machine["model_version"]) if machine else None})
     return estimate_label_set(labels, audits).as_dict()
+
+
+def final_labels(tasks: Sequence[dict], control: str, estimate: dict) -> dict[int, dict]:
+    """Each task's final label for ``control`` (the human's, else the latest machine label), its source
+    and that source's estimated accuracy (from ``estimate``, a label_set_accuracy result; None where
+    unknown, and for human labels, which are the reference)."""
+    accuracy = {s["source"]: s["accuracy"] for s in estimate.get("sources") or []}
+    out = {}
+    for t in tasks:
+        human = human_answer(t, control)
+        machine = machine_prediction(t, control)
+        if human is not None:
+            out[t["id"]] = {"label": norm(human), "label_source": "human", "label_estimated_accuracy": None}
+        elif machine is not None:
+            source = source_of(machine["model_version"])
+            out[t["id"]] = {"label": norm(machine["answers"][control]), "label_source": source,
+                            "label_estimated_accuracy": accuracy.get(source)}
+        else:
+            out[t["id"]] = {"label": None, "label_source": None, "label_estimated_accuracy": None}
+    return out
