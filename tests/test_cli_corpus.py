@@ -100,6 +100,12 @@ CASES: list[tuple[str, list[str], str]] = [
      "has no scheme: use http://127.0.0.1:"),
     ("report-refused-names-url", ["report", "--project", "1", *LS], "at http://127.0.0.1:"),
     ("evaluators-given-wrong-url", ["evaluators", "--project", "3", *LS], "could not connect to Label Studio at"),
+    ("next-audit-share-2", ["next", "--project", "1", "--audit-share", "2", *LS], "must be from 0 to 1"),
+    ("next-audit-share-text", ["next", "--project", "1", "--audit-share", "half", *LS], "is not a number"),
+    ("next-n-0", ["next", "--project", "1", "--n", "0", *LS], "must be above 0"),
+    ("next-refused", ["next", "--project", "1", *LS], "could not connect"),
+    ("export-url-no-scheme", ["export", "--project", "1", "--out", "{tmp}/x.csv", "--url", "localhost:{port}",
+                              "--api-key", "tok"], "has no scheme"),
     ("unknown-command", ["frobnicate"], "invalid choice"),
 ]
 
