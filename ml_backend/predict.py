@@ -91,14 +91,14 @@ class Admission:
     past either bound is still answered, at once, with what needs no judge call."""
 
     def __init__(self, threads: int) -> None:
-        self.lock = threading.Lock()
+        self._lock = threading.Lock()
         self.total = max(1, threads - 2)
         self.per_project = max(1, self.total // 2)
         self._in: dict[str, int] = {}
 
     @contextmanager
     def enter(self, pid: str) -> Iterator[bool]:
-        with self.lock:
+        with self._lock:
             admitted = sum(self._in.values()) < self.total and self._in.get(pid, 0) < self.per_project
             if admitted:
                 self._in[pid] = self._in.get(pid, 0) + 1
@@ -106,7 +106,7 @@ class Admission:
             yield admitted
         finally:
             if admitted:
-                with self.lock:
+                with self._lock:
                     self._in[pid] -= 1
 
 
@@ -124,6 +124,7 @@ class Predictor:
         # judge calls of /predict in flight at once, per project (Label Studio sends a whole selection in
         # one request): a project whose provider hangs fills its own pool, never another project's
         self._pools: dict[str, ThreadPoolExecutor] = {}
+        self._pools_lock = threading.Lock()
         self._admission = Admission(settings.serve_threads)
 
     def predict(self, tasks: Sequence[dict], *, project: Any, label_config: str | None = None,
@@ -220,7 +221,7 @@ class Predictor:
         return verdicts, judged, late, running  # type: ignore[return-value]  # every None was filled
 
     def _pool(self, pid: str) -> ThreadPoolExecutor:
-        with self._admission.lock:
+        with self._pools_lock:
             pool = self._pools.get(pid)
             if pool is None:
                 pool = self._pools[pid] = ThreadPoolExecutor(max_workers=self.settings.predict_concurrency,

@@ -6,13 +6,15 @@ from .base import Busy, StoreBase, owner_gone, process_alive, process_owner
 from .cache import VerdictCache
 from .configs import ProjectConfigs
 from .events import WebhookEvents
-from .jobs import Jobs, ReviewQueue
+from .jobs import Jobs
 from .leases import Leases
 from .ledger import Ledger
+from .review import ReviewQueue
 
 __all__ = ["Busy", "Store", "owner_gone", "process_alive", "process_owner"]
 
 
 class Store(ProjectConfigs, WebhookEvents, Annotations, VerdictCache, Leases, Ledger, Jobs, ReviewQueue, StoreBase):
-    """Project configs, webhook events, annotations, the verdict cache, leases, the ledger and jobs,
+    """Project configs, webhook events, annotations, the verdict cache, leases, the ledger, jobs and the
+    review queue,
     in one sqlite file (WAL, so web workers, job threads and RQ workers on this host share it)."""

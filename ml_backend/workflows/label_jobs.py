@@ -108,7 +108,7 @@ class LabelJobs:
                     calls.extend(wait_for)
                     self._claims.setdefault(pid, set()).update(task_ids)
                 return running[0]
-            job_id = store.create_job(pid, "label", owner=None if queued else worker_name())
+            job_id = store.create_job(pid, "label", owner=None if queued else process_owner())
             if not queued:
                 self._live.add(job_id)
             if task_ids is not None:
@@ -172,7 +172,3 @@ class LabelJobs:
         log.warning("project %s: /predict answered within its %.0f s budget; %d more tasks go to labeling job %s",
                     state.project_id, budget, len(task_ids), job["id"])
 
-
-def worker_name() -> str:
-    """This process as a job's owner (host:pid:started)."""
-    return process_owner()
