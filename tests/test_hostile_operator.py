@@ -385,3 +385,20 @@ def test_a_reused_pid_does_not_keep_a_dead_job_alive(tmp_path):
     other_host = store.create_job("7", "train", owner="some-other-host:1:1")
     assert reap_dead_jobs(store) == [reused]
     assert {j["id"]: j["status"] for j in store.jobs("7")} == {mine: "queued", reused: "failed", other_host: "queued"}
+
+
+def test_a_running_labeling_job_says_what_it_does_before_its_first_task(tmp_path, fake_llm):
+    """The demo's bar sat at 0/12 for a minute: reading the project and choosing a diverse sample come
+    before the first task, and the job says so. Here Label Studio is unreachable, so it fails there."""
+    from ml_backend.workflows.label_jobs import run_label_job
+
+    settings = judge_settings(tmp_path, fake_llm, LABEL_STUDIO_URL=f"http://127.0.0.1:{_free_port()}",
+                              LABEL_STUDIO_API_KEY="lstoken0123456789")
+    backend = LabelJudgeBackend(settings, Store(settings.model_dir / "labeljudge.sqlite3"))
+    job = backend.store.create_job("7", "label")
+    seen = []
+    update = backend.store.update_job
+    backend.store.update_job = lambda j, **kw: (seen.append(kw), update(j, **kw))[1]
+    assert run_label_job(backend, 7, job) is None
+    assert seen[0]["progress"]["stage"].startswith("reading the project from Label Studio")
+    assert backend.store.job(job)["status"] == "failed"

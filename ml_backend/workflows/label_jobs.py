@@ -58,7 +58,9 @@ def run_label_job(services: Services, project: int, job_id: int, *, reason: str 
             cached.wait(max(0.0, until - time.monotonic()))
     if worker:
         store.own_job(job_id, worker)
-    store.update_job(job_id, status="running", progress={"done": 0, **tag})
+    # until the first task's progress: what takes the time before it (the demo's bar sat at 0/12 for a minute)
+    store.update_job(job_id, status="running", progress={"done": 0, **tag, "stage": "reading the project from "
+                                                         "Label Studio and choosing the tasks"})
     try:
         summary = label_project(services, api, project, progress=progress, batch_progress=batch_progress, **kwargs)
     except Exception as exc:
