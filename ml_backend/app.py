@@ -16,8 +16,8 @@ from .judge.types import Example, Verdict
 from .labelstudio.config import TaskSchema
 from .predict import Predictor, prediction_for, record_positions
 from .projects import ProjectState
-from .serving import ServedEvaluator
 from .services import Services
+from .serving import ServedEvaluator
 from .settings import ProjectConfig, Settings
 from .store import Store
 from .warmup import resolve_transformers

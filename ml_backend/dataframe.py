@@ -10,7 +10,7 @@ The same engine as `labeljudge label` (concurrency, retries, rate limits, the pe
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import pandas as pd
 
@@ -40,14 +40,14 @@ def label_dataframe(df: pd.DataFrame, *, prompt: str | None = None, metric: str 
     judge = build_judge(spec, make_provider(config, settings), list(df.columns), settings)
     store = cache if isinstance(cache, Store) or cache is None else Store(cache)
     out = df.copy()
-    cols = {name: [None] * len(df) for name in ("label", "score", "score_method", "rationale", "error")}
+    cols: dict[str, list[Any]] = {name: [None] * len(df) for name in ("label", "score", "score_method", "rationale", "error")}
 
     def on_outcome(o: Outcome) -> None:
         answer = o.verdict.answers.get("label") if o.verdict else None
         if answer is not None and answer.value is not None:
             cols["label"][o.key], cols["score"][o.key] = answer.value, answer.confidence
             cols["score_method"][o.key] = answer.confidence_method
-            cols["rationale"][o.key] = o.verdict.rationale
+            cols["rationale"][o.key] = o.verdict.rationale if o.verdict else None
         else:
             cols["error"][o.key] = o.error or "no usable answer"
 

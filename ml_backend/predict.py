@@ -11,16 +11,16 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import replace
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any, Callable, Iterator, Sequence
 
+from .evaluator.cascade import judge_asked
 from .judge.providers import ProviderError
 from .judge.runner import looked_up
 from .judge.types import Verdict, verdict_to_dict
-from .evaluator.cascade import judge_asked
 from .judges import build_judge
-from .projects import ProjectState, Projects
+from .projects import Projects, ProjectState
 from .redact import redact
 from .settings import Settings
 from .store import Store
@@ -77,7 +77,8 @@ def prediction_for(state: ProjectState, verdict: Verdict, version: str | None = 
 
 def record_positions(store: Store, state: ProjectState, task_id: Any, verdict: Verdict) -> None:
     """Pairwise: keep both orders' answers, so the report can measure position bias."""
-    if isinstance(task_id, bool) or not isinstance(task_id, (int, str)) or not (str(task_id).isascii() and str(task_id).isdigit()):
+    if (isinstance(task_id, bool) or not isinstance(task_id, (int, str))
+            or not (str(task_id).isascii() and str(task_id).isdigit())):
         return  # a task without a Label Studio id (a preview, a hand-made request): nothing to key it by
     for answer in verdict.answers.values():
         if answer.position is not None:
@@ -147,10 +148,12 @@ class Predictor:
         if state.mode == "judge":
             asked = free
         else:
-            scores = state.evaluator.score([tasks[i] for i in free])
-            band = state.config.cascade_band or state.evaluator.band  # set by hand, else chosen in training
+            evaluator = state.evaluator
+            assert evaluator is not None  # the evaluator and cascade modes exist only with one
+            scores = evaluator.score([tasks[i] for i in free])
+            band = state.config.cascade_band or evaluator.band  # set by hand, else chosen in training
             for i, p in zip(free, scores):
-                verdicts[i] = state.evaluator.verdict(p)
+                verdicts[i] = evaluator.verdict(p)
             asked = [i for i, ask in zip(free, judge_asked(scores, band)) if ask] if state.mode == "cascade" else []
             self.store.add_ledger(state.project_id, version, state.config.model,
                                   evaluator_answered=len(free) - len(asked))
@@ -215,7 +218,8 @@ class Predictor:
         for i in finished:
             verdicts[i] = futures[i].result()
         judged = [verdicts[i] for i in finished]
-        fresh = [(hashes[i], verdict_to_dict(verdicts[i])) for i in finished if i in hashes and verdicts[i].usable]
+        fresh = [(hashes[i], verdict_to_dict(v)) for i in finished
+                 if i in hashes and (v := verdicts[i]) is not None and v.usable]
         if fresh:
             self.store.put_verdicts(version, fresh)
         return verdicts, judged, late, running  # type: ignore[return-value]  # every None was filled

@@ -51,9 +51,9 @@ class ProjectState:
 
     @property
     def version(self) -> str:
-        if self.mode == "evaluator":
+        if self.mode == "evaluator" and self.evaluator is not None:
             return self.evaluator.version
-        if self.mode == "cascade":
+        if self.mode == "cascade" and self.evaluator is not None:
             return f"{self.evaluator.version}+{self.judge.version}"
         return self.judge.version
 
@@ -108,7 +108,7 @@ class Projects:
             if stored is None and not label_config:
                 raise UnknownProject(f"project {pid} is not set up: connect the backend in Label Studio first")
             params = stored["extra_params"] if stored is not None else (last.params if last is not None else {})
-            return self._build(pid, label_config or stored["label_config"], params)
+            return self._build(pid, label_config or (stored or {})["label_config"], params)
 
     def _current(self, pid: str, label_config: str | None) -> ProjectState | None:
         """The state already built for this config and few-shot pool, its evaluator refreshed; else None."""

@@ -18,5 +18,5 @@ def rq_label(project: int, job: int, kwargs: dict, reason: str | None = None) ->
     services = Services.build(Settings.from_env())
     result = run_label_job(services, project, job, reason=reason, worker=process_owner(), **kwargs)
     if result is None:
-        raise RuntimeError(f"labeling job {job} failed: {services.store.job(job).get('error')}")
+        raise RuntimeError(f"labeling job {job} failed: {(services.store.job(job) or {}).get('error')}")
     return result

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 from .judges import ProviderPool
 from .labelstudio import LabelStudioAPI
@@ -29,7 +30,7 @@ class Services:
     _gateway_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
-    def build(cls, settings: Settings, store: Store | None = None) -> "Services":
+    def build(cls, settings: Settings, store: Store | None = None) -> Services:
         register(settings.openai_api_key, settings.label_studio_api_key, settings.basic_auth_pass,
                  settings.webhook_secret,  # no log line, error or stored record can show them
                  *url_passwords(settings.openai_base_url, settings.label_studio_url))
@@ -51,5 +52,16 @@ class Services:
         """The gateway, or RuntimeError saying ``what`` needs it."""
         api = self.labelstudio()
         if api is None:
-            raise RuntimeError(f"{what}: set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY (or --url/--api-key) to reach Label Studio")
+            raise RuntimeError(f"{what}: set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY (or --url/--api-key) "
+                               "to reach Label Studio")
         return api
+
+    def rq_queue(self) -> Any:
+        """The RQ queue on REDIS_URL, with short socket timeouts: a dead Redis is an error at once, not a hang."""
+        from redis import Redis
+        from rq import Queue
+
+        if not self.settings.redis_url:
+            raise RuntimeError("REDIS_URL is not set: there is no queue to put the job on")
+        return Queue("labeljudge", connection=Redis.from_url(self.settings.redis_url,
+                                                             socket_connect_timeout=2, socket_timeout=5))

@@ -71,7 +71,7 @@ class EvaluatorPool:
         served = self._load(pid, version, model, schema)
         if served is None:
             return None
-        model.scorer  # loaded now, before it serves, not inside the first request that uses it
+        _ = model.scorer  # loaded now, before it serves, not inside the first request that uses it
         chosen = (registry.metrics(version).get("cascade") or {}).get("band")
         served.band = tuple(chosen) if chosen else DEFAULT_BAND
         served.mtime = mtime
@@ -97,7 +97,11 @@ class EvaluatorPool:
                             "serving the judge", version, pid, manifest["control"])
                 return None
             side = {pair_side(o): o for o in spec.question.options}
-            return ServedEvaluator(version, model, manifest["control"], side.get("A"), side.get("B"))
+            if "A" not in side or "B" not in side:
+                log.warning("pairwise evaluator %s of project %s: %s has no A/B options; serving the judge",
+                            version, pid, manifest["control"])
+                return None
+            return ServedEvaluator(version, model, manifest["control"], side["A"], side["B"])
         if spec is None or spec.question.kind != "single" or len(spec.question.options) != 2 \
                 or manifest["positive"][0] not in spec.question.options:
             log.warning("evaluator %s of project %s answers %s, which this config cannot take as two labels; "

@@ -20,7 +20,6 @@ def resolve_transformers() -> None:
     global _done
     with _lock:
         if not _done:
-            from transformers import (AutoModel, AutoModelForCausalLM,  # noqa: F401
-                                      AutoModelForSequenceClassification, AutoTokenizer)
+            from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer  # noqa: F401
 
             _done = True

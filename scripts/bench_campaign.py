@@ -6,8 +6,13 @@ Data: 2,000 HaluEval rows per dataset (qa, dialogue, summarization; real labels,
 judge is simulated with a known accuracy; its confidence is only partly informative (a right answer's
 confidence ~ Beta(4, 2), a wrong one's ~ Beta(3, 2.5): they overlap a lot). Annotators answer from
 the known labels in rounds of 50. This run drives the queue and the estimate (ml_backend/quality/review)
-directly, without Label Studio and without a promoted evaluator: the queue ranks by the judge's
-confidence alone here (the evaluator's disagreement is the other signal, not measured in this run).
+directly, without Label Studio. Strategy "queue" ranks by the judge's confidence alone; with
+``--evaluator-seeds K`` the first K seeds also run "queue+evaluator": the real evaluator (the packaged
+MiniLM fine-tuned by ml_backend.evaluator.train, two epochs, max_length 128) is distilled from the judge's
+labels in two folds, each fold's model scoring the other fold (so no task is scored by a model that saw
+its own label, as a promoted evaluator scores tasks it did not train on), and its disagreement with the
+judge joins the judge's doubt in the queue. The evaluator is trained once, before the first review
+round, not retrained between rounds (each retrain costs minutes on a CPU).
 
 Prints a table and writes JSON (default bench_results/campaign.json).
 """
@@ -19,6 +24,7 @@ import os
 import random
 import statistics
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,8 +46,30 @@ def simulate_judge(truth: list[str], accuracy: float, rng: random.Random) -> tup
     return labels, confidences
 
 
+def evaluator_scores(df, judge: list[str], seed: int, work: Path) -> list[float]:
+    """P(Pass) for every row from the real evaluator distilled from the judge's labels, out of fold."""
+    import numpy as np
+    import pandas as pd
+
+    from ml_backend.evaluator.train import TrainConfig, train_evaluator
+
+    rows = pd.DataFrame({"text_a": [f"{i}\n{c}".strip() for i, c in zip(df.input, df.context)],
+                         "text_b": list(df.output), "label": [int(j == "Pass") for j in judge], "weight": 1.0})
+    fold_of = np.random.default_rng(seed).permutation(len(rows)) % 2  # at random: HaluEval rows alternate Pass/Fail
+    folds = [rows.index[fold_of == k] for k in (0, 1)]
+    scores = [0.0] * len(rows)
+    cfg = TrainConfig(epochs=2, max_length=128, refit=False, soup=1, seed=seed)
+    for k in (0, 1):
+        fit_on, score_on = rows.loc[folds[k]], rows.loc[folds[1 - k]]
+        metrics = train_evaluator(fit_on.reset_index(drop=True), score_on.reset_index(drop=True),
+                                  work / f"fold{k}", cfg)
+        for i, p in zip(score_on.index, metrics["test_scores"]):
+            scores[i] = float(p)
+    return scores
+
+
 def campaign(strategy: str, truth: list[str], judge: list[str], conf: list[float], keys: list[str],
-             seed: int, audit_share: float) -> list[dict]:
+             seed: int, audit_share: float, evaluator: list[float] | None = None) -> list[dict]:
     """One campaign up to the largest budget; a row per budget."""
     rng = random.Random(seed)
     n = len(truth)
@@ -54,7 +82,9 @@ def campaign(strategy: str, truth: list[str], judge: list[str], conf: list[float
             picked = rng.sample(todo, ROUND)
             audits += [{"task": i, "source": "judge", "correct": judge[i] == truth[i]} for i in picked]
         else:
-            queue = build_queue([Candidate(i, judge[i], conf[i], None, keys[i]) for i in todo], ROUND,
+            agrees = [None if evaluator is None else (evaluator[i] if judge[i] == "Pass" else 1 - evaluator[i])
+                      for i in range(n)]
+            queue = build_queue([Candidate(i, judge[i], conf[i], agrees[i], keys[i]) for i in todo], ROUND,
                                 audit_share=audit_share, seed=rng.randrange(2**31))
             picked = [q.task for q in queue]
             audits += [{"task": q.task, "source": "judge", "correct": judge[q.task] == truth[q.task]}
@@ -79,6 +109,8 @@ def main() -> None:
     ap.add_argument("--judge-accuracy", type=float, default=0.85)
     ap.add_argument("--audit-share", type=float, default=0.1)
     ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--evaluator-seeds", type=int, default=0,
+                    help="also run queue+evaluator (the real evaluator, trained per seed) on the first K seeds")
     ap.add_argument("--out", default=str(ROOT / "bench_results" / "campaign.json"))
     args = ap.parse_args()
     table = []
@@ -88,24 +120,38 @@ def main() -> None:
         for seed in range(args.seeds):
             judge, conf = simulate_judge(truth, args.judge_accuracy, random.Random(1000 + seed))
             judge_only = sum(j == t for j, t in zip(judge, truth)) / len(truth)
-            for strategy in ("random", "queue"):
-                for row in campaign(strategy, truth, judge, conf, keys, seed, args.audit_share):
+            runs = [("random", None), ("queue", None)]
+            if seed < args.evaluator_seeds:
+                import tempfile
+
+                with tempfile.TemporaryDirectory() as work:
+                    t0 = time.time()
+                    scores = evaluator_scores(df, judge, seed, Path(work))
+                    agree = sum((s >= 0.5) == (j == "Pass") for s, j in zip(scores, judge)) / len(judge)
+                    right = sum((s >= 0.5) == (t == "Pass") for s, t in zip(scores, truth)) / len(truth)
+                    print(f"{dataset} seed {seed}: evaluator trained in {time.time() - t0:.0f} s, agrees with the "
+                          f"judge on {agree:.3f}, right on {right:.3f}", flush=True)
+                runs.append(("queue+evaluator", scores))
+            for strategy, scores in runs:
+                for row in campaign(strategy, truth, judge, conf, keys, seed, args.audit_share, scores):
                     table.append({"dataset": dataset, "seed": seed, "judge_only": round(judge_only, 4),
                                   "llm_calls": len(truth), **row})
-    print(f"{'dataset':<14}{'budget':>7}{'strategy':>9}{'errors/100 reviews':>20}{'final acc':>11}"
+    print(f"{'dataset':<14}{'budget':>7}{'strategy':>17}{'errors/100 reviews':>20}{'final acc':>11}"
           f"{'judge only':>12}{'CI covered':>12}")
     summary = []
     for dataset in args.datasets.split(","):
         for budget in BUDGETS:
-            for strategy in ("random", "queue"):
+            for strategy in ("random", "queue", "queue+evaluator"):
                 rows = [r for r in table if r["dataset"] == dataset and r["budget"] == budget and r["strategy"] == strategy]
                 s = {"dataset": dataset, "budget": budget, "strategy": strategy,
                      "errors_per_100": round(statistics.median(r["errors_per_100"] for r in rows), 1),
                      "final_accuracy": round(statistics.median(r["final_accuracy"] for r in rows), 4),
                      "judge_only": round(statistics.median(r["judge_only"] for r in rows), 4),
-                     "covered": sum(r["covered"] for r in rows), "seeds": len(rows)}
+                     "covered": sum(r["covered"] for r in rows), "seeds": len(rows)} if rows else None
+                if s is None:
+                    continue
                 summary.append(s)
-                print(f"{dataset:<14}{budget:>7}{strategy:>9}{s['errors_per_100']:>20.1f}{s['final_accuracy']:>11.4f}"
+                print(f"{dataset:<14}{budget:>7}{strategy:>17}{s['errors_per_100']:>20.1f}{s['final_accuracy']:>11.4f}"
                       f"{s['judge_only']:>12.4f}{s['covered']:>8}/{s['seeds']}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -91,7 +91,7 @@ def bench_runtimes(model_dir: Path, test, requests: int) -> dict:
     for rt in ("torch", "onnx", "onnx-int8"):
         sc = Scorer(model_dir, runtime=rt, max_length=256)
         enc = sc.tok([a256], [b256], truncation="longest_first", max_length=256)
-        lat = latency(lambda: sc.score([a256], [b256]), requests)
+        lat = latency(lambda sc=sc: sc.score([a256], [b256]), requests)
         trained = Scorer(model_dir, runtime=rt)  # at the length it was trained at, as served
         acc = binary_metrics(trained.score(list(test.text_a), list(test.text_b)), test.label.to_numpy())["accuracy"]
         sc128 = Scorer(model_dir, runtime=rt, max_length=128)

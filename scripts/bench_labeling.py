@@ -24,10 +24,10 @@ sys.path.insert(0, str(ROOT))
 import psutil  # noqa: E402
 
 from ml_backend.app import LabelJudgeBackend  # noqa: E402
-from ml_backend.workflows.labeling import label_project  # noqa: E402
 from ml_backend.labelstudio import LabelStudioAPI  # noqa: E402
 from ml_backend.labelstudio.local import FAST_PREDICTION_IMPORT, LocalLabelStudio, find_ls_venv  # noqa: E402
 from ml_backend.store import Store  # noqa: E402
+from ml_backend.workflows.labeling import label_project  # noqa: E402
 from scripts.bench_predict import InstantProvider  # noqa: E402
 from tests.conftest import judge_settings, serve_backend  # noqa: E402
 

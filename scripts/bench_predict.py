@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import statistics
 import subprocess
@@ -22,8 +23,6 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
-
-import logging
 
 import httpx
 

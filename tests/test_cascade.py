@@ -4,13 +4,19 @@ often as that allows."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import pytest
-
-from ml_backend.evaluator.cascade import (MIN_CONFIDENT, TOLERANCE, accuracy_lower_bound, carry_band, choose_band,
-                                          judge_accuracy, judge_asked)
+from ml_backend.evaluator.cascade import (
+    MIN_CONFIDENT,
+    TOLERANCE,
+    accuracy_lower_bound,
+    carry_band,
+    choose_band,
+    judge_accuracy,
+    judge_asked,
+)
 
 
 def _confident(scores, band):

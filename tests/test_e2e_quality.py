@@ -16,9 +16,9 @@ import pytest
 from sklearn.metrics import cohen_kappa_score
 
 from ml_backend.app import LabelJudgeBackend
+from ml_backend.store import Store
 from ml_backend.workflows.labeling import label_project
 from ml_backend.workflows.reporting import project_report
-from ml_backend.store import Store
 
 from .conftest import CONFIGS, ROOT, judge_settings, serve_backend
 from .fake_openai import FakeOpenAI

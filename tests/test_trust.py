@@ -133,7 +133,7 @@ def test_non_ascii_credentials_are_a_401_not_a_500(tmp_path, fake_llm):
         token = base64.b64encode("ü:päss".encode()).decode()
         assert setup(srv.url, headers={"Authorization": f"Basic {token}"}).status_code == 401
         r = httpx.post(f"{srv.url}/webhook", json={"action": "X"},
-                       headers={"X-Webhook-Secret": "sécret".encode("utf-8")})
+                       headers={"X-Webhook-Secret": "sécret".encode()})
         assert r.status_code == 401
         assert setup(srv.url, headers={"Authorization": "Basic !!notbase64"}).status_code == 401
 
@@ -254,9 +254,9 @@ def test_label_studio_errors_are_described_without_headers():
 
 
 def test_connection_refused_is_not_reported_as_a_timeout():
-    from ml_backend.labelstudio import LabelStudioAPI, describe_error
-
     import socket
+
+    from ml_backend.labelstudio import LabelStudioAPI, describe_error
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -4,10 +4,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from dataclasses import replace
 import signal
 import sys
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 from tqdm import tqdm

@@ -9,7 +9,6 @@ import sys
 import warnings
 from pathlib import Path
 
-
 COMMANDS = {"import": "import_", "review-queue": "review_queue", "next": "next_review"}  # command -> its function in commands
 
 
@@ -39,13 +38,15 @@ def _share(raw: str) -> float:
     return value
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """Every command and option (the CLI reference in the docs is generated from this parser)."""
     parser = argparse.ArgumentParser(prog="labeljudge", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the ML backend (gunicorn; --dev for Flask's server)")
-    serve.add_argument("--host", default=os.environ.get("HOST_BIND", "0.0.0.0"))
-    serve.add_argument("--port", type=int, default=int(os.environ.get("LABELJUDGE_PORT", 9090)))
+    serve.add_argument("--host", default=os.environ.get("HOST_BIND", "0.0.0.0"), help="address to bind (HOST_BIND)")
+    serve.add_argument("--port", type=int, default=int(os.environ.get("LABELJUDGE_PORT", 9090)),
+                       help="port to listen on (LABELJUDGE_PORT)")
     serve.add_argument("--threads", type=int, default=None,
                        help="request threads (default SERVE_THREADS, 8); /predict may hold all but two")
     serve.add_argument("--dev", action="store_true", help="Flask's development server instead of gunicorn")
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     quick = sub.add_parser("quickstart", help="start Label Studio + backend, create a demo project, pre-label it")
     quick.add_argument("--config", default="halueval",
                        help="halueval (real data, the default) or a label config name in label_configs/")
-    quick.add_argument("--ls-port", type=int, default=8080)
+    quick.add_argument("--ls-port", type=int, default=8080, help="Label Studio's port")
     quick.add_argument("--port", type=int, default=9090, help="backend port")
     quick.add_argument("--home", default=".labeljudge", help="where data, logs and models live")
     quick.add_argument("--stop", action="store_true", help="stop what a previous quickstart started")
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
 
     label = project_cmd("label", "label every task without a prediction of the current judge version")
     label.add_argument("--sample", type=_positive(int), help="only a diverse sample of N tasks")
-    label.add_argument("--concurrency", type=_positive(int), default=8)
+    label.add_argument("--concurrency", type=_positive(int), default=8, help="judge calls in flight at once")
     label.add_argument("--rpm", type=_positive(float), help="max requests per minute")
     label.add_argument("--tpm", type=_positive(float), help="max (estimated) tokens per minute")
     label.add_argument("--max-cost", type=_positive(float),
@@ -90,30 +91,30 @@ def main(argv: list[str] | None = None) -> int:
     nxt.add_argument("--audit-share", type=_share, default=0.1,
                      help="share of random audits (0..1): they keep the label set's accuracy estimate unbiased")
     nxt.add_argument("--seed", type=int, help="the random audits' seed (default: the time)")
-    nxt.add_argument("--json", action="store_true")
+    nxt.add_argument("--json", action="store_true", help="print one JSON object at the end")
 
     project_cmd("review-queue", "add a Data Manager tab sorted by prediction score, least confident first")
 
     report = project_cmd("report", "accuracy of every model version against the human reference")
-    report.add_argument("--json", action="store_true")
+    report.add_argument("--json", action="store_true", help="print one JSON object at the end")
     report.add_argument("--out", help="write the HTML report to this file")
 
     prompt = project_cmd("prompt", "change the project's prompt (the connection's extra_params)")
-    prompt.add_argument("action", choices=["set", "show"])
+    prompt.add_argument("action", choices=["set", "show"], help="set the project's prompt from a file, or show it")
     prompt.add_argument("--file", help="prompt template file (for set)")
     prompt.add_argument("--metric", help="a built-in metric instead of a prompt (for set)")
 
     prompts = project_cmd("prompts", "list the judge versions of a project with their scores")
-    prompts.add_argument("--json", action="store_true")
+    prompts.add_argument("--json", action="store_true", help="print one JSON object at the end")
 
     imp = sub.add_parser("import", help="import a CSV/JSONL/Parquet dataset (or Labelbox JSON) as tasks")
-    imp.add_argument("file")
+    imp.add_argument("file", help="the dataset: .csv, .jsonl, .parquet, or Labelbox JSON")
     imp.add_argument("--project", type=_positive(int), help="existing project id (else --config creates one)")
     imp.add_argument("--config", help="label config name in label_configs/ (or a path) for a new project")
     imp.add_argument("--title", help="title of the new project")
-    imp.add_argument("--format", default="table", choices=["table", "labelbox"])
-    imp.add_argument("--url", default=os.environ.get("LABEL_STUDIO_URL"))
-    imp.add_argument("--api-key", default=os.environ.get("LABEL_STUDIO_API_KEY"))
+    imp.add_argument("--format", default="table", choices=["table", "labelbox"], help="a table, or a Labelbox export")
+    imp.add_argument("--url", default=os.environ.get("LABEL_STUDIO_URL"), help="Label Studio URL")
+    imp.add_argument("--api-key", default=os.environ.get("LABEL_STUDIO_API_KEY"), help="Label Studio token")
 
     exp = project_cmd("export", "export tasks with judge and human labels to CSV/JSONL/Parquet")
     exp.add_argument("--out", required=True, help="file.csv, file.jsonl or file.parquet")
@@ -123,15 +124,15 @@ def main(argv: list[str] | None = None) -> int:
     exp.add_argument("--json", action="store_true", help="print one JSON object at the end")
 
     train = project_cmd("train", "fine-tune an evaluator now from the project's labels")
-    train.add_argument("--json", action="store_true")
+    train.add_argument("--json", action="store_true", help="print one JSON object at the end")
 
     evs = project_cmd("evaluators", "list a project's evaluator versions; promote or roll back")
-    evs.add_argument("--rollback", action="store_true")
+    evs.add_argument("--rollback", action="store_true", help="serve the previously promoted evaluator again")
     evs.add_argument("--promote", help="serve this version")
-    evs.add_argument("--json", action="store_true")
+    evs.add_argument("--json", action="store_true", help="print one JSON object at the end")
 
     ev = sub.add_parser("evaluate", help="score a CSV/JSONL/Parquet file with an evaluator (adds a score column)")
-    ev.add_argument("data")
+    ev.add_argument("data", help="a .csv, .jsonl or .parquet file to score")
     ev.add_argument("--model", required=True, help="evaluator version (with --project) or a model directory")
     ev.add_argument("--project", type=_positive(int), help="project whose registry holds --model")
     ev.add_argument("--out", help="write the scored table here (default: print CSV)")
@@ -139,6 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     worker = sub.add_parser("worker", help="run an RQ worker for training jobs (needs REDIS_URL)")
     worker.add_argument("--burst", action="store_true", help="exit when the queue is empty")
 
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     given = sys.argv[1:] if argv is None else argv
     args.explicit_labelstudio = any(a.split("=")[0] in ("--url", "--api-key") for a in given)

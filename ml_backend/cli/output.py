@@ -12,7 +12,6 @@ from ..redact import redact
 from ..settings import ConfigError
 from ..store import Busy
 
-
 _json_out = None
 
 
@@ -42,7 +41,8 @@ class quiet_stdout:
         sys.stdout.flush()
         os.dup2(self._saved, 1)
         os.close(self._saved)
-        _json_out.close()
+        if _json_out is not None:
+            _json_out.close()
         _json_out = None
 
 

@@ -23,7 +23,7 @@ BATCH = 4  # tasks per /predict call: the local judge takes ~3-5 s a task, Label
 HALUEVAL_TASKS = 200
 SAMPLE = 12
 # the demo's 135M judge on a CPU: two few-shot examples keep its prompts short (HaluEval dialogues are long)
-DEMO_PARAMS = {"halueval": {"metric": "faithfulness", "few_shot_k": 2}, "pass_fail": {"metric": "faithfulness"},
+DEMO_PARAMS: dict[str, dict] = {"halueval": {"metric": "faithfulness", "few_shot_k": 2}, "pass_fail": {"metric": "faithfulness"},
                "rag_faithfulness": {"metric": "faithfulness"}, "rating": {"metric": "answer_relevance"}}
 
 
@@ -91,7 +91,7 @@ def run_quickstart(config: str, home: Path, *, ls_port: int, port: int) -> int:
     else:
         print("Starting Label Studio (first start migrates its database: about a minute) ...")
         ls.start()
-        state.update(ls_url=ls.url, ls_pid=ls.proc.pid)
+        state.update(ls_url=ls.url, ls_pid=ls.proc.pid if ls.proc else None)
 
     if not _up(backend_url):
         print("Starting the LabelJudge backend (embedded local judge, no key needed) ...")
@@ -192,7 +192,7 @@ def _label_sample(backend_url: str, project: int, sample: int) -> tuple[int, str
 
 
 def _summary(ls: LocalLabelStudio, project: int, backend_url: str, home: Path, what: str, missing: int) -> None:
-    cli = Path(sys.executable).parent / "labeljudge"  # the venv's, so the lines work without activating it
+    cli = str(Path(sys.executable).parent / "labeljudge")  # the venv's, so the lines work without activating it
     if home.resolve() not in [h.resolve() for h in demo_homes()]:  # the CLI looks there; a --home elsewhere is named
         cli = f"LABELJUDGE_HOME={home} {cli}"
     print(f"""
@@ -220,7 +220,7 @@ def _alive(pid: int | None) -> bool:
     """Whether the process ``pid`` (a quickstart's own backend, recorded in its state) still runs."""
     import psutil
 
-    return bool(pid) and psutil.pid_exists(int(pid))
+    return pid is not None and pid > 0 and psutil.pid_exists(int(pid))
 
 
 def _listener(port: int):

@@ -17,7 +17,6 @@ from sklearn.model_selection import train_test_split
 from ..judge.types import is_judge_version, pair_side
 from ..quality.report import norm, reference_labels
 
-
 DEFAULT_TEXT_A = ("output",)  # what is judged
 DEFAULT_TEXT_B = ("input", "context")  # what it is judged against
 PAIR_TEXT_B = ("messages", "input", "context")  # a pairwise evaluator's prompt: the conversation
@@ -35,7 +34,7 @@ class InputSpec:
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any] | None, *, pairwise: bool = False,
-                    judge_weight: float = 0.3) -> "InputSpec":
+                    judge_weight: float = 0.3) -> InputSpec:
         """From a project's ``evaluator_input`` or a manifest's ``input``: what is unset takes the defaults."""
         params = params or {}
         return cls(text_a=tuple(params.get("text_a") or DEFAULT_TEXT_A),
@@ -125,12 +124,12 @@ def build_pairs(tasks: Sequence[dict], control: str, a_key: str, b_key: str, spe
             continue
         prompt = join_fields(data, spec.text_b)
         if t["id"] in ref:
-            side, weight, source = A_PREFERRED.get(pair_side(ref[t["id"]])), 1.0, "human"
+            side, weight, source = A_PREFERRED.get(pair_side(ref[t["id"]]) or ""), 1.0, "human"
             gt = any(x.get("ground_truth") for x in t["annotations"])
         else:
             judged = [p for p in t["predictions"] if is_judge_version(p["model_version"])]
             value = norm(judged[-1]["answers"].get(control)) if judged else None
-            side, weight, source, gt = A_PREFERRED.get(pair_side(value)), spec.judge_weight, "judge", False
+            side, weight, source, gt = A_PREFERRED.get(pair_side(value) or ""), spec.judge_weight, "judge", False
             if weight <= 0:
                 continue
         if side is not None:

@@ -193,7 +193,8 @@ def _commit_and_gate(registry: Registry, train, test, manifest: dict, spec: Inpu
             **manifest, "judge_weight": spec.judge_weight,
             # what the served model saw: with a refit, the held-out rows too (the gate then compares
             # a later model only on rows this one never trained on)
-            "train_tasks": train.task_id.tolist() + (test.task_id.tolist() if metrics.get("n_served_train", 0) > len(train) else []),
+            "train_tasks": train.task_id.tolist()
+            + (test.task_id.tolist() if metrics.get("n_served_train", 0) > len(train) else []),
             "test_tasks": test.task_id.tolist(), "train_sources": train.source.value_counts().to_dict()}, indent=1))
         training_curve(metrics["history"], staging / "curve.png")
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=1))

@@ -50,7 +50,7 @@ class Registry:
         return Path(tempfile.mkdtemp(prefix=".train-", dir=self.dir))
 
     def commit(self, staging: Path) -> str:
-        numbers = [int(VERSION.match(d.name).group(1)) for d in self.dir.iterdir() if VERSION.match(d.name)]
+        numbers = [int(m.group(1)) for d in self.dir.iterdir() if (m := VERSION.match(d.name))]
         version = f"evaluator-{(max(numbers) + 1) if numbers else 1:04d}"
         os.replace(staging, self.dir / version)
         return version

@@ -18,8 +18,17 @@ import pandas as pd
 
 from .data import join_fields
 from .scorer import Scorer
-from .train import (TrainConfig, autocast, binary_metrics, fit_loop, fit_temperature, load_base, save_trained,
-                    split_validation, train_precision)
+from .train import (
+    TrainConfig,
+    autocast,
+    binary_metrics,
+    fit_loop,
+    fit_temperature,
+    load_base,
+    save_trained,
+    split_validation,
+    train_precision,
+)
 
 
 def _as_logits(s_a: np.ndarray, s_b: np.ndarray) -> np.ndarray:

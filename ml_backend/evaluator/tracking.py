@@ -15,8 +15,9 @@ import math
 import os
 import re
 import time
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterable, Protocol, Sequence
+from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
 from ..redact import redact, register
 
@@ -25,7 +26,7 @@ TRACKERS = ("mlflow", "wandb")
 EXPERIMENT = "labeljudge"  # MLflow experiment / W&B project when MLFLOW_EXPERIMENT_NAME / WANDB_PROJECT are unset
 
 
-def trackers_from_env(env: dict[str, str] | os._Environ) -> tuple[str, ...]:
+def trackers_from_env(env: Mapping[str, str]) -> tuple[str, ...]:
     """The trackers the environment asks for: ``mlflow`` with MLFLOW_TRACKING_URI, ``wandb`` with
     WANDB_API_KEY or WANDB_MODE (``WANDB_MODE=disabled`` turns it off)."""
     out = []
@@ -53,7 +54,7 @@ class MLflowTracker:
         from mlflow import MlflowClient
 
         self.mlflow = MlflowClient()  # MLFLOW_TRACKING_URI from the environment
-        self.run_id: str | None = None
+        self.run_id: str = ""
 
     def start(self, run_name: str, params: dict[str, Any], tags: dict[str, str]) -> dict:
         from mlflow.entities import Param
@@ -90,7 +91,7 @@ class WandbTracker:
         import wandb
 
         self.wandb = wandb
-        self.run = None
+        self.run: Any = None
 
     def start(self, run_name: str, params: dict[str, Any], tags: dict[str, str]) -> dict:
         self.run = self.wandb.init(project=os.environ.get("WANDB_PROJECT") or EXPERIMENT, name=run_name,
@@ -143,8 +144,10 @@ class Tracking:
     def start(self, run_name: str, params: dict[str, Any], tags: dict[str, str]) -> None:
         flat = {k: v for k, v in params.items() if v is not None}
         for tracker in list(self.active):
-            self._call(tracker, "starting the run",
-                       lambda t=tracker: self.status.__setitem__(t.name, t.start(run_name, flat, tags)))
+            self._call(tracker, "starting the run", partial(self._start_one, tracker, run_name, flat, tags))
+
+    def _start_one(self, tracker: Tracker, run_name: str, params: dict[str, Any], tags: dict[str, str]) -> None:
+        self.status[tracker.name] = tracker.start(run_name, params, tags)
 
     def epoch(self, row: dict) -> None:
         """One epoch of the training history: phase-1 numbers as they are, the refit's as ``refit_*``."""
@@ -156,7 +159,7 @@ class Tracking:
             return
         self.step += 1
         for tracker in list(self.active):
-            self._call(tracker, "logging an epoch", lambda t=tracker: t.log(metrics, self.step))
+            self._call(tracker, "logging an epoch", partial(tracker.log, metrics, self.step))
 
     def finish(self, metrics: dict[str, Any], artifacts: Sequence[Path] = (), *, failed: bool = False) -> dict:
         numbers = {k: float(v) for k, v in metrics.items()
@@ -164,7 +167,7 @@ class Tracking:
         numbers.update({k: float(v) for k, v in metrics.items() if isinstance(v, bool)})
         files = [Path(p) for p in artifacts if Path(p).exists()]
         for tracker in list(self.active):
-            self._call(tracker, "finishing the run", lambda t=tracker: t.finish(numbers, files, failed))
+            self._call(tracker, "finishing the run", partial(tracker.finish, numbers, files, failed))
             if tracker in self.active:
                 self.status.setdefault(tracker.name, {})["logged"] = True
         return self.status

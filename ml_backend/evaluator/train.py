@@ -6,7 +6,8 @@ a fixed number of epochs on the train split (from 200 labels: two seeds, their w
 `soup`), is measured and calibrated on the held-out labels, then (``refit``) that model trains one more
 epoch over every label and is served: a validation split and
 early stopping on a few dozen rows were noise, every label held back from the served model cost
-accuracy, and retraining from scratch on every label doubled the time. CUDA when present, then MPS, then CPU; training steps in bf16 autocast on
+accuracy, and retraining from scratch on every label doubled the time. CUDA when present, then MPS,
+then CPU; training steps in bf16 autocast on
 CUDA and on CPUs with native bf16.
 No Flask, no Label Studio: it runs in a notebook, a worker or on a GPU box with only this package.
 """
@@ -271,7 +272,8 @@ def soup(models: list):
     seed: head initialisation and batch order). One seed moved accuracy by up to 8 points at 1,000
     labels (0.848 / 0.925 / 0.920 on unseen HaluEval summarization rows); the mean of two of them's
     weights scored 0.900-0.935 (0.918 on average, about what averaging their predictions gave) and is
-    served as one model, at one model's cost. Returns a new model (``models`` are left as they were); one model is returned as is."""
+    served as one model, at one model's cost. Returns a new model (``models`` are left as they were);
+    one model is returned as is."""
     import copy
 
     import torch
@@ -335,6 +337,7 @@ def _fit_binary(rows: pd.DataFrame, cfg: TrainConfig, progress: Callable[[dict],
         return (loss_vec * w).sum() / w.sum()
 
     def validate() -> tuple[float, float | None]:
+        assert watch is not None  # validate() is only called with rows to watch
         v_logits = logits_of(watch)
         v_acc = float((v_logits.argmax(1) == watch.label.to_numpy()).mean()) if len(watch) else None
         return _nll(v_logits, watch.label.to_numpy(), 1.0), v_acc

@@ -20,10 +20,10 @@ from ..settings import Settings
 from ..store import Store
 
 log = logging.getLogger(__name__)
-OPEN_PATHS = {"/health", "/openapi.json"}  # "/" answers like /health but, like the README says, only with auth
+OPEN_PATHS = {"/health", "/openapi.json"}  # "/" answers like /health but, like the docs say (Security), only with auth
 
 
-def install(app: Flask, settings: Settings, stats: "Stats") -> None:
+def install(app: Flask, settings: Settings, stats: Stats) -> None:
     """Authentication (HTTP Basic, or the webhook secret on /webhook), body limits, timing and JSON errors."""
 
     @app.before_request

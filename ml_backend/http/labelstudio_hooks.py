@@ -38,7 +38,8 @@ def show_version(backend: Services, pid: str, version: str, *, after: float = 0.
             if _scheduled.get(pid) == due:
                 del _scheduled[pid]
         try:
-            if backend.labelstudio().show_model_version(int(pid), version) != "pending":
+            api = backend.labelstudio()
+            if api is not None and api.show_model_version(int(pid), version) != "pending":
                 _shown[pid] = version
         except Exception as exc:
             log.warning("could not set project %s's model version in Label Studio: %s", pid, describe_error(exc))
@@ -73,7 +74,9 @@ def ensure_authenticated_webhook(backend: Services, settings: Settings, pid: str
     def run() -> None:
         try:
             with _registering:  # one registration in flight per process: two would both see none yet
-                backend.labelstudio().ensure_webhook(int(pid), url, {"Authorization": f"Basic {token}"})
+                api = backend.labelstudio()
+                if api is not None:
+                    api.ensure_webhook(int(pid), url, {"Authorization": f"Basic {token}"})
         except Exception as exc:
             with _registering:
                 _registered.discard((pid, url))  # try again on the next /setup

@@ -13,12 +13,12 @@ import logging
 import math
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Generator, Mapping, NamedTuple, Sequence
+from typing import Any, Generator, Mapping, NamedTuple, Sequence, cast
 
 from .embeddings import embed
 from .fewshot import FewShotSelector
 from .prompting import build_messages
-from .providers.base import Decoding, Provider, ProviderError
+from .providers.base import AsyncProvider, Decoding, Provider, ProviderError
 from .templates import render, template_fields
 from .types import JUDGE_VERSION_PREFIX, Answer, Example, JudgeError, Question, Usage, Verdict
 
@@ -121,14 +121,15 @@ class Judge:
         together (both orders of a pair)."""
         import asyncio
 
+        provider = cast(AsyncProvider, self.provider)
         steps = self.plan(data)
         try:
             asks = next(steps)
             while True:
                 if len(asks) == 1:  # the usual case: no task to create and schedule for one call
-                    asks = steps.send([await self.provider.aanswer(*asks[0])])
+                    asks = steps.send([await provider.aanswer(*asks[0])])
                 else:
-                    asks = steps.send(list(await asyncio.gather(*(self.provider.aanswer(*ask) for ask in asks))))
+                    asks = steps.send(list(await asyncio.gather(*(provider.aanswer(*ask) for ask in asks))))
         except StopIteration as done:
             return done.value
 

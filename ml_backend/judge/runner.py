@@ -116,9 +116,9 @@ class RateLimiter:
                     self._tok -= min(tokens, self.tpm)
                 return 0.0
             need = []
-            if not ok_req:
+            if not ok_req and self.rpm:
                 need.append((1 - self._req) * 60 / self.rpm)
-            if not ok_tok:
+            if not ok_tok and self.tpm:
                 need.append((min(tokens, self.tpm) - self._tok) * 60 / self.tpm)
             return min(max(max(need), 1e-3), 1.0)
 

@@ -50,7 +50,7 @@ class Usage:
     tokens_out: int = 0
     calls: int = 0
 
-    def add(self, other: "Usage") -> None:
+    def add(self, other: Usage) -> None:
         self.tokens_in += other.tokens_in
         self.tokens_out += other.tokens_out
         self.calls += other.calls

@@ -70,16 +70,17 @@ class LabelStudioAPI:
 
     # -- projects and tasks ----------------------------------------------------------------------
     def create_project(self, title: str, label_config: str, **kwargs: Any) -> int:
-        return int(self.client.projects.create(title=title, label_config=label_config, **kwargs).id)
+        return int(self.client.projects.create(title=title, label_config=label_config, **kwargs).id or 0)
 
     def find_project(self, title: str) -> int | None:
-        for project in self.client.projects.list():
-            if project.title == title:
-                return int(project.id)
+        for found in self.client.projects.list():  # type: ignore[var-annotated]
+            if found.title == title and found.id is not None:
+                return int(found.id)
         return None
 
     def import_tasks(self, project: int, tasks: list[dict]) -> list[int]:
-        res = self.client.projects.import_tasks(id=project, request=tasks, return_task_ids=True)
+        res = self.client.projects.import_tasks(id=project, request=tasks,  # type: ignore[arg-type]  # dicts validate as the SDK's models
+                                                return_task_ids=True)
         return [int(i) for i in (getattr(res, "task_ids", None) or [])]
 
     def task_ids(self, project: int) -> list[int]:
@@ -104,7 +105,8 @@ class LabelStudioAPI:
             raw = b"".join(self.client.projects.exports.download_sync(
                 project, export_type="JSON", download_all_tasks=not annotated_only,
                 request_options={"timeout": EXPORT_TIMEOUT}))
-            tasks = [{"id": int(t["id"]), "data": t.get("data") or {}, "annotations": t.get("annotations") or []}
+            tasks: list[dict[str, Any]] = [{"id": int(t["id"]), "data": t.get("data") or {},
+                                            "annotations": t.get("annotations") or []}
                      for t in json.loads(raw)]
         except ApiError as exc:
             if exc.status_code != 404:
@@ -115,13 +117,13 @@ class LabelStudioAPI:
                      for t in self.tasks(project)]
             tasks = [t for t in tasks if t["annotations"]] if annotated_only else tasks
         if with_predictions:
-            by_task: dict[int, list[dict]] = {t["id"]: [] for t in tasks}
+            by_task: dict[int, list[dict]] = {int(t["id"]): [] for t in tasks}
             for p in sorted(self.predictions(project), key=lambda p: p.id or 0):
                 if int(p.task) in by_task:
                     by_task[int(p.task)].append({"id": p.id, "model_version": p.model_version or "",
                                                  "result": p.result or [], "score": p.score})
             for t in tasks:
-                t["predictions"] = by_task[t["id"]]
+                t["predictions"] = by_task[int(t["id"])]
         return tasks
 
     # -- the ML backend connection ---------------------------------------------------------------
@@ -177,11 +179,11 @@ class LabelStudioAPI:
         self.client.actions.create(id="retrieve_tasks_predictions", project=project, selected_items=selected)
 
     def label_config(self, project: int) -> str:
-        return self.client.projects.get(id=project).label_config
+        return self.client.projects.get(id=project).label_config or ""
 
     def import_predictions(self, project: int, predictions: list[dict]) -> None:
         """Write predictions ({"task", "result", "model_version", "score"}) in one request."""
-        self.client.projects.import_predictions(id=project, request=predictions)
+        self.client.projects.import_predictions(id=project, request=predictions)  # type: ignore[arg-type]
 
     def ensure_user(self, email: str, **fields: str) -> int:
         """The id of the Label Studio user with ``email``, created (without a password: nobody logs in

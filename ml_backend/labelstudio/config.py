@@ -11,7 +11,7 @@ import json
 import logging
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, Literal
 
 from label_studio_sdk.label_interface import LabelInterface
 
@@ -179,7 +179,7 @@ class TaskSchema:
             if not text:
                 return None, None
             return name, " ".join(map(str, text)) if isinstance(text, list) else str(text)
-        spec = self.controls.get(name)
+        spec = self.controls.get(name) if isinstance(name, str) else None
         if spec is None:
             return None, None
         q = spec.question
@@ -309,7 +309,7 @@ def _control_spec(control: Any, element: ET.Element | None) -> ControlSpec:
         labels = tuple(control.labels)
         if not labels:
             raise SchemaError(f"Choices {name!r} has no <Choice> values")
-        kind = "multiple" if attr.get("choice") == "multiple" else "single"
+        kind: Literal["single", "multiple"] = "multiple" if attr.get("choice") == "multiple" else "single"
         return ControlSpec(name, tag, to_name, Question(name, kind, labels, instruction=hint))
     if tag == "Rating":
         try:
@@ -343,9 +343,10 @@ def _control_spec(control: Any, element: ET.Element | None) -> ControlSpec:
 
 def _taxonomy_paths(element: ET.Element, prefix: tuple[str, ...] = ()) -> Iterable[tuple[str, ...]]:
     for child in element:
-        if child.tag != "Choice" or child.get("value") is None:
+        value = child.get("value")
+        if child.tag != "Choice" or value is None:
             continue
-        path = prefix + (child.get("value"),)
+        path = prefix + (value,)
         yield path
         yield from _taxonomy_paths(child, path)
 

@@ -77,7 +77,7 @@ class LocalLabelStudio:
             creds.chmod(0o600)
         self.username, self.password, self.token = saved["username"], saved["password"], saved["token"]
 
-    def start(self, timeout: float = 180.0) -> "LocalLabelStudio":
+    def start(self, timeout: float = 180.0) -> LocalLabelStudio:
         template = cache_root() / f"ls-template-{LS_VERSION}"
         fresh = not (self.data_dir / "label_studio.sqlite3").exists() and not self.database
         if fresh and (template / "label_studio.sqlite3").exists():

@@ -49,7 +49,7 @@ def confusion_plot(version: dict) -> str | None:
     ax.set_ylabel("reference")
     for i in range(cm.shape[0]):
         for j in range(cm.shape[1]):
-            ax.text(j, i, int(cm[i, j]), ha="center", va="center",
+            ax.text(j, i, str(int(cm[i, j])), ha="center", va="center",
                     color="white" if cm[i, j] > cm.max() / 2 else "black")
     ax.set_title(version["model_version"])
     return _png(fig)

@@ -9,8 +9,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-from sklearn.metrics import accuracy_score, cohen_kappa_score, confusion_matrix, f1_score, \
-    precision_recall_fscore_support
+from sklearn.metrics import accuracy_score, cohen_kappa_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
 MIN_N_FOR_CI = 2
 
@@ -21,7 +20,7 @@ def label_metrics(y_true: Sequence[str], y_pred: Sequence[str | None], scores: S
     n_all = len(y_true)
     idx = [i for i, p in enumerate(y_pred) if p is not None]
     t = [y_true[i] for i in idx]
-    p = [y_pred[i] for i in idx]
+    p = [x for i in idx if (x := y_pred[i]) is not None]
     out: dict = {"n": len(idx), "n_reference": n_all, "coverage": (len(idx) / n_all) if n_all else 0.0}
     if not idx:
         return {**out, "accuracy": None, "macro_f1": None, "kappa": None, "ci_low": None, "ci_high": None,

@@ -7,8 +7,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .metrics import agreement
 from ..judge.types import pair_side as side
+from .metrics import agreement
 from .report import norm
 
 

@@ -39,8 +39,7 @@ def reference_labels(tasks: Sequence[dict], control: str, *, per_task: bool = Fa
             anns = [a for a in t["annotations"] if a.get("ground_truth")] or list(t["annotations"])
         else:
             anns = [a for a in t["annotations"] if (a.get("ground_truth") or not any_gt)]
-        votes = [norm(a["answers"].get(control)) for a in sorted(anns, key=lambda a: a["id"])]
-        votes = [v for v in votes if v is not None]
+        votes = [v for a in sorted(anns, key=lambda a: a["id"]) if (v := norm(a["answers"].get(control))) is not None]
         if votes:
             counts = Counter(votes)
             top = max(counts.values())

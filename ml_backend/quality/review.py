@@ -93,8 +93,8 @@ def build_queue(candidates: Sequence[Candidate], n: int, *, audit_share: float =
         p, _ = p_wrong(c)
         out.insert(min(len(out), i * (step + 1)), QueueItem(c.task, "audit", round(p, 4), c.judge_label,
                                                              "random audit (estimates the label set's accuracy)"))
-    for rank, item in enumerate(out, 1):
-        item.rank = rank
+    for rank, queued in enumerate(out, 1):
+        queued.rank = rank
     return out
 
 

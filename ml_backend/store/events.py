@@ -21,7 +21,7 @@ class WebhookEvents(StoreBase):
                 (project_id, action, json.dumps(payload), now, now if handled else None,
                  None if error is None else redact(error)[:500]),
             )
-            return int(cur.lastrowid)
+            return int(cur.lastrowid or 0)
 
     def pending_events(self, limit: int = 500) -> list[dict[str, Any]]:
         rows = self._conn().execute(
@@ -58,7 +58,7 @@ class WebhookEvents(StoreBase):
         with self._tx() as db:
             cur = db.execute("INSERT INTO quarantine (project_id, source, reason, excerpt, at) VALUES (?, ?, ?, ?, ?)",
                              (project_id, source, redact(reason)[:500], redact(excerpt[:2000]), time.time()))
-            return int(cur.lastrowid)
+            return int(cur.lastrowid or 0)
 
     def quarantined(self, limit: int = 20) -> dict[str, Any]:
         """Counts per project and source, and the latest records (for /metrics)."""

@@ -18,7 +18,7 @@ class Jobs(StoreBase):
         with self._tx() as db:
             cur = db.execute("INSERT INTO jobs (project_id, kind, status, created_at, updated_at, owner) "
                              "VALUES (?, ?, 'queued', ?, ?, ?)", (project_id, kind, now, now, owner))
-            return int(cur.lastrowid)
+            return int(cur.lastrowid or 0)
 
     def own_job(self, job_id: int, owner: str) -> None:
         """The process that now runs a job (an RQ worker that picked it up)."""
@@ -27,7 +27,7 @@ class Jobs(StoreBase):
 
     def update_job(self, job_id: int, *, status: str | None = None, progress: dict | None = None,
                    result: dict | None = None, error: str | None = None) -> None:
-        sets, args = ["updated_at=?"], [time.time()]
+        sets, args = ["updated_at=?"], [time.time()]  # type: list[str], list[Any]
         for col, val in (("status", status), ("progress", progress), ("result", result), ("error", error)):
             if val is not None:  # what a job shows over HTTP is redacted here, whoever wrote it
                 sets.append(f"{col}=?")
@@ -59,5 +59,5 @@ class Jobs(StoreBase):
             sql += " AND kind=?"
             args.append(kind)
         ids = [r["id"] for r in self._conn().execute(sql + " ORDER BY id DESC LIMIT 100", args).fetchall()]
-        return [self.job(i) for i in ids]
+        return [job for i in ids if (job := self.job(i)) is not None]
 

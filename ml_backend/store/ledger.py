@@ -24,7 +24,7 @@ class Ledger(StoreBase):
                  evaluator_answered))
 
     def ledger(self, project_id: str | None = None) -> list[dict[str, Any]]:
-        sql, args = "SELECT * FROM ledger", ()
+        sql, args = "SELECT * FROM ledger", ()  # type: tuple[str, tuple[Any, ...]]
         if project_id is not None:
             sql, args = sql + " WHERE project_id=?", (project_id,)
         return [dict(r) for r in self._conn().execute(sql + " ORDER BY version", args).fetchall()]
@@ -41,7 +41,7 @@ class Ledger(StoreBase):
                        (project_id, task_id, version))
 
     def failures(self, project_id: str, version: str | None = None) -> list[dict[str, Any]]:
-        sql, args = "SELECT * FROM label_failures WHERE project_id=?", (project_id,)
+        sql, args = "SELECT * FROM label_failures WHERE project_id=?", (project_id,)  # type: tuple[str, tuple[Any, ...]]
         if version is not None:
             sql, args = sql + " AND version=?", args + (version,)
         return [dict(r) for r in self._conn().execute(sql + " ORDER BY task_id", args).fetchall()]

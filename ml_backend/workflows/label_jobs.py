@@ -117,7 +117,7 @@ class LabelJobs:
                 self._claims.setdefault(pid, set()).update(task_ids)
         if reason:
             store.update_job(job_id, progress={"reason": reason, "done": 0, "total": len(task_ids or ())})
-        kwargs = {"overrides": overrides, "sample": sample, "concurrency": concurrency, "batch_api": batch_api,
+        kwargs: dict[str, Any] = {"overrides": overrides, "sample": sample, "concurrency": concurrency, "batch_api": batch_api,
                   "poll_interval": poll_interval, "max_cost": max_cost, "task_ids": task_ids}
         if queued:
             store.update_job(job_id, progress={"queue": "rq", **({"reason": reason} if reason else {})})
@@ -131,7 +131,7 @@ class LabelJobs:
                 why = f"could not queue the labeling job on Redis (REDIS_URL={settings.redis_url}): {exc}"
                 store.update_job(job_id, status="failed", error=redact(why)[:500])
                 raise RuntimeError(redact(why)[:300]) from None
-            return store.job(job_id)
+            return store.job(job_id) or {}
 
         def run() -> None:
             try:
@@ -148,15 +148,10 @@ class LabelJobs:
                                reason=f"Retrieve predictions: {len(ids)} tasks handed over while job {job_id} ran")
 
         threading.Thread(target=run, name=f"labeljudge-label-{job_id}", daemon=True).start()
-        return store.job(job_id)
+        return store.job(job_id) or {}
 
     def _enqueue(self, project: int, job_id: int, kwargs: dict, reason: str | None) -> None:
-        from redis import Redis
-        from rq import Queue
-
-        queue = Queue("labeljudge", connection=Redis.from_url(self.services.settings.redis_url,
-                                                              socket_connect_timeout=2, socket_timeout=5))
-        queue.enqueue(RQ_LABEL, project, job_id, kwargs, reason, job_id=f"label-{project}-{job_id}",
+        self.services.rq_queue().enqueue(RQ_LABEL, project, job_id, kwargs, reason, job_id=f"label-{project}-{job_id}",
                       job_timeout=24 * 3600, result_ttl=86400, failure_ttl=86400)
 
     def hand_over(self, state: ProjectState, task_ids: list[int], running: Sequence[Any] = ()) -> None:

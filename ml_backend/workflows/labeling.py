@@ -131,7 +131,7 @@ def label_project(services: Services, api: LabelStudioAPI, project: int, *,
         if progress:
             progress(summary, len(todo))
         try:
-            provider.load()
+            provider.load()  # type: ignore[attr-defined]  # the local provider: "loaded" is False above
         except Exception:  # its error reaches every task's verdict, as on any judge call
             pass
         summary.stage = None
@@ -198,7 +198,7 @@ def label_project(services: Services, api: LabelStudioAPI, project: int, *,
             if o.verdict is not None:
                 record_positions(services.store, state, o.key, o.verdict)
             prediction = prediction_for(state, o.verdict) if o.verdict is not None else []
-            if prediction:
+            if isinstance(prediction, dict):  # [] is "no prediction"
                 if not buffer:
                     oldest[0] = time.monotonic()
                 buffer.append({"task": o.key, **prediction})

@@ -9,8 +9,8 @@ from typing import Sequence
 from ..evaluator.registry import Registry
 from ..labelstudio import LabelStudioAPI
 from ..labelstudio.config import TaskSchema, parse_label_config
-from ..quality.review import label_set_accuracy
 from ..quality.report import build_report
+from ..quality.review import label_set_accuracy
 from ..store import Store
 
 

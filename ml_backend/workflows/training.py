@@ -159,11 +159,7 @@ class TrainingScheduler:
             timer.start()
 
     def _enqueue_rq_once(self, pid: str, reason: str, job: int) -> None:
-        from redis import Redis
-        from rq import Queue
-
-        queue = Queue("labeljudge", connection=Redis.from_url(self.services.settings.redis_url,
-                                                              socket_connect_timeout=2, socket_timeout=5))
+        queue = self.services.rq_queue()
         # one RQ job per store job (a reused id would let RQ overwrite a running job's record); runs of one
         # project never overlap: each takes the project's training lease in the store, and waits for it
         queue.enqueue(RQ_TRAIN, int(pid), reason, job, job_id=f"train-{pid}-{job}",

@@ -28,6 +28,13 @@ class Provider(Protocol):
         ...
 
 
+class AsyncProvider(Provider, Protocol):
+    """A provider that also answers on an event loop (many calls in flight on one thread)."""
+
+    async def aanswer(self, messages: list[dict[str, str]], question: Question, decoding: Decoding) -> Answer:
+        ...
+
+
 class ProviderError(RuntimeError):
     """The provider could not be reached or kept failing after retries; message carries no secrets."""
 

@@ -9,7 +9,7 @@ a Batch API result file holds every verdict of a run.
 from __future__ import annotations
 
 import time
-from typing import AsyncIterator, Iterator
+from typing import AsyncIterator, Iterator, TypeVar
 
 try:
     import httpx2 as httpx  # the HTTP library of openai 2.x and later
@@ -123,10 +123,12 @@ class AsyncBoundedTransport(httpx.AsyncBaseTransport):
         await self.inner.aclose()
 
 
-def bound_client(client: httpx.Client | httpx.AsyncClient, *, deadline: float,
-                 max_bytes: int = MAX_REPLY_BYTES) -> httpx.Client | httpx.AsyncClient:
+_Client = TypeVar("_Client", httpx.Client, httpx.AsyncClient)
+
+
+def bound_client(client: _Client, *, deadline: float, max_bytes: int = MAX_REPLY_BYTES) -> _Client:
     """``client`` with its transport wrapped (whatever transport it built: httpx's, aiohttp's)."""
     inner = client._transport  # the transport the client chose; httpx keeps it here
     wrapper = AsyncBoundedTransport if isinstance(client, httpx.AsyncClient) else BoundedTransport
-    client._transport = wrapper(inner, deadline=deadline, max_bytes=max_bytes)  # type: ignore[arg-type]
+    client._transport = wrapper(inner, deadline=deadline, max_bytes=max_bytes)
     return client

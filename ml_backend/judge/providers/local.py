@@ -93,7 +93,7 @@ class LocalProvider:
         log.info("dequantising %s once (about 30 s); cached in %s", filename, target)
         tok = AutoTokenizer.from_pretrained(folder, gguf_file=filename)
         lm = AutoModelForCausalLM.from_pretrained(folder, gguf_file=filename)
-        lm.hf_quantizer = None  # a GGUF-loaded model refuses save_pretrained otherwise
+        lm.hf_quantizer = None  # type: ignore[assignment]  # a GGUF-loaded model refuses save_pretrained otherwise
         if hasattr(lm.config, "quantization_config"):
             del lm.config.quantization_config
         tmp = target.with_name(target.name + ".tmp")

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import re
 import logging
+import re
 import ssl
 import threading
 import weakref
@@ -20,10 +20,10 @@ from typing import Any
 import openai
 from openai import AsyncOpenAI, DefaultAsyncHttpxClient, DefaultHttpxClient, OpenAI
 
+from ...redact import redact, register
 from ..parsing import AnswerError, parse_reply, renormalized_confidence, span_confidence
 from ..prompting import answer_schema
 from ..types import Answer, Question, Usage
-from ...redact import redact, register
 from .base import Decoding, ProviderError, scrub
 from .bounded import MAX_REPLY_BYTES, ReplyTooLarge, ReplyTooSlow, bound_client
 
@@ -40,7 +40,7 @@ def tls_context() -> ssl.SSLContext:
     try:
         import httpx2 as transport  # the HTTP library of openai 2.x and later
     except ImportError:
-        import httpx as transport  # ...and of openai 1.x
+        import httpx as transport  # type: ignore[no-redef]  # ...and of openai 1.x
     return transport.create_ssl_context()
 
 
@@ -267,7 +267,7 @@ class OpenAIProvider:
         if not isinstance(response, dict) or not all(isinstance(c, dict) for c in response.get("choices") or []):
             return Answer(error=f"the provider's reply is not a chat completion: {redact(str(response))[:120]!r}",
                           usage=usage)
-        counts = response.get("usage") if isinstance(response.get("usage"), dict) else {}
+        counts: dict = response.get("usage") if isinstance(response.get("usage"), dict) else {}  # type: ignore[assignment]
         usage.tokens_in = _count(counts.get("prompt_tokens"))
         usage.tokens_out = _count(counts.get("completion_tokens"))
         if not response.get("choices"):
@@ -286,7 +286,7 @@ class OpenAIProvider:
         confidence, method, distribution = None, None, None
         logprobs = choice.get("logprobs") if isinstance(choice.get("logprobs"), dict) else {}
         content_lp = [t for t in logprobs.get("content") or [] if isinstance(t, dict)]
-        if content_lp and parsed.span:
+        if content_lp and parsed.span and text is not None:  # a span implies text
             if question.kind == "single":
                 shown = question.shown()[question.options.index(parsed.value)]
                 dist = renormalized_confidence(text, content_lp, parsed.span, question.shown(), shown)
