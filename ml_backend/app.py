@@ -1,7 +1,8 @@
 """The composition root: ``build(settings)`` wires the shared services to the predict path, the learn
 path (webhook events, training) and labeling jobs. No logic lives here: each method hands the call to
 the object that owns it, so the HTTP layer and the tests have one handle with the shape of Label
-Studio's own ML backend class (``setup`` / ``predict`` / ``fit``).
+Studio's own ML backend class (``setup`` / ``predict`` / ``fit``). Everything else is reached through
+the part that owns it (``projects``, ``providers``, ``evaluators``, ``learner``, ``label_jobs``, ``hooks``).
 """
 from __future__ import annotations
 
@@ -12,17 +13,15 @@ from typing import Any, Sequence
 
 from .events.worker import EventWorker
 from .judge.providers import Provider
-from .judge.types import Example, Verdict
-from .labelstudio.config import TaskSchema
-from .predict import Predictor, prediction_for, record_positions
+from .predict import Predictor
 from .projects import ProjectState
 from .services import Services
-from .serving import ServedEvaluator
 from .settings import ProjectConfig, Settings
 from .store import Store
 from .warmup import resolve_transformers
 from .workflows.label_jobs import LabelJobs
 from .workflows.learning import Learner, resync
+from .workflows.setup_hooks import SetupHooks
 from .workflows.training import TrainingScheduler, reap_dead_jobs
 
 log = logging.getLogger(__name__)
@@ -37,11 +36,12 @@ class LabelJudgeBackend(Services):
         super().__init__(built.settings, built.store, built.providers, built.evaluators, built.projects)
         self.started_at = time.time()
         self.trainer = TrainingScheduler(self)
-        self.learner = Learner(self, self.trainer, reread=lambda project: self.resync(project))
+        self.learner = Learner(self, self.trainer)
         self.label_jobs = LabelJobs(self)
         self.predictor = Predictor(settings, self.store, self.projects, claimed=self.label_jobs.claimed,
                                    hand_over=self.label_jobs.hand_over)
-        self.worker = EventWorker(self.store, self.handle_events)
+        self.worker = EventWorker(self.store, self.learner.handle_events)
+        self.hooks = SetupHooks(self)
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -61,27 +61,6 @@ class LabelJudgeBackend(Services):
     def state(self, project: Any, label_config: str | None = None) -> ProjectState:
         return self.projects.state(project, label_config)
 
-    def examples(self, pid: str, schema: TaskSchema) -> tuple[Example, ...]:
-        return self.projects.examples(pid, schema)
-
-    def labels_changed(self, pid: str) -> None:
-        self.projects.labels_changed(pid)
-
-    def register_provider(self, provider_name: str, model: str, provider: Provider) -> None:
-        self.providers.register(provider_name, model, provider)
-
-    def provider(self, config: ProjectConfig) -> Provider:
-        return self.providers.get(config)
-
-    def registry(self, pid: str):
-        return self.evaluators.registry(pid)
-
-    def evaluator_for(self, pid: str, schema: TaskSchema) -> ServedEvaluator | None:
-        return self.evaluators.for_project(pid, schema)
-
-    def evaluator_changed(self, pid: str) -> None:
-        self.evaluators.changed(pid)
-
     def versions(self) -> dict:
         live = self.projects.live_versions()
         return {"projects": [{**p, "model_version": live.get(p["project_id"], p["model_version"])}
@@ -91,12 +70,6 @@ class LabelJudgeBackend(Services):
     def predict(self, tasks: Sequence[dict], *, project: Any, label_config: str | None = None,
                 context: dict | None = None) -> list[dict | list]:
         return self.predictor.predict(tasks, project=project, label_config=label_config, context=context)
-
-    def prediction_for(self, state: ProjectState, verdict: Verdict, version: str | None = None) -> dict | list:
-        return prediction_for(state, verdict, version)
-
-    def record_positions(self, state: ProjectState, task_id: Any, verdict: Verdict) -> None:
-        record_positions(self.store, state, task_id, verdict)
 
     # -- learn (webhook events, run by the background worker) -------------------------------------
     def record_event(self, payload: Any) -> int:
@@ -120,14 +93,8 @@ class LabelJudgeBackend(Services):
     def handle_events(self, events: list[dict]) -> dict[int, str | None]:
         return self.learner.handle_events(events)
 
-    def maybe_train(self, pid: str) -> None:
-        self.learner.maybe_train(pid)
-
-    def api(self):
-        """The Label Studio gateway (None without LABEL_STUDIO_URL / LABEL_STUDIO_API_KEY)."""
-        return self.labelstudio()
-
     def resync(self, project: int) -> dict:
+        """Re-read a project's annotations from Label Studio into the store."""
         return resync(self, project)
 
     # -- bulk labeling ---------------------------------------------------------------------------

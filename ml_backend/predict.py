@@ -10,18 +10,16 @@ import functools
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any, Callable, Iterator, Sequence
 
 from .evaluator.cascade import judge_asked
-from .judge.providers import ProviderError
-from .judge.runner import looked_up
-from .judge.types import Verdict, verdict_to_dict
+from .judge.runner import judge_within, ledger_row
+from .judge.types import Verdict
 from .judges import build_judge
 from .projects import Projects, ProjectState
-from .redact import redact
 from .settings import Settings
 from .store import Store
 
@@ -157,20 +155,19 @@ class Predictor:
             asked = [i for i, ask in zip(free, judge_asked(scores, band)) if ask] if state.mode == "cascade" else []
             self.store.add_ledger(state.project_id, version, state.config.model,
                                   evaluator_answered=len(free) - len(asked))
-        answered, judged, late, running = self._judge_tasks(state, [tasks[i] for i in asked], deadline)
-        hits = len(asked) - len(judged) - len(late)
-        for i, v in zip(asked, answered):
+        items = [(t.get("id") if isinstance(t, dict) else None, t.get("data") if isinstance(t, dict) else None)
+                 for t in (tasks[i] for i in asked)]
+        judged = judge_within(state.judge, items, pool=self._pool(state.project_id), cache=self.store,
+                              deadline=deadline, after=functools.partial(self._after_call, state))
+        for i, v in zip(asked, judged.verdicts):
             verdicts[i] = v
-        late = [asked[i] for i in late]
-        calls = sum(v.usage.calls for v in judged)
-        if calls or hits:
-            t_in, t_out = sum(v.usage.tokens_in for v in judged), sum(v.usage.tokens_out for v in judged)
-            self.store.add_ledger(state.project_id, version, state.config.model, calls=calls, tokens_in=t_in,
-                                  tokens_out=t_out, cost=self.settings.cost(state.config.model, t_in, t_out),
-                                  cache_hits=hits, failures=sum(1 for v in judged if not v.usable))
-        late_ids = [t for t in (task_id_of(tasks[i]) for i in late) if t is not None]
+        row = ledger_row(judged.paid, cache_hits=judged.cache_hits,
+                         price=functools.partial(self.settings.cost, state.config.model))
+        if row["calls"] or row["cache_hits"]:
+            self.store.add_ledger(state.project_id, version, state.config.model, **row)
+        late_ids = [t for t in (task_id_of(tasks[asked[i]]) for i in judged.late) if t is not None]
         if late_ids:
-            self._hand_over(state, late_ids, running)
+            self._hand_over(state, late_ids, judged.running)
         return [prediction_for(state, v, version) for v in verdicts]
 
     def _hinted(self, state: ProjectState, hint: str, context: Any = None) -> ProjectState:
@@ -186,44 +183,6 @@ class Predictor:
             if state.schema.rationale_control in hint_controls(context) else state.schema
         return replace(state, judge=judge, evaluator=None, schema=schema)
 
-    def _judge_tasks(self, state: ProjectState, tasks: Sequence[dict],
-                     deadline: float | None = None) -> tuple[list[Verdict], list[Verdict], list[int], list[Any]]:
-        """The judge's verdicts for ``tasks``, in order, the ones that were paid for now, and the
-        indices not judged by ``deadline`` (their verdicts are abstentions). A verdict already paid for
-        (the same judge version and task content, from an earlier /predict or a labeling run) comes
-        from the cache, so opening a task again or retrieving predictions after ``labeljudge label``
-        costs nothing; new usable ones are cached, late ones too once they finish."""
-        version = state.judge.version
-        items = [(i, t["data"]) for i, t in enumerate(tasks) if isinstance(t, dict) and isinstance(t.get("data"), dict)]
-        verdicts: list[Verdict | None] = [None] * len(tasks)
-        hashes: dict[int, str] = {}
-        for i, _, h, hit in looked_up(items, version, self.store, chunk=max(1, len(items))):
-            hashes[i], verdicts[i] = h, hit.verdict if hit is not None else None
-        todo = [i for i, v in enumerate(verdicts) if v is None]
-        pool = self._pool(state.project_id)
-        futures = {i: pool.submit(self._judge_one, state, tasks[i]) for i in todo}
-        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-        wait(list(futures.values()), timeout=remaining)
-        late = [i for i in todo if not futures[i].done()]
-        running = []
-        for i in late:
-            future = futures[i]
-            if not future.cancel():  # already running: let it finish and cache, so nothing is paid twice
-                cached = threading.Event()
-                future.add_done_callback(functools.partial(self._cache_late, version, hashes.get(i), cached))
-                running.append(cached)
-            verdicts[i] = Verdict(error="not judged within the /predict budget")
-        late_set = set(late)
-        finished = [i for i in todo if i not in late_set]  # done when the budget was checked
-        for i in finished:
-            verdicts[i] = futures[i].result()
-        judged = [verdicts[i] for i in finished]
-        fresh = [(hashes[i], verdict_to_dict(v)) for i in finished
-                 if i in hashes and (v := verdicts[i]) is not None and v.usable]
-        if fresh:
-            self.store.put_verdicts(version, fresh)
-        return verdicts, judged, late, running  # type: ignore[return-value]  # every None was filled
-
     def _pool(self, pid: str) -> ThreadPoolExecutor:
         with self._pools_lock:
             pool = self._pools.get(pid)
@@ -232,30 +191,10 @@ class Predictor:
                                                              thread_name_prefix=f"labeljudge-judge-{pid}")
             return pool
 
-    def _cache_late(self, version: str, content_hash: str | None, cached: threading.Event, future: Any) -> None:
-        try:
-            verdict = future.result()
-            if content_hash and verdict.usable:
-                self.store.put_verdicts(version, [(content_hash, verdict_to_dict(verdict))])
-        except Exception:
-            log.exception("caching a verdict that finished after the /predict budget failed")
-        finally:
-            cached.set()
-
-    def _judge_one(self, state: ProjectState, task: dict) -> Verdict:
-        data = task.get("data") if isinstance(task, dict) else None
-        if not isinstance(data, dict):
-            return Verdict(error="task has no data object")
-        try:
-            verdict = state.judge.judge(data)
-        except ProviderError as exc:
-            verdict = Verdict(error=redact(str(exc)))
-        except Exception as exc:  # one task's surprise is its own abstention, never the batch's failure
-            log.exception("project %s task %s: judging failed", state.project_id, task.get("id"))
-            verdict = Verdict(error=redact(f"could not judge this task: {type(exc).__name__}: {exc}"))
-        record_positions(self.store, state, task.get("id"), verdict)
+    def _after_call(self, state: ProjectState, task_id: Any, verdict: Verdict) -> None:
+        """What /predict does with each verdict it paid for: few-shot positions, and its warnings logged."""
+        record_positions(self.store, state, task_id, verdict)
         for warning in verdict.warnings:
-            log.warning("project %s task %s: %s", state.project_id, task.get("id"), warning)
+            log.warning("project %s task %s: %s", state.project_id, task_id, warning)
         if verdict.error:
-            log.warning("project %s task %s: abstained: %s", state.project_id, task.get("id"), verdict.error)
-        return verdict
+            log.warning("project %s task %s: abstained: %s", state.project_id, task_id, verdict.error)

@@ -27,6 +27,7 @@ from ml_backend.app import LabelJudgeBackend  # noqa: E402
 from ml_backend.labelstudio import LabelStudioAPI  # noqa: E402
 from ml_backend.labelstudio.local import FAST_PREDICTION_IMPORT, LocalLabelStudio, find_ls_venv  # noqa: E402
 from ml_backend.store import Store  # noqa: E402
+from ml_backend.predict import prediction_for  # noqa: E402
 from ml_backend.workflows.labeling import label_project  # noqa: E402
 from scripts.bench_predict import InstantProvider  # noqa: E402
 from tests.conftest import judge_settings, serve_backend  # noqa: E402
@@ -136,12 +137,12 @@ def engine_only(tmp: Path, n: int, concurrency: int = 8, use_async: bool = True)
     for r in range(3):
         settings = judge_settings(tmp / str(r), None, JUDGE_PROVIDER="openai", JUDGE_MODEL="instant", FEW_SHOT_K="0")
         backend = LabelJudgeBackend(settings, Store(settings.model_dir / "s.sqlite3"))
-        backend.register_provider("openai", "instant", InstantProvider())
+        backend.providers.register("openai", "instant", InstantProvider())
         state = backend.setup(1, CONFIG, {})
         out: list = []
         t0 = time.perf_counter()
         run_judge(state.judge, ((i, t["data"]) for i, t in enumerate(tasks(n))),
-                  lambda o: out.append(backend.prediction_for(state, o.verdict)), concurrency=concurrency,
+                  lambda o: out.append(prediction_for(state, o.verdict)), concurrency=concurrency,
                   cache=backend.store, use_async=use_async)
         times.append(time.perf_counter() - t0)
         assert len(out) == n and all(out)
@@ -262,7 +263,7 @@ def main() -> None:
             settings = judge_settings(tmp / "zero", None, LABEL_STUDIO_URL=ls.url, LABEL_STUDIO_API_KEY=ls.token,
                                       JUDGE_PROVIDER="openai", JUDGE_MODEL="instant", FEW_SHOT_K="0")
             backend = LabelJudgeBackend(settings, Store(settings.model_dir / "s.sqlite3"))
-            backend.register_provider("openai", "instant", InstantProvider())
+            backend.providers.register("openai", "instant", InstantProvider())
             project = api.create_project("bench zero latency", CONFIG)
             api.import_tasks(project, tasks(args.tasks))
             s = label_project(backend, api, project, concurrency=8)

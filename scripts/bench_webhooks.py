@@ -46,7 +46,7 @@ def drain(srv, project: int, anns: list, n: int, per_task_lookups: int) -> float
     pending = len(srv.backend.store.pending_events(100_000))
     assert pending == n, f"{pending} of {n} events pending before the drain"
     calls = {"resync": 0, "task": 0}
-    api = srv.backend.api()
+    api = srv.backend.labelstudio()
     resync, task_predictions = type(srv.backend).resync, type(api).task_predictions
     srv.backend.resync = lambda p: (calls.__setitem__("resync", calls["resync"] + 1), resync(srv.backend, p))[1]
     api.task_predictions = lambda t: (calls.__setitem__("task", calls["task"] + 1), task_predictions(api, t))[1]

@@ -128,4 +128,4 @@ def test_an_annotators_note_changes_the_judges_answer_in_the_labeling_ui(tmp_pat
             expect(page.get_by_role("checkbox", name=re.compile("^Fail"))).to_be_checked(timeout=30_000)
             shot(page, "4_interactive_note")
             assert "A note from the annotator" in fake.requests[-1]["body"]["messages"][-1]["content"]
-            assert srv.backend.examples(str(project), srv.backend.state(project).schema) == ()
+            assert srv.backend.projects.examples(str(project), srv.backend.state(project).schema) == ()

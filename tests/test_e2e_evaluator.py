@@ -56,7 +56,7 @@ def test_burst_of_webhooks_trains_once_then_start_training_promotes_and_repredic
         assert jobs[0]["status"] == "finished" and result["promoted"], jobs[0]
         assert result["n_test"] >= 20 and result["accuracy"] > 0.7
         # 160 training rows: the served model is the mean of two seeds' weights (TRAIN_SOUP's default)
-        metrics = json.loads((srv.backend.registry(str(project)).path(result["version"]) / "metrics.json").read_text())
+        metrics = json.loads((srv.backend.evaluators.registry(str(project)).path(result["version"]) / "metrics.json").read_text())
         assert metrics["config"]["soup"] == 2 and metrics["soup"]["seeds"] == [0, 1], metrics.get("soup")
         latency = httpx.get(f"{srv.url}/metrics").json()["latency"]["/webhook"]
         assert latency["n"] >= 200
@@ -78,7 +78,7 @@ def test_burst_of_webhooks_trains_once_then_start_training_promotes_and_repredic
         assert len(jobs) == 2 and jobs[0]["status"] == "finished"
         second = jobs[0]["result"]
         assert second["version"] == "evaluator-0002"
-        assert srv.backend.registry(str(project)).current() in ("evaluator-0001", "evaluator-0002")
+        assert srv.backend.evaluators.registry(str(project)).current() in ("evaluator-0001", "evaluator-0002")
 
         # evaluator-only mode: predictions carry evaluator-<id>
         ls_api.set_extra_params(project, ml_id, srv.url, {"mode": "evaluator"})

@@ -135,7 +135,7 @@ def test_a_worker_killed_mid_training_leaves_the_served_version_and_fails_its_jo
     for p in [psutil.Process(proc.pid), *horses]:
         p.send_signal(signal.SIGKILL)
     proc.wait()
-    registry = srv.backend.registry(str(project))
+    registry = srv.backend.evaluators.registry(str(project))
     assert registry.current() is None and srv.backend.state(project).version.startswith("judge-")
     # the next worker to start marks the dead worker's job failed, with the reason
     out = worker(env)

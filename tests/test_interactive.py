@@ -34,7 +34,7 @@ def test_an_annotators_note_reaches_the_judge_as_its_own_version(tmp_path, fake_
         again = httpx.post(f"{srv.url}/predict", json={"project": 3, "tasks": [TASK]}).json()["results"][0]
         assert again["result"][0]["value"]["choices"] == ["Pass"] and len(fake_llm.requests) == calls
         # a note never becomes a few-shot example: the project's pool (human annotations) is empty
-        assert srv.backend.examples("3", srv.backend.state(3).schema) == ()
+        assert srv.backend.projects.examples("3", srv.backend.state(3).schema) == ()
         # an empty or malformed context is no note
         for ctx in ({"result": []}, {"result": "x"}, "text", {"result": [{"value": {"text": ["  "]}}]}):
             r = httpx.post(f"{srv.url}/predict", json={"project": 3, "tasks": [TASK], "params": {"context": ctx}})

@@ -19,7 +19,6 @@ from ..projects import UnknownProject, project_key
 from ..redact import redact
 from ..settings import ConfigError
 from .guards import body
-from .labelstudio_hooks import ensure_authenticated_webhook, show_version
 from .openapi import openapi_document
 
 ml = Blueprint("ml", __name__)
@@ -51,8 +50,8 @@ def setup() -> Any:
         state = b.setup(data.get("project"), config if config is not None else "", data.get("extra_params"))
     except USER_ERRORS as exc:
         return jsonify(error=redact(str(exc))), 400
-    ensure_authenticated_webhook(b, b.settings, state.project_id)
-    show_version(b, state.project_id, state.version)
+    b.hooks.ensure_authenticated_webhook(state.project_id)
+    b.hooks.show_version(state.project_id, state.version)
     return jsonify(model_version=state.version)
 
 
@@ -77,7 +76,7 @@ def predict() -> Any:
     stats().count("tasks_predicted", len(tasks))
     stats().count("abstentions", sum(1 for r in results if not r))
     state = b.state(project)
-    show_version(b, state.project_id, state.version, after=5.0)  # once Label Studio has saved these
+    b.hooks.show_version(state.project_id, state.version, after=5.0)  # once Label Studio has saved these
     return jsonify(results=results, model_version=state.version)
 
 

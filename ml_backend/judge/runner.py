@@ -1,11 +1,16 @@
-"""Run a judge over many tasks: bounded concurrency, token-bucket rate limits, a persistent cache.
+"""The one judge engine: judge tasks with bounded concurrency, a persistent verdict cache, and either
+a stream (``run_judge``: labeling jobs, rate limits, stop at any moment) or a deadline
+(``judge_within``: /predict answers what is ready and keeps paying calls cached). Both make each call
+through ``judge_safely`` (one task's failure is its own abstention) and account cost with
+``ledger_row``.
 
 Plain data in and out (no Label Studio here): the caller hands ``(key, data)`` items and receives an
-Outcome per item through a callback, in completion order, so it can write results in batches and
-stop at any moment without losing what was paid for (every verdict is cached before it is reported).
+Outcome per item, so it can write results in batches and stop at any moment without losing what was
+paid for (every verdict is cached before it is reported).
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -13,10 +18,11 @@ import logging
 import queue
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 
+from ..redact import redact
 from .judge import Judge
 from .providers.base import ProviderError
 from .types import Verdict, verdict_from_dict, verdict_to_dict
@@ -71,6 +77,122 @@ class Outcome:
     error: str | None = None
     cached: bool = False
     retryable: bool = False  # a provider failure: try again on the next run
+
+
+def _failed(key: Any, exc: Exception) -> Outcome:
+    if isinstance(exc, ProviderError):
+        return Outcome(key, None, redact(str(exc)), retryable=True)
+    log.warning("judging %r failed: %s: %s", key, type(exc).__name__, redact(str(exc)))
+    return Outcome(key, None, redact(f"could not judge this task: {type(exc).__name__}: {exc}"), retryable=True)
+
+
+def judge_safely(judge: Judge, key: Any, data: Any) -> Outcome:
+    """One judge call whose failure (the provider's, or a surprise) is this task's abstention, never
+    the run's or the batch's."""
+    if not isinstance(data, dict):
+        return Outcome(key, None, "task has no data object")
+    try:
+        verdict = judge.judge(data)
+    except Exception as exc:
+        return _failed(key, exc)
+    return Outcome(key, verdict, verdict.error, retryable=not verdict.usable)
+
+
+async def ajudge_safely(judge: Judge, key: Any, data: dict) -> Outcome:
+    """``judge_safely`` on an event loop (a provider with ``aanswer``)."""
+    try:
+        verdict = await judge.ajudge(data)
+    except Exception as exc:
+        return _failed(key, exc)
+    return Outcome(key, verdict, verdict.error, retryable=not verdict.usable)
+
+
+def verdict_of(outcome: Outcome) -> Verdict:
+    """The outcome as a verdict: a failure becomes an abstention carrying its reason."""
+    return outcome.verdict if outcome.verdict is not None else Verdict(error=outcome.error or "no verdict")
+
+
+def ledger_row(paid: Iterable[Verdict | None], *, price: Callable[[int, int], float], cache_hits: int = 0,
+               discount: float = 1.0) -> dict[str, Any]:
+    """The cost ledger's numbers for verdicts paid for now (calls, tokens, dollars, unusable answers)
+    and ``cache_hits`` answered free: the one place judge calls are accounted, /predict and jobs alike."""
+    made = [v for v in paid if v is not None]
+    t_in, t_out = sum(v.usage.tokens_in for v in made), sum(v.usage.tokens_out for v in made)
+    return {"calls": sum(v.usage.calls for v in made), "tokens_in": t_in, "tokens_out": t_out,
+            "cost": price(t_in, t_out) * discount, "cache_hits": cache_hits,
+            "failures": sum(1 for v in made if not v.usable)}
+
+
+@dataclass
+class Judged:
+    """What ``judge_within`` got by its deadline: a verdict per item (in order; late ones abstain),
+    the verdicts paid for now, the cache hits, the late items' indices, and one Event per late call
+    still running (set once it has finished and been cached)."""
+
+    verdicts: list[Verdict]
+    paid: list[Verdict]
+    cache_hits: int
+    late: list[int]
+    running: list[threading.Event]
+
+
+def judge_within(judge: Judge, items: Sequence[tuple[Any, Any]], *, pool: Executor, cache: VerdictCache | None,
+                 deadline: float | None, after: Callable[[Any, Verdict], None] | None = None) -> Judged:
+    """Judge ``items`` on ``pool`` until ``deadline`` (time.monotonic; None: until done). A verdict
+    already paid for (same judge version and content) comes from the cache; new usable ones are
+    cached, and calls still running at the deadline are cached when they finish, so nothing is paid
+    twice. ``after(key, verdict)`` runs on the pool's thread for each call made."""
+    version = judge.version
+    verdicts: list[Verdict | None] = [None] * len(items)
+    hashes: dict[int, str] = {}
+    judgeable = [(i, data) for i, (_, data) in enumerate(items) if isinstance(data, dict)]
+    for i, _, h, hit in looked_up(judgeable, version, cache, chunk=max(1, len(judgeable))):
+        hashes[i] = h
+        verdicts[i] = hit.verdict if hit is not None else None
+    todo = [i for i, v in enumerate(verdicts) if v is None]
+    hits = len(items) - len(todo)
+
+    def call(key: Any, data: Any) -> Verdict:
+        verdict = verdict_of(judge_safely(judge, key, data))
+        if after is not None:
+            after(key, verdict)
+        return verdict
+
+    futures = {i: pool.submit(call, *items[i]) for i in todo}
+    remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+    wait(list(futures.values()), timeout=remaining)
+    late = [i for i in todo if not futures[i].done()]
+    running = []
+    for i in late:
+        if not futures[i].cancel():  # already running: let it finish and cache, so nothing is paid twice
+            cached = threading.Event()
+            futures[i].add_done_callback(functools.partial(_cache_late, cache, version, hashes.get(i), cached))
+            running.append(cached)
+        verdicts[i] = Verdict(error="not judged within the /predict budget")
+    late_set = set(late)
+    paid = []
+    for i in todo:
+        if i not in late_set:
+            verdicts[i] = futures[i].result()
+            paid.append(verdicts[i])
+    fresh = [(hashes[i], verdict_to_dict(v)) for i in todo
+             if i not in late_set and i in hashes and (v := verdicts[i]) is not None and v.usable]
+    if fresh and cache is not None:
+        cache.put_verdicts(version, fresh)
+    return Judged([v if v is not None else Verdict(error="no verdict") for v in verdicts],
+                  [v for v in paid if v is not None], hits, late, running)
+
+
+def _cache_late(cache: VerdictCache | None, version: str, content_hash: str | None, cached: threading.Event,
+                future: Future) -> None:
+    try:
+        verdict = future.result()
+        if cache is not None and content_hash and verdict.usable:
+            cache.put_verdicts(version, [(content_hash, verdict_to_dict(verdict))])
+    except Exception:
+        log.exception("caching a verdict that finished after the deadline failed")
+    finally:
+        cached.set()
 
 
 def content_hash(data: dict) -> str:
@@ -158,10 +280,10 @@ def looked_up(items: Iterable[tuple[Any, dict]], version: str, cache: VerdictCac
                                  if hit is not None else None)
 
 
-def _judged(key: Any, h: str, verdict: Verdict, writer: _GroupCommit | None) -> Outcome:
-    if writer is not None and verdict.usable:  # unusable answers are retried next run, not cached
-        writer.put(h, verdict_to_dict(verdict))
-    return Outcome(key, verdict, verdict.error, retryable=not verdict.usable)
+def _cached(outcome: Outcome, h: str, writer: _GroupCommit | None) -> Outcome:
+    if writer is not None and outcome.verdict is not None and outcome.verdict.usable:
+        writer.put(h, verdict_to_dict(outcome.verdict))  # unusable answers are retried next run, not cached
+    return outcome
 
 
 def _run_threads(judge: Judge, items: Iterable[tuple[Any, dict]], on_outcome: Callable[[Outcome], None],
@@ -169,12 +291,7 @@ def _run_threads(judge: Judge, items: Iterable[tuple[Any, dict]], on_outcome: Ca
                  limiter: RateLimiter, stop: threading.Event | None) -> None:
     def one(key: Any, data: dict, h: str) -> Outcome:
         limiter.acquire(_estimate_tokens(data))
-        try:
-            return _judged(key, h, judge.judge(data), writer)
-        except ProviderError as exc:
-            return Outcome(key, None, str(exc), retryable=True)
-        except Exception as exc:  # one task's surprise must not end the run
-            return Outcome(key, None, f"{type(exc).__name__}: {exc}", retryable=True)
+        return _cached(judge_safely(judge, key, data), h, writer)
 
     with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="labeljudge-run") as pool:
         pending: set[Future] = set()
@@ -205,12 +322,7 @@ async def _run_async(judge: Judge, items: Iterable[tuple[Any, dict]], on_outcome
                 return
             if hit is None:
                 await limiter.aacquire(_estimate_tokens(data))
-                try:
-                    hit = _judged(key, h, await judge.ajudge(data), writer)
-                except ProviderError as exc:
-                    hit = Outcome(key, None, str(exc), retryable=True)
-                except Exception as exc:  # one task's surprise must not end the run
-                    hit = Outcome(key, None, f"{type(exc).__name__}: {exc}", retryable=True)
+                hit = _cached(await ajudge_safely(judge, key, data), h, writer)
             on_outcome(hit)
 
     import asyncio

@@ -20,7 +20,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
 
-from ..judge.runner import Outcome, RateLimiter, run_judge
+from ..judge.runner import Outcome, RateLimiter, ledger_row, run_judge
 from ..labelstudio import LabelStudioAPI, describe_error
 from ..labelstudio.config import parse_label_config
 from ..labelstudio.sync import sync_annotations
@@ -183,18 +183,17 @@ def label_project(services: Services, api: LabelStudioAPI, project: int, *,
         for k, v in kw.items():
             pending_ledger[k] = pending_ledger.get(k, 0) + v
 
+    price = functools.partial(services.settings.cost, model)
+
     def on_outcome(o: Outcome) -> None:
         with lock:
-            usage = o.verdict.usage if o.verdict is not None else None
-            if usage is not None and not o.cached:
-                c = services.settings.cost(model, usage.tokens_in, usage.tokens_out) * (BATCH_DISCOUNT if batch_api else 1.0)
-                summary.tokens_in += usage.tokens_in
-                summary.tokens_out += usage.tokens_out
-                summary.cost += c
-                count(calls=usage.calls, tokens_in=usage.tokens_in, tokens_out=usage.tokens_out, cost=c)
-            if o.cached:
-                summary.cached += 1
-                count(cache_hits=1)
+            row = ledger_row([] if o.cached else [o.verdict], cache_hits=int(o.cached), price=price,
+                             discount=BATCH_DISCOUNT if batch_api else 1.0)
+            summary.tokens_in += row["tokens_in"]
+            summary.tokens_out += row["tokens_out"]
+            summary.cost += row["cost"]
+            summary.cached += row["cache_hits"]
+            count(**{k: v for k, v in row.items() if v})
             if o.verdict is not None:
                 record_positions(services.store, state, o.key, o.verdict)
             prediction = prediction_for(state, o.verdict) if o.verdict is not None else []
