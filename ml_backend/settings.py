@@ -354,6 +354,12 @@ def _check_target(key: str, value: float) -> float:
     return value
 
 
+def _check_override(key: str, value: float) -> float:
+    if not 0.5 <= value <= 1:
+        raise ConfigError("extra_params['evaluator_overrides_at'] must be a probability between 0.5 and 1")
+    return float(value)
+
+
 def _check_band(key: str, value: Any) -> tuple[float, float] | None:
     if value == "auto":
         return None
@@ -416,6 +422,10 @@ class ProjectConfig:
         "(an end at 0 or 1 takes that end in); `\"auto\"`: the band the training run chose", check=_check_band)
     cascade_target: float | None = param(None, _NUMBER, "`0.9`", "the accuracy the evaluator must reach alone "
                                          "(0.5..1); default: the judge's measured one", check=_check_target)
+    evaluator_overrides_at: float | None = param(
+        None, _NUMBER, "`0.9`", "the relabel policy (off by default): where a promoted evaluator gives the other label at "
+        "least this probability, the final labels (export, report) take the evaluator's label instead of the "
+        "judge's (0.5..1)", check=_check_override)
     evaluator_input: Mapping[str, Any] = param(
         None, dict, '`{"text_a": ["output"], "text_b": ["input", "context"], "positive": ["Pass"]}`',
         "evaluator input fields and positive label", check=_check_evaluator_input, factory=dict)

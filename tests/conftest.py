@@ -1,6 +1,7 @@
 """Fixtures that start real servers on free ports and always stop them."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 from contextlib import contextmanager
@@ -104,6 +105,51 @@ def ls_api(label_studio):
     from ml_backend.labelstudio import LabelStudioAPI
 
     return LabelStudioAPI(label_studio.url, label_studio.token)
+
+
+class LSProject:
+    """A backend on a real socket, wired to the session's Label Studio, and a project there with tasks."""
+
+    def __init__(self, srv: RunningBackend, project: int, task_ids: list[int]) -> None:
+        self.srv, self.project, self.task_ids = srv, project, task_ids
+        self.url, self.backend = srv.url, srv.backend
+
+
+@pytest.fixture
+def ls_project(tmp_path, ls_api, label_studio):
+    """The set-up every e2e test repeats, as a factory: ``ls_project(title, config, tasks, fake=...,
+    connect=True, extra_params=None, **env)`` serves a backend with Label Studio's URL and token (and
+    ``env``), creates the project, imports the tasks and connects the backend; all stop afterwards."""
+    stack = contextlib.ExitStack()
+
+    def make(title: str, config: str, tasks: list[dict], *, fake: FakeOpenAI | None = None, connect: bool = True,
+             extra_params: dict | None = None, **env: str) -> LSProject:
+        settings = judge_settings(tmp_path, fake, LABEL_STUDIO_URL=label_studio.url,
+                                  LABEL_STUDIO_API_KEY=label_studio.token, **env)
+        srv = stack.enter_context(serve_backend(settings))
+        project = ls_api.create_project(title, config)
+        ids = ls_api.import_tasks(project, tasks)
+        if connect:
+            ls_api.connect_backend(project, srv.url, extra_params=extra_params)
+        return LSProject(srv, project, ids)
+
+    with stack:
+        yield make
+
+
+@pytest.fixture
+def browser():
+    """A page in headless Chromium (Debian's, driven by Playwright), closed afterwards."""
+    from playwright.sync_api import sync_playwright
+
+    from .test_browser_loop import CHROMIUM_ARGS
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            yield b.new_page(viewport={"width": 1400, "height": 900})
+        finally:
+            b.close()
 
 
 def _hypothesis_profiles() -> None:

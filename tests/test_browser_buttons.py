@@ -11,7 +11,6 @@ import pytest
 
 from .conftest import ROOT, judge_settings, serve_backend
 from .fake_openai import FakeOpenAI
-from .test_browser_loop import CHROMIUM_ARGS
 from .test_e2e_labelstudio import PASS_FAIL, _tasks, _wait, predictions_per_task
 
 pytestmark = pytest.mark.e2e
@@ -34,18 +33,6 @@ def login(page, ls) -> None:
     page.click("button[type=submit]")
     page.wait_for_load_state("networkidle")
     assert "/user/login" not in page.url, "login failed"
-
-
-@pytest.fixture
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        try:
-            yield b.new_page(viewport={"width": 1400, "height": 900})
-        finally:
-            b.close()
 
 
 def test_retrieve_predictions_on_a_big_selection_then_the_review_queue(tmp_path, ls_api, label_studio, browser):

@@ -33,6 +33,8 @@ def test_next_ranks_unreviewed_tasks_records_audits_and_the_report_estimates_acc
             assert len(queue) == 20 and not {q["task"] for q in queue} & reviewed
             assert sum(q["kind"] == "audit" for q in queue) == 10
             assert all(q["source"] == "judge" and q["url"].endswith(f"task={q['task']}") for q in queue)
+            tab = int(out["tab"].rsplit("tab=", 1)[1])  # the same queue as a Data Manager tab in Label Studio
+            assert sorted(ls_api.view_task_ids(project, tab)) == sorted(q["task"] for q in queue)
             for q in queue:
                 ls_api.client.annotations.create(id=q["task"], result=[
                     {"from_name": "verdict", "to_name": "output", "type": "choices",

@@ -56,41 +56,33 @@ def test_the_host_header_never_decides_where_credentials_go(tmp_path, fake_llm, 
         assert hooks[0].headers["Authorization"].startswith("Basic ")
 
 
-def test_a_jobs_overrides_apply_to_that_run_only(tmp_path, fake_llm, ls_api, label_studio):
-    settings = judge_settings(tmp_path, fake_llm, LABEL_STUDIO_URL=label_studio.url,
-                              LABEL_STUDIO_API_KEY=label_studio.token)
-    with serve_backend(settings) as srv:
-        project = ls_api.create_project("e2e overrides", PASS_FAIL)
-        ls_api.import_tasks(project, _tasks(3))
-        ls_api.connect_backend(project, srv.url, extra_params={"metric": "faithfulness"})
-        served = srv.backend.state(project).version
-        job = _job(srv.url, {"project": project, "metric": "toxicity", "model": "other-model"})
-        assert job["status"] == "finished" and job["result"]["model_version"] != served
-        stored = srv.backend.store.project(str(project))
-        assert stored["extra_params"] == {"metric": "faithfulness"}
-        r = httpx.post(f"{srv.url}/predict", json={"project": project, "tasks": [
-            {"id": 1, "data": _tasks(1)[0]["data"]}]})
-        assert r.json()["results"][0]["model_version"] == served
-        assert fake_llm.requests[-1]["body"]["model"] == "fake-judge"  # not the job's "other-model"
+def test_a_jobs_overrides_apply_to_that_run_only(fake_llm, ls_project):
+    lp = ls_project("e2e overrides", PASS_FAIL, _tasks(3), fake=fake_llm, extra_params={"metric": "faithfulness"})
+    srv, project = lp.srv, lp.project
+    served = srv.backend.state(project).version
+    job = _job(srv.url, {"project": project, "metric": "toxicity", "model": "other-model"})
+    assert job["status"] == "finished" and job["result"]["model_version"] != served
+    stored = srv.backend.store.project(str(project))
+    assert stored["extra_params"] == {"metric": "faithfulness"}
+    r = httpx.post(f"{srv.url}/predict", json={"project": project, "tasks": [
+        {"id": 1, "data": _tasks(1)[0]["data"]}]})
+    assert r.json()["results"][0]["model_version"] == served
+    assert fake_llm.requests[-1]["body"]["model"] == "fake-judge"  # not the job's "other-model"
 
 
-def test_a_budget_stops_the_run_cleanly_and_a_rerun_continues(tmp_path, fake_llm, ls_api, label_studio):
-    settings = judge_settings(tmp_path, fake_llm, LABEL_STUDIO_URL=label_studio.url,
-                              LABEL_STUDIO_API_KEY=label_studio.token, JUDGE_MODEL="gpt-4o")
-    with serve_backend(settings) as srv:
-        project = ls_api.create_project("e2e budget", PASS_FAIL)
-        ls_api.import_tasks(project, _tasks(40))
-        ls_api.connect_backend(project, srv.url)
-        first = _job(srv.url, {"project": project, "max_cost": 0.0005, "concurrency": 1})
-        assert first["status"] == "finished", first
-        result = first["result"]
-        assert result["stopped"] == "budget" and 0 < result["labeled"] < 40
-        assert result["cost"] >= 0.0005
-        second = _job(srv.url, {"project": project, "concurrency": 4})
-        assert second["result"]["stopped"] is None
-        assert second["result"]["skipped"] == result["labeled"]
-        per_task = predictions_per_task(ls_api, project)
-        assert len(per_task) == 40 and set(per_task.values()) == {1}  # none twice, none lost
+def test_a_budget_stops_the_run_cleanly_and_a_rerun_continues(fake_llm, ls_api, ls_project):
+    lp = ls_project("e2e budget", PASS_FAIL, _tasks(40), fake=fake_llm, JUDGE_MODEL="gpt-4o")
+    srv, project = lp.srv, lp.project
+    first = _job(srv.url, {"project": project, "max_cost": 0.0005, "concurrency": 1})
+    assert first["status"] == "finished", first
+    result = first["result"]
+    assert result["stopped"] == "budget" and 0 < result["labeled"] < 40
+    assert result["cost"] >= 0.0005
+    second = _job(srv.url, {"project": project, "concurrency": 4})
+    assert second["result"]["stopped"] is None
+    assert second["result"]["skipped"] == result["labeled"]
+    per_task = predictions_per_task(ls_api, project)
+    assert len(per_task) == 40 and set(per_task.values()) == {1}  # none twice, none lost
 
 
 def test_no_canary_reaches_label_studio_the_store_or_the_report(tmp_path, fake_llm, ls_api, label_studio, caplog):
@@ -116,20 +108,17 @@ def test_no_canary_reaches_label_studio_the_store_or_the_report(tmp_path, fake_l
     assert CANARY not in blob
 
 
-def test_the_report_page_allows_no_script(tmp_path, fake_llm, ls_api, label_studio):
-    settings = judge_settings(tmp_path, fake_llm, LABEL_STUDIO_URL=label_studio.url,
-                              LABEL_STUDIO_API_KEY=label_studio.token)
-    with serve_backend(settings) as srv:
-        project = ls_api.create_project("e2e csp", PASS_FAIL)
-        ls_api.import_tasks(project, _tasks(2))
-        r = httpx.get(f"{srv.url}/report/{project}?ls_url=https://ls.example.org")
-        assert r.status_code == 200
-        assert "default-src 'none'" in r.headers["Content-Security-Policy"]
-        assert "script-src" not in r.headers["Content-Security-Policy"]
-        assert "<script" not in r.text.lower()
-        bad = httpx.get(f"{srv.url}/report/{project}?ls_url=javascript:alert(1)//x")
-        assert bad.status_code == 400
-        assert httpx.get(f"{srv.url}/report/99999").status_code == 404
+def test_the_report_page_allows_no_script(fake_llm, ls_project):
+    lp = ls_project("e2e csp", PASS_FAIL, _tasks(2), fake=fake_llm, connect=False)
+    srv, project = lp.srv, lp.project
+    r = httpx.get(f"{srv.url}/report/{project}?ls_url=https://ls.example.org")
+    assert r.status_code == 200
+    assert "default-src 'none'" in r.headers["Content-Security-Policy"]
+    assert "script-src" not in r.headers["Content-Security-Policy"]
+    assert "<script" not in r.text.lower()
+    bad = httpx.get(f"{srv.url}/report/{project}?ls_url=javascript:alert(1)//x")
+    assert bad.status_code == 400
+    assert httpx.get(f"{srv.url}/report/99999").status_code == 404
 
 
 def test_a_webhook_burst_is_coalesced_into_one_look_per_project(tmp_path, fake_llm, ls_api, label_studio):

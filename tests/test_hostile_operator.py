@@ -320,7 +320,7 @@ def test_the_report_says_why_there_is_no_agreement_table():
     """No overlapping tasks: a sentence saying how to get the table, not an empty one with headers."""
     from ml_backend.labelstudio.config import parse_label_config
     from ml_backend.quality.report import build_report
-    from ml_backend.workflows.reporting import records_from_export
+    from ml_backend.workflows.records import records_from_export
 
     verdict = [{"from_name": "verdict", "to_name": "output", "type": "choices", "value": {"choices": ["Pass"]}}]
     export = [{"id": i, "data": TASK["data"], "predictions": [{"model_version": "judge-1", "result": verdict,

@@ -88,3 +88,38 @@ def test_without_audits_the_estimate_says_it_is_biased_or_unknown():
     assert est.sources[0].unbiased is False and est.sources[0].accuracy == 0.0
     est = estimate_label_set([{"task": 1, "source": "judge"}], [])
     assert est.sources[0].accuracy is None and est.accuracy is None
+
+
+def _task(tid: int, judge: str | None, human: str | None = None) -> dict:
+    preds = [{"model_version": "judge-abc", "answers": {"verdict": judge}, "score": 0.7}] if judge else []
+    anns = [{"id": tid, "annotator": "a@x", "ground_truth": False, "answers": {"verdict": human}}] if human else []
+    return {"id": tid, "data": {}, "annotations": anns, "predictions": preds}
+
+
+def test_the_relabel_policy_is_off_by_default_and_overrides_only_a_confident_disagreeing_evaluator():
+    from ml_backend.quality.review import OVERRIDE_SOURCE, final_labels, policy_overrides
+
+    cands = [Candidate(1, "Pass", 0.9, 0.05), Candidate(2, "Pass", 0.9, 0.15), Candidate(3, "Fail", 0.6, 0.02),
+             Candidate(4, "Pass", 0.9, None), Candidate(5, "Fail", 0.6, 0.95)]
+    assert policy_overrides(cands, None, ["Pass", "Fail"]) == {}  # off
+    assert policy_overrides(cands, 0.9, ["Pass", "Fail", "Maybe"]) == {}  # binary controls only
+    assert policy_overrides(cands, 0.9, ["Pass", "Fail"]) == {1: "Fail", 3: "Pass"}
+    assert policy_overrides(cands, 0.8, ["Pass", "Fail"]) == {1: "Fail", 2: "Fail", 3: "Pass"}
+    tasks = [_task(1, "Pass"), _task(2, "Pass", human="Pass"), _task(3, "Fail"), _task(6, None)]
+    final = final_labels(tasks, "verdict", {"sources": [{"source": "judge", "accuracy": 0.8}]}, {1: "Fail", 2: "Fail"})
+    assert final[1] == {"label": "Fail", "label_source": OVERRIDE_SOURCE, "label_estimated_accuracy": None}
+    assert final[2]["label_source"] == "human" and final[2]["label"] == "Pass"  # a human label always wins
+    assert final[3] == {"label": "Fail", "label_source": "judge", "label_estimated_accuracy": 0.8}
+    assert final[6]["label"] is None
+
+
+def test_the_relabel_policy_setting_is_checked():
+    import pytest
+
+    from ml_backend.settings import ConfigError, ProjectConfig
+
+    assert ProjectConfig().evaluator_overrides_at is None
+    assert ProjectConfig().with_params({"evaluator_overrides_at": 0.9}).evaluator_overrides_at == 0.9
+    for bad in (0.3, 1.5, True, "0.9"):
+        with pytest.raises(ConfigError):
+            ProjectConfig().with_params({"evaluator_overrides_at": bad})

@@ -132,7 +132,7 @@ def report(args: argparse.Namespace) -> int:
     from ..workflows.reporting import project_report
 
     settings, services, api = _context(args)
-    rep = project_report(api, services.store, args.project, evaluators_dir=settings.evaluators_dir)
+    rep = project_report(api, services.store, args.project, evaluators_dir=settings.evaluators_dir, services=services)
     if args.out:
         Path(args.out).write_text(render_html(rep, title=f"LabelJudge report: project {args.project}"))
     if args.json:
@@ -173,6 +173,10 @@ def report(args: argparse.Namespace) -> int:
     if (rep.get("label_set") or {}).get("accuracy") is not None:
         ls = rep["label_set"]
         print(f"label set: estimated accuracy {ls['accuracy']:.3f} (95% CI {ls['ci'][0]:.3f}-{ls['ci'][1]:.3f})")
+    policy = (rep.get("label_set") or {}).get("policy") or {}
+    if policy.get("evaluator_overrides_at") is not None:
+        print(f"relabel policy: the evaluator's label replaces the judge's where it gives the other label "
+              f">= {policy['evaluator_overrides_at']}: {policy['relabeled']} tasks")
     if args.out:
         print(f"HTML report: {args.out}")
     return 0
@@ -195,6 +199,8 @@ def next_review(args: argparse.Namespace) -> int:
     for item in out["queue"]:
         print(f"{item['rank']:>3}. task {item['task']:<8} {item['kind']:<7} P(wrong) {item['p_wrong']:.2f}  "
               f"{item['source']} says {item['label']!s:<10} {item['why']:<22} {item['url']}")
+    print(f"In Label Studio: the tab '{api.QUEUE_VIEW}' holds these tasks (Label All Tasks there labels them): "
+          f"{out['tab']}")
     return 0
 
 
@@ -279,7 +285,7 @@ def import_(args: argparse.Namespace) -> int:
 
 def export(args: argparse.Namespace) -> int:
     from ..io import records_to_frame, write_table
-    from ..workflows.reporting import project_records, project_schema
+    from ..workflows.records import project_records, project_schema
 
     _, services, api = _context(args)
     schema = project_schema(api, args.project)
@@ -299,10 +305,11 @@ def export(args: argparse.Namespace) -> int:
     df = records_to_frame(tasks, {t["id"]: t["data"] for t in tasks}, controls)
     if len(df):  # the final label of the primary control, where it came from and how accurate that source is
         from ..quality.review import final_labels, label_set_accuracy
-        from ..workflows.review import primary_control
+        from ..workflows.review import primary_control, relabel_policy
 
         control = primary_control(schema)
-        final = final_labels(tasks, control, label_set_accuracy(tasks, control, services.store.review_items(str(args.project))))
+        estimate = label_set_accuracy(tasks, control, services.store.review_items(str(args.project)))
+        final = final_labels(tasks, control, estimate, relabel_policy(services, args.project, tasks, schema)["overrides"])
         for column in ("label", "label_source", "label_estimated_accuracy"):
             df[column] = [final[t][column] for t in df["task_id"]]
     write_table(df, args.out)

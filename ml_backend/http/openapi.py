@@ -80,7 +80,9 @@ def openapi_document(version: str) -> dict[str, Any]:
                     {"name": "n", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
                     {"name": "audit_share", "in": "query", "schema": {"type": "number", "minimum": 0, "maximum": 1}},
                     {"name": "seed", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 4294967295}}],
-                "responses": {**_ok("the queue", {"type": "object", "properties": {"queue": {"type": "array"}}}),
+                "responses": {**_ok("the queue", {"type": "object", "properties": {
+                    "queue": {"type": "array"},
+                    "tab": {"type": "string", "description": "the Data Manager tab holding the queue"}}}),
                               **_errors(400, 401, 404, 503)}}},
             "/report/{project}": {"get": {
                 "summary": "accuracy of every model version against the human reference (HTML or JSON)",

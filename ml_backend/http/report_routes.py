@@ -31,7 +31,7 @@ def project_report_page(project: int) -> Any:
         return jsonify(error="the report needs LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY on the backend"), 503
     try:
         rep = project_report(api, backend.store, project, public_url=ls_url,
-                             evaluators_dir=backend.settings.evaluators_dir)
+                             evaluators_dir=backend.settings.evaluators_dir, services=backend)
     except Exception as exc:  # Label Studio's answer (no such project, no access) is the user's to see
         if is_access_error(exc):
             return jsonify(error=f"project {project}: {describe_error(exc)}"), 404

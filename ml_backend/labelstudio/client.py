@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 from label_studio_sdk import LabelStudio
 from label_studio_sdk.core.api_error import ApiError
@@ -241,13 +241,37 @@ class LabelStudioAPI:
         data = {"title": self.REVIEW_VIEW, "ordering": ["tasks:predictions_score"], "type": "list",
                 "target": "tasks", "hiddenColumns": {"explore": self._HIDDEN, "labeling": self._HIDDEN},
                 "filters": {"conjunction": "and", "items": []}}
+        return self._upsert_view(project, data)
+
+    def _upsert_view(self, project: int, data: dict) -> int:
+        """The project's Data Manager tab titled ``data["title"]``, created or updated to ``data``."""
         views = self._call("GET", "api/dm/views/", params={"project": project})
-        mine = [v for v in views if (v.get("data") or {}).get("title") == self.REVIEW_VIEW]
+        mine = [v for v in views if (v.get("data") or {}).get("title") == data["title"]]
         if mine:
             view = self._call("PATCH", f"api/dm/views/{mine[0]['id']}/", json={"project": project, "data": data})
         else:
             view = self._call("POST", "api/dm/views/", json={"project": project, "data": data})
         return int(view["id"])
+
+    QUEUE_VIEW = "LabelJudge: review next"
+
+    def ensure_queue_view(self, project: int, task_ids: Sequence[int]) -> int:
+        """A Data Manager tab holding exactly ``task_ids`` (the queue ``labeljudge next`` chose: the
+        judge's likely mistakes and the random audits), least confident first, with the score and the
+        predicted label shown; Label All Tasks in it labels them. Label Studio has no "id in set"
+        filter, so it is one ``id = N`` condition per task under "or". One per project: each new queue
+        replaces the tab's tasks."""
+        items = [{"filter": "filter:tasks:id", "operator": "equal", "type": "Number", "value": int(t)}
+                 for t in task_ids] or [{"filter": "filter:tasks:id", "operator": "equal", "type": "Number", "value": -1}]
+        data = {"title": self.QUEUE_VIEW, "ordering": ["tasks:predictions_score"], "type": "list", "target": "tasks",
+                "hiddenColumns": {"explore": self._HIDDEN, "labeling": self._HIDDEN},
+                "filters": {"conjunction": "or", "items": items}}
+        return self._upsert_view(project, data)
+
+    def view_task_ids(self, project: int, view: int) -> list[int]:
+        """The ids of the tasks a Data Manager tab shows, in its order (its first 1,000)."""
+        page = self._call("GET", "api/tasks/", params={"view": view, "project": project, "page_size": 1000})
+        return [int(t["id"]) for t in page.get("tasks", [])]
 
     def ensure_webhook(self, project: int, url: str, headers: dict[str, str]) -> int:
         """Exactly one webhook of ``project`` at ``url``, carrying our auth header (Label Studio's

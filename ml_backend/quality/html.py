@@ -177,6 +177,14 @@ def _label_set_html(est: dict | None) -> str:
                f"<b>{_fmt(est['accuracy'])}</b> (95% CI {_fmt(est['ci'][0])} – {_fmt(est['ci'][1])}).</p>"
                if est.get("accuracy") is not None else
                "<p>The label set's accuracy needs a review of every machine source first.</p>")
+    policy = est.get("policy") or {}
+    if policy.get("evaluator_overrides_at") is not None:
+        overall += (f"<p id='relabel-policy'>Relabel policy on: where the promoted evaluator gives the other label at "
+                    f"least {_fmt(policy['evaluator_overrides_at'])}, the final labels (export) take its label: "
+                    f"{_fmt(policy.get('relabeled'))} tasks now (not counted above).</p>")
+    elif policy:
+        overall += ("<p id='relabel-policy'>Relabel policy off: the judge's labels stand where the evaluator "
+                    "disagrees (extra_params <code>evaluator_overrides_at</code> turns it on).</p>")
     return ("<h2 id='label-set'>How accurate are the labels now</h2>" + overall +
             "<table id='label-set-sources'><tr><th>source</th><th>labels not reviewed</th><th>accuracy</th><th>95% CI</th>"
             "<th>errors expected</th><th>more audits for ±1 point</th><th>from</th></tr>" + rows + "</table>")

@@ -234,17 +234,43 @@ def label_set_accuracy(tasks: Sequence[dict], control: str, review_items: Sequen
     return estimate_label_set(labels, audits).as_dict()
 
 
-def final_labels(tasks: Sequence[dict], control: str, estimate: dict) -> dict[int, dict]:
-    """Each task's final label for ``control`` (the human's, else the latest machine label), its source
-    and that source's estimated accuracy (from ``estimate``, a label_set_accuracy result; None where
-    unknown, and for human labels, which are the reference)."""
+OVERRIDE_SOURCE = "evaluator-override"
+
+
+def policy_overrides(candidates: Sequence[Candidate], threshold: float | None,
+                     options: Sequence[Any]) -> dict[int, Any]:
+    """The relabel policy: where a promoted evaluator gives the judge's label at most ``1 - threshold``
+    (so the other label at least ``threshold``), the evaluator's label replaces the judge's in the final
+    labels. Off (``threshold`` None) by default; binary controls only (``options``: their two labels).
+    Returns task -> the evaluator's label."""
+    if threshold is None or len(options) != 2:
+        return {}
+    out = {}
+    for c in candidates:
+        if c.evaluator_agrees is None or c.evaluator_agrees > 1.0 - threshold:
+            continue
+        other = [o for o in options if norm(o) != norm(c.judge_label)]
+        if len(other) == 1:
+            out[c.task] = other[0]
+    return out
+
+
+def final_labels(tasks: Sequence[dict], control: str, estimate: dict,
+                 overrides: dict[int, Any] | None = None) -> dict[int, dict]:
+    """Each task's final label for ``control`` (the human's, else the relabel policy's, else the latest
+    machine label), its source and that source's estimated accuracy (from ``estimate``, a
+    label_set_accuracy result; None where unknown, and for human labels, which are the reference)."""
     accuracy = {s["source"]: s["accuracy"] for s in estimate.get("sources") or []}
+    overrides = overrides or {}
     out = {}
     for t in tasks:
         human = human_answer(t, control)
         machine = machine_prediction(t, control)
         if human is not None:
             out[t["id"]] = {"label": norm(human), "label_source": "human", "label_estimated_accuracy": None}
+        elif t["id"] in overrides:
+            out[t["id"]] = {"label": norm(overrides[t["id"]]), "label_source": OVERRIDE_SOURCE,
+                            "label_estimated_accuracy": accuracy.get(OVERRIDE_SOURCE)}
         elif machine is not None:
             source = source_of(machine["model_version"])
             out[t["id"]] = {"label": norm(machine["answers"][control]), "label_source": source,

@@ -4,55 +4,20 @@ from __future__ import annotations
 
 import base64
 from pathlib import Path
-from typing import Sequence
 
 from ..evaluator.registry import Registry
 from ..labelstudio import LabelStudioAPI
-from ..labelstudio.config import TaskSchema, parse_label_config
 from ..quality.report import build_report
 from ..quality.review import label_set_accuracy
+from ..services import Services
 from ..store import Store
-
-
-def project_schema(api: LabelStudioAPI, project: int) -> TaskSchema:
-    return parse_label_config(api.label_config(project))
-
-
-def project_records(api: LabelStudioAPI, project: int,
-                    schema: TaskSchema | None = None) -> tuple[list[dict], list[dict]]:
-    """The project's tasks as plain records (answers read against the config) and its controls."""
-    schema = schema or project_schema(api, project)
-    return records_from_export(api.project_tasks(project, with_predictions=True), schema, api.user_emails())
-
-
-def records_from_export(export: Sequence[dict], schema: TaskSchema,
-                        emails: dict[int, str] | None = None) -> tuple[list[dict], list[dict]]:
-    """An export (tasks with annotations and predictions) as the records quality/ and evaluator/ read."""
-    emails = emails or {}
-    controls = [{"name": n, "kind": c.question.kind, "options": list(c.question.options),
-                 "ordinal": c.tag == "Rating" or (c.tag == "Number" and c.question.kind == "single")}
-                for n, c in schema.controls.items()]
-    tasks = []
-    for t in export:
-        anns = []
-        for a in t["annotations"]:
-            if a.get("was_cancelled"):
-                continue
-            answers, _ = schema.answers_from_result(a.get("result") or [])
-            who = a.get("completed_by")
-            who = who.get("id") if isinstance(who, dict) else who
-            anns.append({"id": a["id"], "annotator": emails.get(who, who) if isinstance(who, int) else who,
-                         "ground_truth": bool(a.get("ground_truth")), "answers": answers})
-        preds = []
-        for p in t["predictions"]:  # oldest first
-            answers, _ = schema.answers_from_result(p["result"])
-            preds.append({"model_version": p["model_version"], "answers": answers, "score": p["score"]})
-        tasks.append({"id": t["id"], "annotations": anns, "predictions": preds, "data": t["data"]})
-    return tasks, controls
+from .records import project_records, project_schema
 
 
 def project_report(api: LabelStudioAPI, store: Store, project: int, *, public_url: str | None = None,
-                   evaluators_dir: Path | None = None) -> dict:
+                   evaluators_dir: Path | None = None, services: Services | None = None) -> dict:
+    """The project's report (plain data). With ``services``, the label set also states the relabel
+    policy and how many final labels it changed (that needs the served evaluator)."""
     schema = project_schema(api, project)
     tasks, controls = project_records(api, project, schema)
     ledger = {row["version"]: row for row in store.ledger(str(project))}
@@ -63,6 +28,12 @@ def project_report(api: LabelStudioAPI, store: Store, project: int, *, public_ur
     report["labeling_jobs"] = labeling_jobs(store, project)
     if report.get("primary_control"):
         report["label_set"] = label_set_accuracy(tasks, report["primary_control"], store.review_items(str(project)))
+        if services is not None:
+            from .review import relabel_policy
+
+            policy = relabel_policy(services, project, tasks, schema)
+            report["label_set"]["policy"] = {"evaluator_overrides_at": policy["evaluator_overrides_at"],
+                                             "relabeled": len(policy["overrides"])}
     pair = schema.pair_fields()
     if pair:
         from ..quality.pairwise import pairwise_report

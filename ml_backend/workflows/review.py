@@ -13,9 +13,9 @@ from typing import Sequence
 from ..labelstudio import LabelStudioAPI
 from ..labelstudio.config import TaskSchema
 from ..quality.report import norm
-from ..quality.review import Candidate, build_queue, human_answer, machine_prediction, source_of
+from ..quality.review import Candidate, build_queue, human_answer, machine_prediction, policy_overrides, source_of
 from ..services import Services
-from .reporting import project_schema, records_from_export
+from .records import project_schema, records_from_export
 
 
 def primary_control(schema: TaskSchema) -> str:
@@ -45,6 +45,9 @@ def candidates(services: Services, project: int, tasks: Sequence[dict], schema: 
     return out
 
 
+QUEUE_TAB_MAX = 200
+
+
 def next_for_review(services: Services, api: LabelStudioAPI, project: int, *, n: int = 20,
                     audit_share: float = 0.1, seed: int | None = None) -> dict:
     """The next ``n`` tasks to review, recorded (so a human label on an audit counts as one), with links."""
@@ -62,4 +65,23 @@ def next_for_review(services: Services, api: LabelStudioAPI, project: int, *, n:
                       "url": f"{api.url}/projects/{project}/data?task={q.task}"})
     services.store.queue_for_review(str(project), items)
     unreviewed = sum(1 for t in tasks if human_answer(t, control) is None)
-    return {"project": project, "control": control, "unreviewed": unreviewed, "queue": items}
+    # the same queue in Label Studio's own UI (its first QUEUE_TAB_MAX: one filter condition per task)
+    view = api.ensure_queue_view(project, [q["task"] for q in items][:QUEUE_TAB_MAX])
+    return {"project": project, "control": control, "unreviewed": unreviewed, "queue": items,
+            "tab": f"{api.url}/projects/{project}/data?tab={view}"}
+
+
+def relabel_policy(services: Services, project: int, tasks: Sequence[dict], schema: TaskSchema) -> dict:
+    """The project's relabel policy (extra_params ``evaluator_overrides_at``) applied to its unreviewed
+    tasks: ``{"evaluator_overrides_at": threshold or None, "overrides": {task: the evaluator's label}}``."""
+    pid = str(project)
+    config = services.projects.state(pid).config if services.store.project(pid) else None
+    threshold = config.evaluator_overrides_at if config is not None else None
+    if threshold is None:
+        return {"evaluator_overrides_at": None, "overrides": {}}
+    control = primary_control(schema)
+    spec = schema.controls.get(control)
+    options = list(spec.question.options) if spec is not None else []
+    return {"evaluator_overrides_at": threshold,
+            "overrides": policy_overrides(candidates(services, project, tasks, schema), threshold, options)}
+

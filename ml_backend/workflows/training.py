@@ -20,7 +20,7 @@ from ..redact import redact
 from ..services import Services
 from ..settings import ProjectConfig
 from ..store import Store, owner_gone, process_owner
-from .reporting import project_schema, records_from_export
+from .records import project_schema, records_from_export
 
 log = logging.getLogger(__name__)
 RQ_TRAIN = "ml_backend.rq_jobs.rq_train"  # by name: the worker imports it, this module does not
