@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 from .events.worker import EventWorker
 from .judge.providers import Provider
-from .predict import Predictor
+from .predict import ModelResponse, Predictor
 from .projects import ProjectState
 from .services import Services
 from .settings import ProjectConfig, Settings
@@ -68,7 +68,7 @@ class LabelJudgeBackend(Services):
 
     # -- predict ---------------------------------------------------------------------------------
     def predict(self, tasks: Sequence[dict], *, project: Any, label_config: str | None = None,
-                context: dict | None = None) -> list[dict | list]:
+                context: dict | None = None) -> ModelResponse:
         return self.predictor.predict(tasks, project=project, label_config=label_config, context=context)
 
     # -- learn (webhook events, run by the background worker) -------------------------------------

@@ -12,7 +12,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterator, Sequence
 
 from .evaluator.cascade import judge_asked
@@ -60,17 +60,43 @@ def task_id_of(task: Any) -> int | None:
     return tid if isinstance(tid, int) and not isinstance(tid, bool) else None
 
 
-def prediction_for(state: ProjectState, verdict: Verdict, version: str | None = None) -> dict | list:
-    """A verdict as Label Studio's prediction (result regions, model_version, score)."""
+@dataclass(frozen=True)
+class Prediction:
+    """One task's prediction as Label Studio stores it (its PredictionValue): validated result
+    regions, the model version, and the score (None: the provider gave no confidence)."""
+
+    result: list[dict]
+    model_version: str
+    score: float | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"result": self.result, "model_version": self.model_version}
+        if self.score is not None:
+            out["score"] = self.score
+        return out
+
+
+@dataclass(frozen=True)
+class ModelResponse:
+    """/predict's answer, as Label Studio's ModelResponse: one entry per task, in order (None: no
+    prediction for that task), and the version the project serves."""
+
+    predictions: list[Prediction | None]
+    model_version: str
+
+    def as_json(self) -> dict[str, Any]:
+        # an empty list is "no prediction for this task": Label Studio keeps the batch aligned, stores
+        # nothing, and asks again next time (right for a provider outage)
+        return {"results": [p.as_json() if p is not None else [] for p in self.predictions],
+                "model_version": self.model_version}
+
+
+def prediction_for(state: ProjectState, verdict: Verdict, version: str | None = None) -> Prediction | None:
+    """A verdict as Label Studio's prediction, or None when the verdict is an abstention."""
     if not verdict.usable:
-        # An empty list is "no prediction for this task": Label Studio keeps the batch aligned,
-        # stores nothing, and asks again next time (right for a provider outage).
-        return []
-    out: dict[str, Any] = {"result": state.schema.build_result(verdict),
-                           "model_version": version or state.judge.version}
-    if verdict.score is not None:
-        out["score"] = round(verdict.score, 4)
-    return out
+        return None
+    return Prediction(state.schema.build_result(verdict), version or state.judge.version,
+                      round(verdict.score, 4) if verdict.score is not None else None)
 
 
 def record_positions(store: Store, state: ProjectState, task_id: Any, verdict: Verdict) -> None:
@@ -127,9 +153,9 @@ class Predictor:
         self._admission = Admission(settings.serve_threads)
 
     def predict(self, tasks: Sequence[dict], *, project: Any, label_config: str | None = None,
-                context: dict | None = None) -> list[dict | list]:
+                context: dict | None = None) -> ModelResponse:
         state = self.projects.state(project, label_config)
-        version = state.version
+        served = version = state.version
         hint = interactive_hint(context)
         if hint:  # an annotator's note (interactive pre-annotation): the judge, told it, for this task only
             state, version = self._hinted(state, hint, context), f"{state.judge.version}+hint"
@@ -137,9 +163,9 @@ class Predictor:
             # past its share of the server's threads, a project's /predict does not wait for the judge:
             # it answers what is ready (cache, evaluator) at once and hands the rest to a background job
             budget = self.settings.predict_budget if admitted else 0.0
-            return self._predict(state, tasks, version, time.monotonic() + budget)
+            return ModelResponse(self._predict(state, tasks, version, time.monotonic() + budget), served)
 
-    def _predict(self, state: ProjectState, tasks: Sequence[dict], version: str, deadline: float) -> list[dict | list]:
+    def _predict(self, state: ProjectState, tasks: Sequence[dict], version: str, deadline: float) -> list[Prediction | None]:
         owned = self._claimed(state.project_id)
         free = [i for i, t in enumerate(tasks) if task_id_of(t) not in owned]
         verdicts: list[Verdict] = [Verdict(error="being labeled by a background job") for _ in tasks]

@@ -69,20 +69,20 @@ def main() -> None:
             registry = Registry(Path(tmp), "1")
             result = run_training(records, CONTROL, registry, spec=InputSpec(judge_weight=0.0),
                                   cfg=TrainConfig(max_length=args.max_length))
-            model = load_evaluator(registry.path(result["version"]))
+            model = load_evaluator(registry.path(result.version))
             p = np.asarray(model.score([{"input": r.input, "context": r.context, "output": r.output}
                                         for r in test.itertuples()]))
         truth = list(test.label)
         judge = simulated_judge(truth, args.judge_accuracy, rng)
         judge_acc = float(np.mean([j == y for j, y in zip(judge, truth)]))
-        chosen = tuple(result["cascade"]["band"])
+        chosen = tuple(result.cascade["band"])
         for way, band in (("judge only", (0.0, 1.0)), ("cascade, chosen band", chosen),
                           ("cascade, fixed [0.2, 0.8]", (0.2, 0.8)), ("evaluator only", (0.5, 0.5))):
             answers, saved = cascade(p, band, judge)
             acc = float(np.mean([a == y for a, y in zip(answers, truth)]))
             rows.append({"dataset": name, "way": way, "band": list(band), "accuracy": acc, "unlabeled": args.unlabeled,
                          "vs_judge": acc - judge_acc, "answered_without_llm": saved,
-                         "training": {k: result[k] for k in ("accuracy", "n_train", "n_test", "cascade")}})
+                         "training": {k: getattr(result, k) for k in ("accuracy", "n_train", "n_test", "cascade")}})
             print(f"{name:<14}{way:<26}{acc:>9.3f}{acc - judge_acc:>+10.3f}{saved:>8.0%}  "
                   f"[{band[0]:.3f}, {band[1]:.3f}]", flush=True)
         out = Path(args.out)

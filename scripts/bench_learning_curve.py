@@ -68,11 +68,11 @@ def labeljudge(train: pd.DataFrame, test: pd.DataFrame, max_length: int, epochs:
         result = run_training(as_records(train), CONTROL, registry, spec=InputSpec(judge_weight=0.0),
                               cfg=TrainConfig(max_length=max_length, epochs=epochs))
         seconds = time.perf_counter() - t0
-        model = load_evaluator(registry.path(result["version"]))
+        model = load_evaluator(registry.path(result.version))
         p = model.score([{"input": r.input, "context": r.context, "output": r.output} for r in test.itertuples()])
-        fit_seconds = json.loads((registry.path(result["version"]) / "metrics.json").read_text())["seconds"]
-    return (np.asarray(p) >= 0.5), {"seconds": seconds, "fit_seconds": fit_seconds, "runtime": result["runtime"],
-                                     "n_served_train": result["n_served_train"], "holdout_accuracy": result["accuracy"]}
+        fit_seconds = json.loads((registry.path(result.version) / "metrics.json").read_text())["seconds"]
+    return (np.asarray(p) >= 0.5), {"seconds": seconds, "fit_seconds": fit_seconds, "runtime": result.runtime,
+                                     "n_served_train": result.n_served_train, "holdout_accuracy": result.accuracy}
 
 
 def plain_finetune(train: pd.DataFrame, test: pd.DataFrame, max_length: int, epochs: int) -> tuple[np.ndarray, dict]:

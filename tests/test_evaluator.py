@@ -52,9 +52,9 @@ def test_dataset_weights_humans_over_judge_and_holds_out_humans_only():
 def test_training_beats_chance_onnx_matches_and_the_gate_keeps_a_worse_model_out(tmp_path):
     registry = Registry(tmp_path / "evaluators", "1")
     good = run_training(records(240), CONTROL, registry, cfg=FAST)
-    assert good["promoted"] and good["version"] == "evaluator-0001" and registry.current() == "evaluator-0001"
-    assert good["accuracy"] > 0.7 and good["auc"] > 0.75, good
-    path = registry.path(good["version"])
+    assert good.promoted and good.version == "evaluator-0001" and registry.current() == "evaluator-0001"
+    assert good.accuracy > 0.7 and good.auc > 0.75, good
+    path = registry.path(good.version)
     for name in ("model.onnx", "model_int8.onnx", "calibration.json", "manifest.json", "curve.png", "metrics.json"):
         assert (path / name).exists(), name
     metrics = json.loads((path / "metrics.json").read_text())
@@ -67,7 +67,7 @@ def test_training_beats_chance_onnx_matches_and_the_gate_keeps_a_worse_model_out
     assert Scorer(path).max_length == FAST.max_length  # served at the length it was trained at
     # the band was chosen on the measured model; on the served one (refit on every label) it answers
     # the same number of held-out inputs (no unlabeled tasks here), not the same thresholds
-    cascade = good["cascade"]
+    cascade = good.cascade
     assert cascade["coverage"] > 0 and cascade["measured_band"] != cascade["band"]
     assert cascade["carried_on"].endswith("held-out inputs answered")
     _, test = split(build_dataset(records(240), CONTROL, InputSpec()), seed=FAST.seed)
@@ -76,8 +76,8 @@ def test_training_beats_chance_onnx_matches_and_the_gate_keeps_a_worse_model_out
     assert abs(int((~judge_asked(served, (low, high))).sum()) - cascade["n_confident"]) <= 1  # 1: score rounding
 
     bad = run_training(records(240, shuffle_labels=True), CONTROL, registry, cfg=FAST)
-    assert bad["version"] == "evaluator-0002" and not bad["promoted"]
-    assert registry.current() == "evaluator-0001" and "does not beat evaluator-0001" in bad["reason"]
+    assert bad.version == "evaluator-0002" and not bad.promoted
+    assert registry.current() == "evaluator-0001" and "does not beat evaluator-0001" in bad.reason
 
     registry.promote("evaluator-0002", "by hand")
     assert registry.rollback() == "evaluator-0001" and registry.current() == "evaluator-0001"
@@ -101,8 +101,8 @@ def test_a_three_layer_student_starts_from_evenly_spaced_pretrained_layers_and_s
 
     registry = Registry(tmp_path / "evaluators", "4")
     res = run_training(records(240), CONTROL, registry, cfg=replace(FAST, layers=3))
-    assert res["promoted"] and res["accuracy"] > 0.7, res
-    path = registry.path(res["version"])
+    assert res.promoted and res.accuracy > 0.7, res
+    path = registry.path(res.version)
     assert json.loads((path / "config.json").read_text())["num_hidden_layers"] == 3
     metrics = json.loads((path / "metrics.json").read_text())
     assert metrics["config"]["layers"] == 3 and metrics["precision"] in ("bf16", "fp32")
@@ -116,12 +116,12 @@ def test_score_dataframe_and_cli_evaluate(tmp_path):
     from ml_backend.dataframe import score_dataframe
 
     df = pd.DataFrame({"input": ["q1", "q2"], "context": ["c", "c"], "output": ["short", "a much longer answer"]})
-    out = score_dataframe(df, model=registry.path(res["version"]))
+    out = score_dataframe(df, model=registry.path(res.version))
     assert list(out.columns) == ["input", "context", "output", "score"] and out.score.between(0, 1).all()
     df.to_csv(tmp_path / "data.csv", index=False)
     env = dict(os.environ, MODEL_DIR=str(tmp_path))
     run = subprocess.run([sys.executable, "-m", "ml_backend.cli", "evaluate", str(tmp_path / "data.csv"),
-                          "--model", res["version"], "--project", "3", "--out", str(tmp_path / "scored.csv")],
+                          "--model", res.version, "--project", "3", "--out", str(tmp_path / "scored.csv")],
                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     scored = pd.read_csv(tmp_path / "scored.csv")
@@ -147,7 +147,7 @@ def test_a_killed_training_leaves_registry_and_served_version_untouched(tmp_path
     assert (registry.current(), [v["version"] for v in registry.versions()]) == before
     assert any(d.name.startswith(".train-") for d in registry.dir.iterdir())  # the partial run, never served
     assert registry.cleanup_staging() == 1
-    assert Scorer(registry.path(first["version"])).score(["x"], ["y"]).shape == (1,)
+    assert Scorer(registry.path(first.version)).score(["x"], ["y"]).shape == (1,)
 
 
 def test_a_project_whose_every_label_is_ground_truth_trains_on_a_split_and_says_so():
@@ -184,11 +184,11 @@ def test_the_cascade_band_is_carried_over_on_the_projects_unlabeled_tasks(tmp_pa
         t["annotations"] = []
     registry = Registry(tmp_path / "evaluators", "1")
     result = run_training(tasks, CONTROL, registry, cfg=FAST)
-    cascade = result["cascade"]
+    cascade = result.cascade
     assert cascade["coverage"] > 0 and cascade["carried_on"].endswith("of 60 unlabeled tasks answered"), cascade
     k = int(cascade["carried_on"].split()[0])
     unlabeled = [InputSpec().pair(t["data"]) for t in tasks[240:]]
-    served = Scorer(registry.path(result["version"]), runtime="torch").score([a for a, _ in unlabeled],
+    served = Scorer(registry.path(result.version), runtime="torch").score([a for a, _ in unlabeled],
                                                                               [b for _, b in unlabeled])
     low, high = cascade["band"]
     assert abs(int((~judge_asked(served, (low, high))).sum()) - k) <= 1  # 1: score rounding
@@ -200,8 +200,8 @@ def test_with_no_unlabeled_tasks_the_band_is_carried_over_on_the_judge_labeled_o
         t["predictions"] = [{"model_version": "judge-x", "answers": t["annotations"][0]["answers"], "score": 0.9}]
         t["annotations"] = []
     result = run_training(tasks, CONTROL, Registry(tmp_path / "evaluators", "1"), cfg=FAST)
-    assert result["n_judge_train"] == 60
-    assert result["cascade"]["carried_on"].endswith("of 60 judge-labeled tasks answered"), result["cascade"]
+    assert result.n_judge_train == 60
+    assert result.cascade["carried_on"].endswith("of 60 judge-labeled tasks answered"), result.cascade
 
 
 def test_a_soup_is_the_mean_of_its_seeds_weights_and_leaves_them_as_they_were():
@@ -232,12 +232,49 @@ def test_the_served_evaluator_averages_two_seeds_and_records_what_each_scored(tm
     one = run_training(records(160), CONTROL, registry, cfg=replace(FAST, soup=1))
     two = run_training(records(160), CONTROL, Registry(tmp_path / "evaluators", "6"),
                        cfg=replace(FAST, soup=2, soup_min_rows=100))
-    m1 = json.loads((registry.path(one["version"]) / "metrics.json").read_text())
-    m2 = json.loads((Registry(tmp_path / "evaluators", "6").path(two["version"]) / "metrics.json").read_text())
+    m1 = json.loads((registry.path(one.version) / "metrics.json").read_text())
+    m2 = json.loads((Registry(tmp_path / "evaluators", "6").path(two.version) / "metrics.json").read_text())
     assert "soup" not in m1 and m2["soup"]["seeds"] == [0, 1]
     by_seed = m2["soup"]["accuracy_by_seed"]
     assert len(by_seed) == 2 and all(0 <= x <= 1 for x in by_seed)
     assert by_seed[0] == pytest.approx(m1["accuracy"], abs=0.02)  # seed 0 alone is the one-seed model
     assert {h.get("seed") for h in m2["history"]} == {0, 1}  # both seeds trained, refit included
     assert sum(1 for h in m2["history"] if h.get("phase")) >= 2
-    assert m2["config"]["soup"] == 2 and two["accuracy"] > 0.6
+    assert m2["config"]["soup"] == 2 and two.accuracy > 0.6
+
+
+def _sentiment(n: int) -> tuple[list[dict], list[int]]:
+    good = ["great and accurate answer", "correct, clear and helpful", "exactly right, well sourced"]
+    bad = ["wrong and made up", "false claim, no source", "invented facts, incorrect"]
+    rows = [{"input": f"question {i}", "output": (good if i % 2 else bad)[i % 3] + f" #{i}"} for i in range(n)]
+    return rows, [i % 2 for i in range(n)]
+
+
+@pytest.mark.slow
+def test_the_evaluator_object_fits_predicts_saves_and_loads(tmp_path):
+    from ml_backend.evaluator import Evaluator
+
+    rows, labels = _sentiment(80)
+    est = Evaluator(TrainConfig(epochs=2, max_length=32, batch_size=8, lr=1e-4, soup=1)).fit(rows, labels)
+    assert est.metrics_["accuracy"] > 0.8, est.metrics_
+    p = est.predict_proba(rows[:10])
+    assert p.shape == (10,) and ((0 <= p) & (p <= 1)).all()
+    assert (est.predict(rows[:10]) == np.asarray(labels[:10])).mean() >= 0.8
+    saved = est.save(tmp_path / "model")
+    again = Evaluator.load(saved)
+    assert np.allclose(again.predict_proba(rows[:10]), p, atol=1e-5)
+    assert again.metrics_["accuracy"] == est.metrics_["accuracy"]
+
+
+def test_the_evaluator_object_refuses_what_it_cannot_fit_or_score(tmp_path):
+    from ml_backend.evaluator import Evaluator
+
+    rows, labels = _sentiment(10)
+    with pytest.raises(ValueError, match="10 records but 9 labels"):
+        Evaluator().fit(rows, labels[:9])
+    with pytest.raises(ValueError, match="both classes"):
+        Evaluator().fit(rows, [1] * 10)
+    with pytest.raises(RuntimeError, match="fit or load"):
+        Evaluator().predict_proba(rows)
+    with pytest.raises(FileNotFoundError, match="no trained evaluator"):
+        Evaluator.load(tmp_path / "nothing-here")

@@ -64,9 +64,9 @@ def test_reward_training_beats_chance_is_symmetric_serves_onnx_and_is_gated(tmp_
     registry = Registry(tmp_path / "evaluators", "7")
     good = run_reward_training(pair_records(200), "preference", ("response_a", "response_b"), registry,
                                spec=SPEC, cfg=FAST)
-    assert good["promoted"] and good["kind"] == "reward" and registry.current() == good["version"]
-    assert good["accuracy"] > 0.7 and good["n_test"] >= 30, good
-    path = registry.path(good["version"])
+    assert good.promoted and good.kind == "reward" and registry.current() == good.version
+    assert good.accuracy > 0.7 and good.n_test >= 30, good
+    path = registry.path(good.version)
     manifest = json.loads((path / "manifest.json").read_text())
     assert manifest["kind"] == "reward" and manifest["input"]["a"] == "response_a"
     for name in ("model.onnx", "model_int8.onnx", "calibration.json", "curve.png"):
@@ -81,8 +81,8 @@ def test_reward_training_beats_chance_is_symmetric_serves_onnx_and_is_gated(tmp_
     # a barely trained model on the same pairs (so the same held-out split) must not replace it
     bad = run_reward_training(pair_records(200), "preference", ("response_a", "response_b"), registry, spec=SPEC,
                               cfg=TrainConfig(epochs=1, max_length=64, lr=1e-9))
-    assert not bad["promoted"] and registry.current() == good["version"], bad
-    assert f"does not beat {good['version']}" in bad["reason"]
+    assert not bad.promoted and registry.current() == good.version, bad
+    assert f"does not beat {good.version}" in bad.reason
 
 
 @pytest.mark.slow
@@ -94,14 +94,14 @@ def test_pairwise_score_dataframe_and_cli_evaluate(tmp_path):
 
     df = pd.DataFrame({"messages": [json.dumps([{"role": "user", "content": "Capital of France?"}])] * 2,
                        "response_a": ["Paris.", "Lyon"], "response_b": ["Lyon", "Paris."]})
-    out = score_dataframe(df, model=registry.path(res["version"]))
+    out = score_dataframe(df, model=registry.path(res.version))
     assert out.score.between(0, 1).all() and abs(out.score[0] + out.score[1] - 1) < 1e-6
     with pytest.raises(ValueError, match="response_b"):
-        score_dataframe(df.drop(columns=["response_b"]), model=registry.path(res["version"]))
+        score_dataframe(df.drop(columns=["response_b"]), model=registry.path(res.version))
     df.to_csv(tmp_path / "pairs.csv", index=False)
     env = dict(os.environ, MODEL_DIR=str(tmp_path))
     run = subprocess.run([sys.executable, "-m", "ml_backend.cli", "evaluate", str(tmp_path / "pairs.csv"),
-                          "--model", res["version"], "--project", "8", "--out", str(tmp_path / "scored.csv")],
+                          "--model", res.version, "--project", "8", "--out", str(tmp_path / "scored.csv")],
                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert np.allclose(pd.read_csv(tmp_path / "scored.csv").score, out.score, atol=1e-5)

@@ -64,29 +64,29 @@ def test_a_training_run_is_logged_to_a_real_mlflow_file_store(tmp_path, mlflow_s
 
     registry = Registry(tmp_path / "evaluators", "7")
     result = run_training(records(80), CONTROL, registry, cfg=FAST, tracking=Tracking(["mlflow"]))
-    status = result["tracking"]["mlflow"]
+    status = result.tracking["mlflow"]
     assert "error" not in status and status["logged"] is True and status["experiment"] == "labeljudge"
     client = MlflowClient(mlflow_store)
     run = client.get_run(status["run_id"])
     assert run.info.status == "FINISHED" and run.info.run_name == "project-7-binary"
     assert run.data.tags["project"] == "7" and run.data.tags["kind"] == "binary"
     params = run.data.params
-    assert params["train.lr"] == "0.0001" and params["n_train"] == str(result["n_train"])
-    assert params["n_test"] == str(result["n_test"]) and params["kind"] == "binary"
+    assert params["train.lr"] == "0.0001" and params["n_train"] == str(result.n_train)
+    assert params["n_test"] == str(result.n_test) and params["kind"] == "binary"
     # per-epoch numbers: the measured fit (held-out loss/accuracy each epoch) and the refit served
     heldout = client.get_metric_history(run.info.run_id, "heldout_accuracy")
     refit = client.get_metric_history(run.info.run_id, "refit_train_loss")
     assert len(heldout) == FAST.epochs and len(refit) == FAST.refit_epochs
     assert [m.step for m in heldout] == [1, 2] and [m.step for m in refit] == [3]
-    assert run.data.metrics["accuracy"] == pytest.approx(result["accuracy"])
-    assert run.data.metrics["promoted"] == float(result["promoted"])
-    assert run.data.metrics["cascade_high"] == pytest.approx(result["cascade"]["band"][1])
+    assert run.data.metrics["accuracy"] == pytest.approx(result.accuracy)
+    assert run.data.metrics["promoted"] == float(result.promoted)
+    assert run.data.metrics["cascade_high"] == pytest.approx(result.cascade["band"][1])
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"curve.png", "metrics.json"} <= artifacts
     png = Path(client.download_artifacts(run.info.run_id, "curve.png", str(tmp_path)))
     assert png.read_bytes()[:4] == b"\x89PNG"
     # the version's own result.json says where it was tracked
-    saved = (registry.path(result["version"]) / "result.json").read_text()
+    saved = (registry.path(result.version) / "result.json").read_text()
     assert status["run_id"] in saved
 
 
@@ -126,7 +126,7 @@ def test_a_training_run_is_logged_to_an_offline_wandb_run(tmp_path, monkeypatch)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     registry = Registry(tmp_path / "evaluators", "3")
     result = run_training(records(80), CONTROL, registry, cfg=FAST, tracking=Tracking(["wandb"]))
-    status = result["tracking"]["wandb"]
+    status = result.tracking["wandb"]
     assert "error" not in status and status["mode"] == "offline" and status["project"] == "lj-test"
     run_dir = Path(status["dir"])
     assert run_dir.is_dir() and status["run_id"] in run_dir.name
@@ -137,7 +137,7 @@ def test_a_training_run_is_logged_to_an_offline_wandb_run(tmp_path, monkeypatch)
     text = "\n".join(str(r) for r in recs)  # every key and value the sync would upload
     for key in ("train.lr", "n_train", "heldout_accuracy", "refit_train_loss", "cascade_high", "curve"):
         assert key in text, key
-    assert f'"{result["accuracy"]}"' in text or str(round(result["accuracy"], 4)) in text
+    assert f'"{result.accuracy}"' in text or str(round(result.accuracy, 4)) in text
     assert kinds[-1] == "exit" or "exit" in kinds
     exit_rec = next(r.exit for r in recs if r.WhichOneof("record_type") == "exit")
     assert exit_rec.exit_code == 0
@@ -157,10 +157,10 @@ def test_an_unreachable_tracking_server_costs_nothing_and_leaks_no_credential(tm
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "pw-that-is-secret")
     registry = Registry(tmp_path / "evaluators", "1")
     result = run_training(records(80), CONTROL, registry, cfg=FAST, tracking=Tracking(["mlflow"]))
-    assert result["promoted"] in (True, False) and registry.path(result["version"])  # trained and committed
-    error = result["tracking"]["mlflow"]["error"]
+    assert result.promoted in (True, False) and registry.path(result.version)  # trained and committed
+    error = result.tracking["mlflow"]["error"]
     assert error.startswith("starting the run:")
-    saved = (registry.path(result["version"]) / "result.json").read_text()
+    saved = (registry.path(result.version) / "result.json").read_text()
     for secret in ("hunter2-secret", "pw-that-is-secret"):
         assert secret not in error and secret not in saved
 

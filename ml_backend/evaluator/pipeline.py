@@ -14,6 +14,7 @@ import numpy as np
 from .cascade import CARRY_LIMIT, DEFAULT_TARGET, MIN_FRESH, MIN_JUDGED, carry_band, choose_band, judge_accuracy
 from .data import PAIR_TEXT_B, InputSpec, build_dataset, split, unlabeled_inputs
 from .registry import Registry
+from .results import GateDecision, TrainingResult
 from .scorer import Scorer, export_onnx
 from .tracking import Tracking
 from .train import TrainConfig, binary_metrics, train_evaluator
@@ -56,7 +57,7 @@ def training_curve(history: list[dict], path: Path) -> None:
 
 def run_training(tasks: Sequence[dict], control: dict, registry: Registry, *, spec: InputSpec | None = None,
                  cfg: TrainConfig | None = None, progress: Callable[[dict], None] | None = None,
-                 cascade_target: float | None = None, tracking: Tracking | None = None) -> dict:
+                 cascade_target: float | None = None, tracking: Tracking | None = None) -> TrainingResult:
     """The single-response evaluator: P(the control's answer is the positive label). Its cascade band
     is chosen on the held-out labels: at least ``cascade_target`` accurate where it answers alone, or
     by default as accurate as the judge was on those labels. ``tracking``: MLflow / W&B runs to log to."""
@@ -107,7 +108,7 @@ def _carry_inputs(tasks: Sequence[dict], data, train, spec: InputSpec, seed: int
 
 def run_reward_training(tasks: Sequence[dict], control: str, sides: tuple[str, str], registry: Registry, *,
                         spec: InputSpec | None = None, cfg: TrainConfig | None = None,
-                        progress: Callable[[dict], None] | None = None, tracking: Tracking | None = None) -> dict:
+                        progress: Callable[[dict], None] | None = None, tracking: Tracking | None = None) -> TrainingResult:
     """The pairwise evaluator of a preference control whose responses are the data keys ``sides``:
     P(response A is better), from human preferences (gold) and the judge's (weak); ties are left out."""
     from .data import build_pairs
@@ -144,7 +145,7 @@ def _tracked(progress: Callable[[dict], None] | None, tracking: Tracking | None)
 
 def _train_and_gate(registry: Registry, train, test, manifest: dict, spec: InputSpec,
                     predict: Callable[..., np.ndarray], fit: Callable[[Path], dict],
-                    cfg: TrainConfig | None = None, tracking: Tracking | None = None) -> dict:
+                    cfg: TrainConfig | None = None, tracking: Tracking | None = None) -> TrainingResult:
     """Train in a staging dir, export ONNX, pick the runtime, commit a version, and promote it only if
     it beats the served one on the same held-out human labels (``predict(model_dir)`` scores them)."""
     registry.cleanup_staging()
@@ -159,13 +160,13 @@ def _train_and_gate(registry: Registry, train, test, manifest: dict, spec: Input
             log.warning("training failed; its tracked run is marked FAILED: %s", type(exc).__name__)
         raise
     if tracking is not None:
-        final = {k: result.get(k) for k in ("accuracy", "f1", "auc", "ece", "seconds", "promoted", "n_served_train")}
-        band = (result.get("cascade") or {})
+        final = {k: getattr(result, k) for k in ("accuracy", "f1", "auc", "ece", "seconds", "promoted", "n_served_train")}
+        band = result.cascade or {}
         if band.get("band"):
             final.update(cascade_low=band["band"][0], cascade_high=band["band"][1], cascade_coverage=band.get("coverage"))
-        version_dir = registry.path(result["version"])
-        result["tracking"] = tracking.finish(final, [version_dir / "curve.png", version_dir / "metrics.json"])
-        (version_dir / "result.json").write_text(json.dumps(result, indent=1))
+        version_dir = registry.path(result.version)
+        result.tracking = tracking.finish(final, [version_dir / "curve.png", version_dir / "metrics.json"])
+        (version_dir / "result.json").write_text(json.dumps(result.as_dict(), indent=1))
     return result
 
 
@@ -181,7 +182,7 @@ def _run_params(train, test, manifest: dict, spec: InputSpec, cfg: TrainConfig |
 
 
 def _commit_and_gate(registry: Registry, train, test, manifest: dict, spec: InputSpec,
-                     predict: Callable[..., np.ndarray], fit: Callable[[Path], dict]) -> dict:
+                     predict: Callable[..., np.ndarray], fit: Callable[[Path], dict]) -> TrainingResult:
     staging = registry.staging()
     try:
         metrics = fit(staging)
@@ -202,20 +203,14 @@ def _commit_and_gate(registry: Registry, train, test, manifest: dict, spec: Inpu
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    promoted, reason, current_metrics = _gate(registry, version, test, metrics, manifest["kind"], predict)
+    gate = _gate(registry, version, test, metrics, manifest["kind"], predict)
     metrics.pop("test_scores", None)
-    if promoted:
-        registry.promote(version, reason)
-    result = {"version": version, "kind": manifest["kind"], "promoted": promoted, "reason": reason,
-              "current": registry.current(), "n_train": metrics["n_train"], "n_test": metrics["n_test"],
-              "accuracy": metrics["accuracy"], "f1": metrics["f1"], "auc": metrics["auc"], "ece": metrics["ece"],
-              "seconds": metrics["seconds"], "device": metrics["device"], "runtime": metrics["runtime"],
-              "compared_with": current_metrics, "n_human_train": metrics["n_human_train"],
-              "n_judge_train": metrics["n_judge_train"], "holdout": test.attrs.get("holdout"),
-              "n_served_train": metrics.get("n_served_train", metrics["n_train"]), "cascade": metrics.get("cascade"),
-              "soup": metrics.get("soup")}
+    if gate.promoted:
+        registry.promote(version, gate.reason)
+    result = TrainingResult.from_metrics(version, manifest["kind"], gate, registry.current(), metrics,
+                                         test.attrs.get("holdout"))
     path = registry.path(version) / "result.json"
-    path.write_text(json.dumps(result, indent=1))
+    path.write_text(json.dumps(result.as_dict(), indent=1))
     return result
 
 
@@ -239,7 +234,7 @@ def _choose_runtime(model_dir: Path, test, metrics: dict, predict: Callable[...,
 
 
 def _gate(registry: Registry, version: str, test, metrics: dict, kind: str,
-          predict: Callable[..., np.ndarray]) -> tuple[bool, str, dict | None]:
+          predict: Callable[..., np.ndarray]) -> GateDecision:
     """Promote only a model that beats the served one on the same held-out human labels; the first
     one must beat always answering the majority class (for pairs: always the same side). A served
     model of another kind (the config changed between binary and pairwise) is replaced."""
@@ -254,8 +249,8 @@ def _gate(registry: Registry, version: str, test, metrics: dict, kind: str,
         majority = float(max(np.mean(y), 1 - np.mean(y)))
         first = "first evaluator" if current is None else f"first {kind} evaluator (replaces {current_kind} {current})"
         if new_acc > majority:
-            return True, f"{first}: accuracy {new_acc:.3f} beats the majority class ({majority:.3f})", None
-        return False, f"accuracy {new_acc:.3f} does not beat the majority class ({majority:.3f})", None
+            return GateDecision(True, f"{first}: accuracy {new_acc:.3f} beats the majority class ({majority:.3f})")
+        return GateDecision(False, f"accuracy {new_acc:.3f} does not beat the majority class ({majority:.3f})")
     # compare on held-out rows the served model never trained on (after a refit it saw its own holdout)
     old_manifest = json.loads((registry.path(current) / "manifest.json").read_text())
     fresh = ~test.task_id.isin(set(old_manifest.get("train_tasks", []))).to_numpy()
@@ -263,10 +258,10 @@ def _gate(registry: Registry, version: str, test, metrics: dict, kind: str,
         old_acc = registry.metrics(current).get("accuracy") or 0.0
         old_m = {"version": current, "accuracy": old_acc, "measured_on": "its own held-out labels"}
         if new_acc > old_acc:
-            return True, (f"accuracy {new_acc:.3f} beats {current} ({old_acc:.3f}, on its own held-out labels: "
-                          f"it trained on all but {int(fresh.sum())} of these {len(y)})"), old_m
-        return False, (f"accuracy {new_acc:.3f} does not beat {current} ({old_acc:.3f}, on its own held-out "
-                       f"labels): the current evaluator keeps serving"), old_m
+            return GateDecision(True, f"accuracy {new_acc:.3f} beats {current} ({old_acc:.3f}, on its own held-out "
+                                      f"labels: it trained on all but {int(fresh.sum())} of these {len(y)})", old_m)
+        return GateDecision(False, f"accuracy {new_acc:.3f} does not beat {current} ({old_acc:.3f}, on its own "
+                                   f"held-out labels): the current evaluator keeps serving", old_m)
     new_p = np.asarray(metrics["test_scores"]) if "test_scores" in metrics else predict(registry.path(version))
     new_m = binary_metrics(new_p[fresh], y[fresh])
     old_m = binary_metrics(predict(registry.path(current))[fresh], y[fresh])
@@ -274,6 +269,7 @@ def _gate(registry: Registry, version: str, test, metrics: dict, kind: str,
     n = int(fresh.sum())
     new_acc = new_m["accuracy"] or 0.0
     if new_acc > (old_m["accuracy"] or 0) or (new_acc == old_m["accuracy"] and (new_m["auc"] or 0) > (old_m["auc"] or 0)):
-        return True, f"accuracy {new_acc:.3f} beats {current} ({old_m['accuracy']:.3f}) on {n} held-out labels", old_m
-    return False, (f"accuracy {new_acc:.3f} does not beat {current} ({old_m['accuracy']:.3f}) on {n} "
-                   "held-out labels: the current evaluator keeps serving"), old_m
+        return GateDecision(True, f"accuracy {new_acc:.3f} beats {current} ({old_m['accuracy']:.3f}) on {n} "
+                                  "held-out labels", old_m)
+    return GateDecision(False, f"accuracy {new_acc:.3f} does not beat {current} ({old_m['accuracy']:.3f}) on {n} "
+                               "held-out labels: the current evaluator keeps serving", old_m)

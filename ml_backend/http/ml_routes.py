@@ -67,17 +67,17 @@ def predict() -> Any:
         return jsonify(error="'label_config' must be the project's XML label config (a string)"), 400
     project = data.get("project") or _project_of(tasks)
     try:
-        results = b.predict(tasks, project=project, label_config=label_config,
-                            context=params.get("context") if isinstance(params, dict) else None)
+        response = b.predict(tasks, project=project, label_config=label_config,
+                             context=params.get("context") if isinstance(params, dict) else None)
     except UnknownProject as exc:
         return jsonify(error=str(exc)), 409
     except USER_ERRORS as exc:
         return jsonify(error=redact(str(exc))), 400
     stats().count("tasks_predicted", len(tasks))
-    stats().count("abstentions", sum(1 for r in results if not r))
+    stats().count("abstentions", sum(1 for p in response.predictions if p is None))
     state = b.state(project)
     b.hooks.show_version(state.project_id, state.version, after=5.0)  # once Label Studio has saved these
-    return jsonify(results=results, model_version=state.version)
+    return jsonify(response.as_json())
 
 
 @ml.post("/webhook")

@@ -92,6 +92,151 @@ def one_run_per_project(label: Callable[..., LabelSummary]) -> Callable[..., Lab
     return guarded
 
 
+class PredictionWriter:
+    """Writes predictions to Label Studio on its own thread while the judge keeps working, one batch in
+    flight: whatever gathered while it was busy goes as soon as it is free, at most ``batch_size``, and
+    nothing waits longer than ``max_wait``. Each import request costs Label Studio a fixed part (with
+    its defaults, a recount of every task of the project), so batches grow by themselves when requests
+    are slow and stay small when they are quick, and the last one is small. The ledger goes with each
+    batch (one write per batch, not per task). Not thread-safe by itself: callers hold their lock."""
+
+    def __init__(self, services: Services, api: LabelStudioAPI, project: int, version: str, model: str, *,
+                 batch_size: int, max_wait: float) -> None:
+        self.services, self.api, self.project, self.version, self.model = services, api, project, version, model
+        self.batch_size, self.max_wait = batch_size, max_wait
+        self.errors: list[BaseException] = []  # surfaced after the run; their tasks stay unwritten -> next run
+        self._buffer: list[dict] = []
+        self._ledger: dict[str, float] = {}
+        self._oldest = 0.0
+        self._writes: queue.Queue = queue.Queue(maxsize=4)
+        self._idle = threading.Event()  # the writer waits for work
+        self._thread = threading.Thread(target=self._write_loop, name="labeljudge-writer", daemon=True)
+        self._thread.start()
+
+    def add(self, row: dict) -> None:
+        """One task's prediction (``{"task": id, "result": ..., ...}``), written with the next batch."""
+        if not self._buffer:
+            self._oldest = time.monotonic()
+        self._buffer.append(row)
+        if len(self._buffer) >= self.batch_size or self._idle.is_set() or \
+                time.monotonic() - self._oldest > self.max_wait:
+            self.flush()
+
+    def count(self, **numbers: float) -> None:
+        """Ledger numbers (calls, tokens, cost, cache hits, failures), written with the next batch."""
+        for k, v in numbers.items():
+            self._ledger[k] = self._ledger.get(k, 0) + v
+
+    def flush(self) -> None:
+        if self._buffer or self._ledger:
+            self._idle.clear()
+            self._writes.put((list(self._buffer), dict(self._ledger)))
+            self._buffer.clear()
+            self._ledger.clear()
+
+    def close(self) -> None:
+        """Write what is left and wait for the writer to finish."""
+        self.flush()
+        self._writes.put(None)
+        self._thread.join()
+
+    def _write_loop(self) -> None:
+        pid = str(self.project)
+        while True:
+            if self._writes.empty():
+                self._idle.set()
+            if (item := self._writes.get()) is None:
+                break
+            batch, ledger = item
+            try:
+                if batch:
+                    self.api.import_predictions(self.project, batch)
+                    for p in batch:
+                        self.services.store.clear_failure(pid, p["task"], self.version)
+                if ledger:
+                    self.services.store.add_ledger(pid, self.version, self.model,
+                                                   **{k: (int(v) if k != "cost" else v) for k, v in ledger.items()})
+            except BaseException as exc:
+                self.errors.append(exc)
+
+
+@dataclass
+class _Recorder:
+    """What a run does with each judge outcome, in completion order: account its cost, write its
+    prediction (or record its failure), stop at the budget, report progress."""
+
+    services: Services
+    state: ProjectState
+    summary: LabelSummary
+    writer: PredictionWriter
+    stop: threading.Event
+    todo: int
+    discount: float = 1.0
+    max_cost: float | None = None
+    progress: ProgressFn | None = None
+    started: float = field(default_factory=time.time)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __call__(self, o: Outcome) -> None:
+        summary, pid = self.summary, str(self.summary.project)
+        with self.lock:
+            row = ledger_row([] if o.cached else [o.verdict], cache_hits=int(o.cached), discount=self.discount,
+                             price=functools.partial(self.services.settings.cost, self.state.config.model))
+            summary.tokens_in += row["tokens_in"]
+            summary.tokens_out += row["tokens_out"]
+            summary.cost += row["cost"]
+            summary.cached += row["cache_hits"]
+            self.writer.count(**{k: v for k, v in row.items() if v})
+            if o.verdict is not None:
+                record_positions(self.services.store, self.state, o.key, o.verdict)
+            prediction = prediction_for(self.state, o.verdict) if o.verdict is not None else None
+            if prediction is not None:
+                self.writer.add({"task": o.key, **prediction.as_json()})
+                summary.labeled += 1
+            else:
+                reason = o.error or "no usable answer"
+                summary.failed += 1
+                summary.failures.append({"task": o.key, "reason": reason})
+                self.services.store.record_failure(pid, o.key, summary.model_version, reason)
+                self.writer.count(failures=1)
+            summary.judging_seconds = time.time() - self.started
+            if self.max_cost is not None and summary.cost >= self.max_cost and not self.stop.is_set():
+                summary.stopped = "budget"
+                log.warning("project %s: budget of $%.4f reached ($%.4f spent); stopping, a re-run continues",
+                            pid, self.max_cost, summary.cost)
+                self.stop.set()
+            if self.progress is not None:
+                self.progress(summary, self.todo)
+
+
+def _choose(state: ProjectState, tasks: dict[int, dict], task_ids: Sequence[int] | None,
+            sample: int | None) -> list[int]:
+    """The tasks a run is about: ``task_ids`` (those the project has), or a diverse ``sample``, or all."""
+    chosen = list(tasks) if task_ids is None else [t for t in dict.fromkeys(task_ids) if t in tasks]
+    if sample:
+        from ..judge.embeddings import diverse_sample
+
+        ids = sorted(tasks)
+        texts = [state.judge.render(tasks[i])[0] if _renders(state, tasks[i]) else str(tasks[i]) for i in ids]
+        chosen = [ids[i] for i in diverse_sample(texts, sample)]
+    return chosen
+
+
+def _load_model(state: ProjectState, summary: LabelSummary, todo: int, progress: ProgressFn | None) -> None:
+    """The local model takes a minute to load on 2 cores: load it before the first task, and say so."""
+    provider = state.judge.provider
+    if not todo or getattr(provider, "loaded", True) is not False:
+        return
+    summary.stage = f"loading the local judge model {state.config.model} (once per process)"
+    if progress:
+        progress(summary, todo)
+    try:
+        provider.load()  # type: ignore[attr-defined]  # the local provider: "loaded" is False above
+    except Exception:  # its error reaches every task's verdict, as on any judge call
+        pass
+    summary.stage = None
+
+
 @one_run_per_project
 def label_project(services: Services, api: LabelStudioAPI, project: int, *,
                   overrides: dict | None = None, sample: int | None = None, concurrency: int = 8,
@@ -101,8 +246,9 @@ def label_project(services: Services, api: LabelStudioAPI, project: int, *,
                   batch_progress: Callable[[Any], None] | None = None,
                   progress: ProgressFn | None = None, stop: threading.Event | None = None,
                   max_cost: float | None = None, task_ids: Sequence[int] | None = None) -> LabelSummary:
-    """``max_cost``: stop cleanly once the run has spent this many dollars (calls in flight finish and
-    are written; a re-run continues with the tasks left)."""
+    """Label the project's tasks that have no prediction of the current judge version (or ``task_ids``,
+    or a diverse ``sample``). ``max_cost``: stop cleanly once the run has spent this many dollars
+    (calls in flight finish and are written; a re-run continues with the tasks left)."""
     t0 = time.time()
     stop = stop if stop is not None else threading.Event()
     # one export: the few-shot pool (Label Studio's current annotations) and what is left to label
@@ -112,135 +258,36 @@ def label_project(services: Services, api: LabelStudioAPI, project: int, *,
     services.projects.labels_changed(str(project))
     state = resolve_state(services, api, project, overrides, label_config)
     version = state.judge.version  # bulk labeling is the judge's work, whatever /predict serves
-    pid = str(project)
     tasks = {t["id"]: t["data"] for t in listed}
     done = {t["id"] for t in listed if any(p["model_version"] == version for p in t["predictions"])}
-    chosen = list(tasks) if task_ids is None else [t for t in dict.fromkeys(task_ids) if t in tasks]
-    if sample:
-        from ..judge.embeddings import diverse_sample
-
-        ids = sorted(tasks)
-        texts = [state.judge.render(tasks[i])[0] if _renders(state, tasks[i]) else str(tasks[i]) for i in ids]
-        chosen = [ids[i] for i in diverse_sample(texts, sample)]
+    chosen = _choose(state, tasks, task_ids, sample)
     todo = [t for t in chosen if t not in done]
     summary = LabelSummary(project, version, total=len(chosen), skipped=len(chosen) - len(todo))
-    model = state.config.model
-    provider = state.judge.provider
-    if todo and getattr(provider, "loaded", True) is False:  # the local model: a minute on 2 cores, said so
-        summary.stage = f"loading the local judge model {model} (once per process)"
-        if progress:
-            progress(summary, len(todo))
-        try:
-            provider.load()  # type: ignore[attr-defined]  # the local provider: "loaded" is False above
-        except Exception:  # its error reaches every task's verdict, as on any judge call
-            pass
-        summary.stage = None
-    # One batch in flight: whatever gathered while the writer was busy goes as soon as it is free,
-    # at most ``batch_size``, and nothing waits longer than ``max_wait``. Each import request costs
-    # Label Studio a fixed part (with its defaults, a recount of every task of the project), so
-    # batches grow by themselves when requests are slow and stay small when they are quick, and the
-    # last one, written after the last verdict, is small.
-    buffer: list[dict] = []
-    oldest = [0.0]
-    pending_ledger: dict[str, float] = {}
-    lock = threading.Lock()
-
-    writes: queue.Queue = queue.Queue(maxsize=4)
-    write_errors: list[BaseException] = []
-
-    idle = threading.Event()  # the writer waits for work
-
-    def writer() -> None:
-        """Writes batches to Label Studio while the judge keeps working (one batch in flight)."""
-        while True:
-            if writes.empty():
-                idle.set()
-            if (item := writes.get()) is None:
-                break
-            batch, ledger = item
-            try:
-                if batch:
-                    api.import_predictions(project, batch)
-                    for p in batch:
-                        services.store.clear_failure(pid, p["task"], version)
-                if ledger:  # one ledger write per batch, not per task
-                    services.store.add_ledger(pid, version, model, **{k: (int(v) if k != "cost" else v)
-                                                                     for k, v in ledger.items()})
-            except BaseException as exc:  # surfaced after the run; the tasks stay unwritten -> next run
-                write_errors.append(exc)
-
-    writer_thread = threading.Thread(target=writer, name="labeljudge-writer", daemon=True)
-    writer_thread.start()
-
-    def flush() -> None:
-        if buffer or pending_ledger:
-            idle.clear()
-            writes.put((list(buffer), dict(pending_ledger)))
-            buffer.clear()
-            pending_ledger.clear()
-
-    def count(**kw: float) -> None:
-        for k, v in kw.items():
-            pending_ledger[k] = pending_ledger.get(k, 0) + v
-
-    price = functools.partial(services.settings.cost, model)
-
-    def on_outcome(o: Outcome) -> None:
-        with lock:
-            row = ledger_row([] if o.cached else [o.verdict], cache_hits=int(o.cached), price=price,
-                             discount=BATCH_DISCOUNT if batch_api else 1.0)
-            summary.tokens_in += row["tokens_in"]
-            summary.tokens_out += row["tokens_out"]
-            summary.cost += row["cost"]
-            summary.cached += row["cache_hits"]
-            count(**{k: v for k, v in row.items() if v})
-            if o.verdict is not None:
-                record_positions(services.store, state, o.key, o.verdict)
-            prediction = prediction_for(state, o.verdict) if o.verdict is not None else []
-            if isinstance(prediction, dict):  # [] is "no prediction"
-                if not buffer:
-                    oldest[0] = time.monotonic()
-                buffer.append({"task": o.key, **prediction})
-                summary.labeled += 1
-                if len(buffer) >= batch_size or idle.is_set() or time.monotonic() - oldest[0] > max_wait:
-                    flush()
-            else:
-                reason = o.error or "no usable answer"
-                summary.failed += 1
-                summary.failures.append({"task": o.key, "reason": reason})
-                services.store.record_failure(pid, o.key, version, reason)
-                count(failures=1)
-            summary.judging_seconds = time.time() - t_run
-            if max_cost is not None and summary.cost >= max_cost and not stop.is_set():
-                summary.stopped = "budget"
-                log.warning("project %s: budget of $%.4f reached ($%.4f spent); stopping, a re-run continues",
-                            project, max_cost, summary.cost)
-                stop.set()
-            if progress is not None:
-                progress(summary, len(todo))
-
-    t_run = time.time()
+    _load_model(state, summary, len(todo), progress)
+    writer = PredictionWriter(services, api, project, version, state.config.model, batch_size=batch_size,
+                              max_wait=max_wait)
+    record = _Recorder(services, state, summary, writer, stop, len(todo), max_cost=max_cost, progress=progress,
+                       discount=BATCH_DISCOUNT if batch_api else 1.0)
     try:
         if batch_api:
             from ..judge.batch import run_batch
 
-            run_batch(state.judge, ((t, tasks[t]) for t in todo), on_outcome, scope=f"{pid}:{version}",
+            run_batch(state.judge, ((t, tasks[t]) for t in todo), record, scope=f"{project}:{version}",
                       store=services.store, cache=services.store, poll_interval=poll_interval,
                       progress=batch_progress, stop=stop)
         else:
-            run_judge(state.judge, ((t, tasks[t]) for t in todo), on_outcome, concurrency=concurrency,
+            run_judge(state.judge, ((t, tasks[t]) for t in todo), record, concurrency=concurrency,
                       cache=services.store, limiter=RateLimiter(rpm, tpm), stop=stop, use_async=use_async)
     finally:
-        with lock:
-            flush()
-        writes.put(None)
-        writer_thread.join()
-        summary.labeling_seconds = time.time() - t_run
+        with record.lock:
+            writer.flush()
+        writer.close()
+        summary.labeling_seconds = time.time() - record.started
         summary.seconds = time.time() - t0
     if stop.is_set() and summary.stopped is None:
         summary.stopped = "interrupted"
-    if write_errors:
-        raise RuntimeError(f"writing predictions to Label Studio failed: {write_errors[0]}") from write_errors[0]
+    if writer.errors:
+        raise RuntimeError(f"writing predictions to Label Studio failed: {writer.errors[0]}") from writer.errors[0]
     if summary.labeled:
         _show_served_version(services, api, project)
     return summary

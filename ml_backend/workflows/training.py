@@ -12,6 +12,7 @@ from typing import Callable
 
 from ..evaluator.data import InputSpec
 from ..evaluator.pipeline import run_reward_training, run_training
+from ..evaluator.results import TrainingResult
 from ..evaluator.tracking import Tracking
 from ..evaluator.train import TrainConfig
 from ..labelstudio import describe_error, is_labelstudio_error
@@ -38,10 +39,10 @@ def train_project(services: Services, project: int, *, progress: Callable[[dict]
     with lease:
         started = time.time()
         result = _train(services, project, progress)
-    return {**result, "started_at": round(started, 3), "finished_at": round(time.time(), 3)}
+    return {**result.as_dict(), "started_at": round(started, 3), "finished_at": round(time.time(), 3)}
 
 
-def _train(services: Services, project: int, progress: Callable[[dict], None] | None) -> dict:
+def _train(services: Services, project: int, progress: Callable[[dict], None] | None) -> TrainingResult:
     api = services.require_labelstudio("training")
     pid = str(project)
     state = services.projects.state(pid) if services.store.project(pid) else None
