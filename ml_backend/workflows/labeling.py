@@ -186,7 +186,8 @@ class _Recorder:
             summary.tokens_out += row["tokens_out"]
             summary.cost += row["cost"]
             summary.cached += row["cache_hits"]
-            self.writer.count(**{k: v for k, v in row.items() if v})
+            # every failed task is counted once below (a provider error has no verdict to count here)
+            self.writer.count(**{k: v for k, v in row.items() if v and k != "failures"})
             if o.verdict is not None:
                 record_positions(self.services.store, self.state, o.key, o.verdict)
             prediction = prediction_for(self.state, o.verdict) if o.verdict is not None else None
