@@ -170,17 +170,18 @@ def judge_within(judge: Judge, items: Sequence[tuple[Any, Any]], *, pool: Execut
             running.append(cached)
         verdicts[i] = Verdict(error="not judged within the /predict budget")
     late_set = set(late)
-    paid = []
+    paid: list[Verdict] = []
     for i in todo:
         if i not in late_set:
-            verdicts[i] = futures[i].result()
-            paid.append(verdicts[i])
+            verdict = futures[i].result()
+            verdicts[i] = verdict
+            paid.append(verdict)
     fresh = [(hashes[i], verdict_to_dict(v)) for i in todo
              if i not in late_set and i in hashes and (v := verdicts[i]) is not None and v.usable]
     if fresh and cache is not None:
         cache.put_verdicts(version, fresh)
     return Judged([v if v is not None else Verdict(error="no verdict") for v in verdicts],
-                  [v for v in paid if v is not None], hits, late, running)
+                  paid, hits, late, running)
 
 
 def _cache_late(cache: VerdictCache | None, version: str, content_hash: str | None, cached: threading.Event,

@@ -20,7 +20,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
 
-from ..judge.runner import Outcome, RateLimiter, ledger_row, run_judge
+from ..judge.runner import Outcome, RateLimiter, ledger_row, run_judge, verdict_of
 from ..labelstudio import LabelStudioAPI, describe_error
 from ..labelstudio.config import parse_label_config
 from ..labelstudio.sync import sync_annotations
@@ -180,14 +180,14 @@ class _Recorder:
     def __call__(self, o: Outcome) -> None:
         summary, pid = self.summary, str(self.summary.project)
         with self.lock:
-            row = ledger_row([] if o.cached else [o.verdict], cache_hits=int(o.cached), discount=self.discount,
+            # a provider error counts as a call that failed (verdict_of), as on /predict
+            row = ledger_row([] if o.cached else [verdict_of(o)], cache_hits=int(o.cached), discount=self.discount,
                              price=functools.partial(self.services.settings.cost, self.state.config.model))
             summary.tokens_in += row["tokens_in"]
             summary.tokens_out += row["tokens_out"]
             summary.cost += row["cost"]
             summary.cached += row["cache_hits"]
-            # every failed task is counted once below (a provider error has no verdict to count here)
-            self.writer.count(**{k: v for k, v in row.items() if v and k != "failures"})
+            self.writer.count(**{k: v for k, v in row.items() if v})
             if o.verdict is not None:
                 record_positions(self.services.store, self.state, o.key, o.verdict)
             prediction = prediction_for(self.state, o.verdict) if o.verdict is not None else None
@@ -199,7 +199,6 @@ class _Recorder:
                 summary.failed += 1
                 summary.failures.append({"task": o.key, "reason": reason})
                 self.services.store.record_failure(pid, o.key, summary.model_version, reason)
-                self.writer.count(failures=1)
             summary.judging_seconds = time.time() - self.started
             if self.max_cost is not None and summary.cost >= self.max_cost and not self.stop.is_set():
                 summary.stopped = "budget"
