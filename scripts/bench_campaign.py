@@ -8,7 +8,8 @@ confidence ~ Beta(4, 2), a wrong one's ~ Beta(3, 2.5): they overlap a lot). Anno
 the known labels in rounds of 50. This run drives the queue and the estimate (ml_backend/quality/review)
 directly, without Label Studio. Strategy "queue" ranks by the judge's confidence alone; with
 ``--evaluator-seeds K`` the first K seeds also run "queue+evaluator": the real evaluator (the packaged
-MiniLM fine-tuned by ml_backend.evaluator.train, two epochs, max_length 128) is distilled from the judge's
+MiniLM fine-tuned by ml_backend.evaluator.train on the product's default input pair and max_length, two
+epochs) is distilled from the judge's
 labels in two folds, each fold's model scoring the other fold (so no task is scored by a model that saw
 its own label, as a promoted evaluator scores tasks it did not train on), and its disagreement with the
 judge joins the judge's doubt in the queue. The evaluator is trained once, before the first review
@@ -31,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ml_backend.datasets import halueval_rows  # noqa: E402
+from ml_backend.evaluator.train import TrainConfig  # noqa: E402
 from ml_backend.quality.review import Candidate, build_queue, estimate_label_set  # noqa: E402
 
 BUDGETS = (50, 100, 200, 300, 500)
@@ -46,25 +48,42 @@ def simulate_judge(truth: list[str], accuracy: float, rng: random.Random) -> tup
     return labels, confidences
 
 
-def evaluator_scores(df, judge: list[str], seed: int, work: Path) -> list[float]:
-    """P(Pass) for every row from the real evaluator distilled from the judge's labels, out of fold."""
+def evaluator_scores(df, judge: list[str], seed: int, work: Path, *, max_length: int, epochs: int,
+                     cache: Path | None = None) -> list[float]:
+    """P(Pass) for every row from the real evaluator distilled from the judge's labels, out of fold. The
+    input pair is the product's default (`InputSpec`: the output, judged against input and context).
+    ``cache``: a JSON file of earlier scores for the same data, judge, seed and settings (fits cost minutes)."""
+    import hashlib
+
     import numpy as np
     import pandas as pd
 
+    from ml_backend.evaluator.data import InputSpec
     from ml_backend.evaluator.train import TrainConfig, train_evaluator
 
-    rows = pd.DataFrame({"text_a": [f"{i}\n{c}".strip() for i, c in zip(df.input, df.context)],
-                         "text_b": list(df.output), "label": [int(j == "Pass") for j in judge], "weight": 1.0})
+    spec = InputSpec()
+    pairs = [spec.pair({"input": i, "context": c, "output": o}) for i, c, o in zip(df.input, df.context, df.output)]
+    key = hashlib.sha256(json.dumps([pairs, judge, seed, max_length, epochs]).encode()).hexdigest()[:16]
+    if cache is not None and cache.exists():
+        known = json.loads(cache.read_text())
+        if key in known:
+            return known[key]
+    rows = pd.DataFrame({"text_a": [a for a, _ in pairs], "text_b": [b for _, b in pairs],
+                         "label": [int(j == "Pass") for j in judge], "weight": 1.0})
     fold_of = np.random.default_rng(seed).permutation(len(rows)) % 2  # at random: HaluEval rows alternate Pass/Fail
     folds = [rows.index[fold_of == k] for k in (0, 1)]
     scores = [0.0] * len(rows)
-    cfg = TrainConfig(epochs=2, max_length=128, refit=False, soup=1, seed=seed)
+    cfg = TrainConfig(epochs=epochs, max_length=max_length, refit=False, soup=1, seed=seed)
     for k in (0, 1):
         fit_on, score_on = rows.loc[folds[k]], rows.loc[folds[1 - k]]
         metrics = train_evaluator(fit_on.reset_index(drop=True), score_on.reset_index(drop=True),
                                   work / f"fold{k}", cfg)
         for i, p in zip(score_on.index, metrics["test_scores"]):
             scores[i] = float(p)
+    if cache is not None:
+        known = json.loads(cache.read_text()) if cache.exists() else {}
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps({**known, key: scores}))
     return scores
 
 
@@ -111,6 +130,11 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--evaluator-seeds", type=int, default=0,
                     help="also run queue+evaluator (the real evaluator, trained per seed) on the first K seeds")
+    ap.add_argument("--evaluator-max-length", type=int, default=TrainConfig.max_length,
+                    help="tokens per input pair (default: the product's)")
+    ap.add_argument("--evaluator-epochs", type=int, default=2)
+    ap.add_argument("--score-cache", default=str(ROOT / "bench_results" / "campaign_evaluator_scores.json"),
+                    help="earlier evaluator scores, reused when data, judge, seed and settings match ('' for none)")
     ap.add_argument("--out", default=str(ROOT / "bench_results" / "campaign.json"))
     args = ap.parse_args()
     table = []
@@ -126,7 +150,9 @@ def main() -> None:
 
                 with tempfile.TemporaryDirectory() as work:
                     t0 = time.time()
-                    scores = evaluator_scores(df, judge, seed, Path(work))
+                    scores = evaluator_scores(df, judge, seed, Path(work), max_length=args.evaluator_max_length,
+                                              epochs=args.evaluator_epochs,
+                                              cache=Path(args.score_cache) if args.score_cache else None)
                     agree = sum((s >= 0.5) == (j == "Pass") for s, j in zip(scores, judge)) / len(judge)
                     right = sum((s >= 0.5) == (t == "Pass") for s, t in zip(scores, truth)) / len(truth)
                     print(f"{dataset} seed {seed}: evaluator trained in {time.time() - t0:.0f} s, agrees with the "
