@@ -94,26 +94,32 @@ def campaign(strategy: str, truth: list[str], judge: list[str], conf: list[float
     n = len(truth)
     reviewed: list[int] = []
     audits: list[dict] = []
+    pools: dict[int, list[int]] = {}  # round -> the unreviewed tasks its audits were drawn from (as the store keeps)
     rows = []
     while len(reviewed) < BUDGETS[-1]:
-        todo = [i for i in range(n) if i not in set(reviewed)]
+        done = set(reviewed)
+        todo = [i for i in range(n) if i not in done]
+        r = pools[len(pools)] = todo
+        r_id = len(pools) - 1
         if strategy == "random":
             picked = rng.sample(todo, ROUND)
-            audits += [{"task": i, "source": "judge", "correct": judge[i] == truth[i]} for i in picked]
+            audits += [{"task": i, "source": "judge", "correct": judge[i] == truth[i], "round": r_id} for i in picked]
         else:
             agrees = [None if evaluator is None else (evaluator[i] if judge[i] == "Pass" else 1 - evaluator[i])
                       for i in range(n)]
-            queue = build_queue([Candidate(i, judge[i], conf[i], agrees[i], keys[i]) for i in todo], ROUND,
+            queue = build_queue([Candidate(i, judge[i], conf[i], agrees[i], keys[i]) for i in r], ROUND,
                                 audit_share=audit_share, seed=rng.randrange(2**31))
             picked = [q.task for q in queue]
-            audits += [{"task": q.task, "source": "judge", "correct": judge[q.task] == truth[q.task]}
+            audits += [{"task": q.task, "source": "judge", "correct": judge[q.task] == truth[q.task], "round": r_id}
                        for q in queue if q.kind == "audit"]
         reviewed += picked
         if len(reviewed) in BUDGETS:
             done = set(reviewed)
             found = sum(judge[i] != truth[i] for i in reviewed)
             final = sum(1 if i in done else judge[i] == truth[i] for i in range(n)) / n
-            est = estimate_label_set([{"task": i, "source": "human" if i in done else "judge"} for i in range(n)], audits)
+            labels = [{"task": i, "source": "human", "reviewed_source": "judge", "reviewed_correct": judge[i] == truth[i]}
+                      if i in done else {"task": i, "source": "judge"} for i in range(n)]
+            est = estimate_label_set(labels, audits, pools)
             rows.append({"strategy": strategy, "budget": len(reviewed), "errors_found": found,
                          "errors_per_100": round(100 * found / len(reviewed), 1), "final_accuracy": round(final, 4),
                          "estimate": est.accuracy, "ci": est.ci, "audits": len(audits),

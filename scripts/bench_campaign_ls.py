@@ -80,6 +80,7 @@ def campaign(strategy: str, ls: LocalLabelStudio, fake: FakeOpenAI, rows: list[d
              judge: list[str], args, work: Path) -> list[dict]:
     """One strategy's campaign in its own project and backend; a row per budget."""
     env = {"TRAIN_EVERY": str(args.round) if strategy == "queue" else "0", "TRAIN_EPOCHS": str(args.train_epochs),
+           "TRAIN_MAX_LENGTH": str(args.train_max_length),
            "TRAIN_SOUP": "1", "TRAIN_DEBOUNCE": "3", "FEW_SHOT_K": "0", "JUDGE_TIMEOUT": "30"}
     settings = judge_settings(work / strategy, fake, LABEL_STUDIO_URL=ls.url, LABEL_STUDIO_API_KEY=ls.token, **env)
     api = LabelStudioAPI(ls.url, ls.token)
@@ -109,7 +110,7 @@ def campaign(strategy: str, ls: LocalLabelStudio, fake: FakeOpenAI, rows: list[d
                     "value": {"choices": [truth[row_of[item["task"]]]]}}])
                 reviewed.append(item["task"])
             train = None
-            if strategy == "queue":  # the webhooks start one training per round of 50; wait for it
+            if strategy == "queue" and len(reviewed) < args.budget:  # the webhooks start one training per round; the next round waits for it
                 trainings += 1
                 jobs = wait("training", lambda: (js := http.get("/jobs", params={"project": str(project), "kind": "train"}).json()["jobs"])
                             and len(js) >= trainings and all(j["status"] in ("finished", "failed") for j in js)
@@ -133,7 +134,7 @@ def campaign(strategy: str, ls: LocalLabelStudio, fake: FakeOpenAI, rows: list[d
     return out
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dataset", default="qa", choices=("qa", "dialogue", "summarization"))
     ap.add_argument("--tasks", type=int, default=400)
@@ -142,10 +143,11 @@ def main() -> None:
     ap.add_argument("--judge-accuracy", type=float, default=0.85)
     ap.add_argument("--audit-share", type=float, default=0.1)
     ap.add_argument("--train-epochs", type=int, default=2)
+    ap.add_argument("--train-max-length", type=int, default=256, help="the evaluator's tokens per pair (the product's default)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--strategies", default="random,queue")
     ap.add_argument("--out", default=str(ROOT / "bench_results" / "campaign_ls.json"))
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     df = halueval_rows(args.dataset, args.tasks, seed=11)
     rows = [{"input": str(r.input), "context": str(r.context), "output": str(r.output)} for r in df.itertuples()]
     truth = list(df.label)
@@ -176,10 +178,11 @@ def main() -> None:
               f"{(r['estimate'] or 0):>10.3f}{ci:>16}{str(r['covered']):>9}{ev:>11}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"args": vars(args), "cpus": os.cpu_count(), "judge_only": judge_only,
-                               "llm_calls": len(fake.requests), "seconds": round(time.time() - t_start),
-                               "rows": table}, indent=1))
+    result = {"args": vars(args), "cpus": os.cpu_count(), "judge_only": judge_only, "llm_calls": len(fake.requests),
+              "seconds": round(time.time() - t_start), "rows": table}
+    out.write_text(json.dumps(result, indent=1))
     print(f"wrote {out}; {len(fake.requests)} chat-completions requests")
+    return result
 
 
 if __name__ == "__main__":

@@ -304,11 +304,11 @@ def export(args: argparse.Namespace) -> int:
         return 0
     df = records_to_frame(tasks, {t["id"]: t["data"] for t in tasks}, controls)
     if len(df):  # the final label of the primary control, where it came from and how accurate that source is
-        from ..quality.review import final_labels, label_set_accuracy
-        from ..workflows.review import primary_control, relabel_policy
+        from ..quality.review import final_labels
+        from ..workflows.review import label_set_estimate, primary_control, relabel_policy
 
         control = primary_control(schema)
-        estimate = label_set_accuracy(tasks, control, services.store.review_items(str(args.project)))
+        estimate = label_set_estimate(services.store, args.project, tasks, control)
         final = final_labels(tasks, control, estimate, relabel_policy(services, args.project, tasks, schema)["overrides"])
         for column in ("label", "label_source", "label_estimated_accuracy"):
             df[column] = [final[t][column] for t in df["task_id"]]

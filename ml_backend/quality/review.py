@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Collection, Mapping, Sequence
 
 from ..judge.types import is_judge_version
 from .report import norm
@@ -144,12 +144,20 @@ def audits_needed(p: float, n: int, half_width: float = 0.01, z: float = Z95) ->
     return max(0, math.ceil(z * z * p * (1 - p) / (half_width * half_width)) - n)
 
 
-def estimate_label_set(labels: Sequence[dict], audits: Sequence[dict]) -> LabelSetEstimate:
+def estimate_label_set(labels: Sequence[dict], audits: Sequence[dict],
+                       pools: Mapping[int, Collection[int]] | None = None) -> LabelSetEstimate:
     """``labels``: one per task, ``{"task", "source"}`` where source is "human" or the machine source
-    of the task's final label (None: unlabeled). ``audits``: random audits, ``{"task", "source",
-    "correct"}`` (the machine label of that source against the human's). Where a source has no random
-    audit, ``labels`` entries may carry ``"reviewed_correct"`` from non-random reviews: used, marked
-    biased."""
+    of the task's final label (None: unlabeled); a reviewed task's entry may carry ``reviewed_source`` and
+    ``reviewed_correct`` (its machine label against the human's). ``audits``: random audits, ``{"task",
+    "source", "correct", "round"}``; ``pools``: round -> the unreviewed tasks that round's audits were
+    drawn from. Where a source has no random audit, ``reviewed_correct`` of non-random reviews is used,
+    marked biased.
+
+    Why rounds: once the queue has sent people to the judge's likeliest mistakes, the labels nobody
+    reviewed are more accurate than the pool an earlier audit was drawn from. Per round, the errors in
+    the pool it was drawn from are estimated from its audits (unbiased), and the errors people have found
+    since in that pool are known exactly: their difference is the errors left (`_round_rate`). Rounds are
+    combined by inverse variance (at a common error rate). Audits without a recorded pool count as drawn from today's labels."""
     n_human = sum(1 for x in labels if x.get("source") == "human")
     labeled = [x for x in labels if x.get("source")]
     out = LabelSetEstimate(n_tasks=len(labels), n_human=n_human)
@@ -157,7 +165,7 @@ def estimate_label_set(labels: Sequence[dict], audits: Sequence[dict]) -> LabelS
     expected_correct, var = float(n_human), 0.0
     complete = True
     for source in machine_sources:
-        unreviewed = sum(1 for x in labeled if x["source"] == source)
+        unreviewed = {x["task"] for x in labeled if x["source"] == source}
         mine = [a for a in audits if a.get("source") == source]
         unbiased = bool(mine)
         if not mine:
@@ -165,18 +173,18 @@ def estimate_label_set(labels: Sequence[dict], audits: Sequence[dict]) -> LabelS
                     if x.get("reviewed_source") == source and x.get("reviewed_correct") is not None]
         n = len(mine)
         if n == 0:
-            out.sources.append(SourceEstimate(source, unreviewed, 0, None, None, None, None, None, unbiased=False))
+            out.sources.append(SourceEstimate(source, len(unreviewed), 0, None, None, None, None, None, unbiased=False))
             complete = False
             continue
-        k = sum(1 for a in mine if a["correct"])
-        acc = k / n
-        lo, hi = wilson(k, n)
+        rate, rate_var = _error_rate(source, unreviewed, labels, mine, pools or {})
+        m = len(unreviewed)
+        acc, half = 1.0 - rate, Z95 * math.sqrt(rate_var)
+        lo, hi = max(0.0, acc - half), min(1.0, acc + half)
         out.sources.append(SourceEstimate(
-            source, unreviewed, n, round(acc, 4), (round(lo, 4), round(hi, 4)), round((1 - acc) * unreviewed, 1),
-            (round((1 - hi) * unreviewed, 1), round((1 - lo) * unreviewed, 1)), audits_needed(acc, n), unbiased))
-        expected_correct += acc * unreviewed
-        shrunk = (k + 2) / (n + 4)  # Agresti-Coull: a perfect score so far still has a spread
-        var += (unreviewed ** 2) * shrunk * (1 - shrunk) / (n + 4)
+            source, m, n, round(acc, 4), (round(lo, 4), round(hi, 4)), round(rate * m, 1),
+            (round((1 - hi) * m, 1), round((1 - lo) * m, 1)), audits_needed(acc, n), unbiased))
+        expected_correct += acc * m
+        var += m * m * rate_var
     if labeled and complete:
         total = len(labeled)
         acc = expected_correct / total
@@ -184,6 +192,50 @@ def estimate_label_set(labels: Sequence[dict], audits: Sequence[dict]) -> LabelS
         out.accuracy = round(acc, 4)
         out.ci = (round(max(0.0, acc - half), 4), round(min(1.0, acc + half), 4))
     return out
+
+
+def _error_rate(source: str, unreviewed: set[int], labels: Sequence[dict], audits: Sequence[dict],
+                pools: Mapping[int, Collection[int]]) -> tuple[float, float]:
+    """The error rate of ``source``'s unreviewed labels and its variance, from the audits round by round
+    (inverse-variance weighted), clipped to [0, 1]."""
+    wrong_reviewed = {x["task"] for x in labels if x.get("reviewed_source") == source and x.get("reviewed_correct") is False}
+    reviewed = {x["task"] for x in labels if x.get("reviewed_source") == source}
+    by_round: dict[int | None, list[dict]] = {}
+    for a in audits:
+        r = a.get("round")
+        by_round.setdefault(r if r in pools else None, []).append(a)
+    estimates = []
+    for r, group in by_round.items():
+        if r is None:  # drawn from the labels as they are now: the audits' own error rate
+            estimates.append(_round_rate(group, len(unreviewed), len(unreviewed), None))
+            continue
+        pool = set(pools[r])
+        estimates.append(_round_rate(group, len(pool & (unreviewed | reviewed)), len(pool & unreviewed),
+                                     len(pool & wrong_reviewed)))
+    kept = [e for e in estimates if e is not None]
+    if not kept:  # every audited pool has been reviewed since: all audits' own error rate
+        kept = [_round_rate(audits, 1, 1, None) or (0.0, 0.25, 1.0)]
+    total = sum(w for _, _, w in kept)
+    rate = sum(e * w for e, _, w in kept) / total
+    return min(1.0, max(0.0, rate)), sum(v * w * w for _, v, w in kept) / (total * total)
+
+
+def _round_rate(audits: Sequence[dict], pool: int, left: int,
+                found: int | None) -> tuple[float, float, float] | None:
+    """One round: ``audits`` drawn at random from ``pool`` labels of which ``left`` are still unreviewed
+    and ``found`` wrong ones were reviewed since (None: the audits' own errors). The estimated error rate
+    of the ``left`` labels, its variance (Agresti-Coull: a perfect score so far still has a spread) and
+    its weight (inverse variance at a common error rate: weights from the design, not from the outcome,
+    so a round that happened to find no error does not pull the estimate down)."""
+    n = len(audits)
+    if n == 0 or left <= 0:
+        return None
+    errors = sum(1 for a in audits if not a["correct"])
+    e = errors / n
+    rate = e if found is None else (pool * e - found) / left
+    shrunk = (errors + 2) / (n + 4)
+    scale = 1.0 if found is None else pool / left
+    return rate, scale * scale * shrunk * (1 - shrunk) / (n + 4), (n + 4) / (scale * scale)
 
 
 def source_of(model_version: Any) -> str:
@@ -213,9 +265,11 @@ def machine_prediction(task: dict, control: str) -> dict | None:
     return None
 
 
-def label_set_accuracy(tasks: Sequence[dict], control: str, review_items: Sequence[dict]) -> dict:
+def label_set_accuracy(tasks: Sequence[dict], control: str, review_items: Sequence[dict],
+                       pools: Mapping[int, Collection[int]] | None = None) -> dict:
     """How accurate a project's labels are now, per source and overall, with 95% CIs. ``tasks``: the
-    report's records; ``review_items``: what the review queue recorded (its audits)."""
+    report's records; ``review_items``: what the review queue recorded (its audits, with their round);
+    ``pools``: round -> the unreviewed tasks that round drew its audits from."""
     audits_by_task = {r["task_id"]: r for r in review_items if r["kind"] == "audit"}
     labels, audits = [], []
     for t in tasks:
@@ -224,14 +278,16 @@ def label_set_accuracy(tasks: Sequence[dict], control: str, review_items: Sequen
             entry = {"task": t["id"], "source": "human"}
             audit = audits_by_task.get(t["id"])
             if audit is not None and audit.get("label") is not None:  # the machine label when it was drawn
-                audits.append({"task": t["id"], "source": audit["source"], "correct": norm(audit["label"]) == norm(human)})
-            elif machine is not None:  # a non-random review: used only where no audit exists, marked biased
+                correct = norm(audit["label"]) == norm(human)
+                audits.append({"task": t["id"], "source": audit["source"], "correct": correct, "round": audit.get("round")})
+                entry.update(reviewed_source=audit["source"], reviewed_correct=correct)
+            elif machine is not None:  # a non-random review: known errors; alone, a biased estimate
                 entry.update(reviewed_source=source_of(machine["model_version"]),
                              reviewed_correct=norm(machine["answers"][control]) == norm(human))
             labels.append(entry)
         else:
             labels.append({"task": t["id"], "source": source_of(machine["model_version"]) if machine else None})
-    return estimate_label_set(labels, audits).as_dict()
+    return estimate_label_set(labels, audits, pools).as_dict()
 
 
 OVERRIDE_SOURCE = "evaluator-override"

@@ -111,7 +111,14 @@ CREATE TABLE IF NOT EXISTS review_queue (
     source TEXT,
     label TEXT,
     queued_at REAL NOT NULL,
+    round INTEGER,
     PRIMARY KEY (project_id, task_id)
+);
+CREATE TABLE IF NOT EXISTS review_rounds (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    project_id TEXT NOT NULL,
+    queued_at REAL NOT NULL,
+    pool TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS deleted_annotations (
     id INTEGER PRIMARY KEY,
@@ -214,6 +221,9 @@ class StoreBase:
             columns = {r[1] for r in db.execute("PRAGMA table_info(annotations)").fetchall()}
             if "source_updated_at" not in columns:  # Label Studio's own time of the stored version
                 db.execute("ALTER TABLE annotations ADD COLUMN source_updated_at REAL")
+            columns = {r[1] for r in db.execute("PRAGMA table_info(review_queue)").fetchall()}
+            if "round" not in columns:  # a store from before audits named the pool they were drawn from
+                db.execute("ALTER TABLE review_queue ADD COLUMN round INTEGER")
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)

@@ -8,7 +8,6 @@ from pathlib import Path
 from ..evaluator.registry import Registry
 from ..labelstudio import LabelStudioAPI
 from ..quality.report import build_report
-from ..quality.review import label_set_accuracy
 from ..services import Services
 from ..store import Store
 from .records import project_records, project_schema
@@ -27,7 +26,9 @@ def project_report(api: LabelStudioAPI, store: Store, project: int, *, public_ur
     report["evaluators"] = evaluators_section(store, project, evaluators_dir, report["versions"])
     report["labeling_jobs"] = labeling_jobs(store, project)
     if report.get("primary_control"):
-        report["label_set"] = label_set_accuracy(tasks, report["primary_control"], store.review_items(str(project)))
+        from .review import label_set_estimate
+
+        report["label_set"] = label_set_estimate(store, project, tasks, report["primary_control"])
         if services is not None:
             from .review import relabel_policy
 

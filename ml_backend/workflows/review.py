@@ -13,8 +13,17 @@ from typing import Sequence
 from ..labelstudio import LabelStudioAPI
 from ..labelstudio.config import TaskSchema
 from ..quality.report import norm
-from ..quality.review import Candidate, build_queue, human_answer, machine_prediction, policy_overrides, source_of
+from ..quality.review import (
+    Candidate,
+    build_queue,
+    human_answer,
+    label_set_accuracy,
+    machine_prediction,
+    policy_overrides,
+    source_of,
+)
 from ..services import Services
+from ..store import Store
 from .records import project_schema, records_from_export
 
 
@@ -55,20 +64,28 @@ def next_for_review(services: Services, api: LabelStudioAPI, project: int, *, n:
     tasks, _ = records_from_export(api.project_tasks(project, with_predictions=True), schema)
     control = primary_control(schema)
     by_id = {t["id"]: t for t in tasks}
-    queue = build_queue(candidates(services, project, tasks, schema), n, audit_share=audit_share,
-                        seed=int(time.time()) if seed is None else seed)
+    pool = candidates(services, project, tasks, schema)
+    queue = build_queue(pool, n, audit_share=audit_share, seed=int(time.time()) if seed is None else seed)
     items = []
     for q in queue:
         p = machine_prediction(by_id[q.task], control)
         items.append({"task": q.task, "rank": q.rank, "kind": q.kind, "p_wrong": q.p_wrong, "label": q.judge_label,
                       "source": source_of(p["model_version"]) if p else None, "why": q.why,
                       "url": f"{api.url}/projects/{project}/data?task={q.task}"})
-    services.store.queue_for_review(str(project), items)
+    services.store.queue_for_review(str(project), items, pool=[c.task for c in pool])
     unreviewed = sum(1 for t in tasks if human_answer(t, control) is None)
     # the same queue in Label Studio's own UI (its first QUEUE_TAB_MAX: one filter condition per task)
     view = api.ensure_queue_view(project, [q["task"] for q in items][:QUEUE_TAB_MAX])
     return {"project": project, "control": control, "unreviewed": unreviewed, "queue": items,
             "tab": f"{api.url}/projects/{project}/data?tab={view}"}
+
+
+def label_set_estimate(store: Store, project: int, tasks: Sequence[dict], control: str) -> dict:
+    """The label set's estimated accuracy (the report's, the export's): the recorded audits, each with
+    the pool of its round."""
+    items = store.review_items(str(project))
+    pools = store.review_pools(str(project), {i["round"] for i in items if i["kind"] == "audit" and i.get("round")})
+    return label_set_accuracy(tasks, control, items, pools)
 
 
 def relabel_policy(services: Services, project: int, tasks: Sequence[dict], schema: TaskSchema) -> dict:
