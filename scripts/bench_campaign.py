@@ -49,7 +49,7 @@ def simulate_judge(truth: list[str], accuracy: float, rng: random.Random) -> tup
 
 
 def evaluator_scores(df, judge: list[str], seed: int, work: Path, *, max_length: int, epochs: int,
-                     cache: Path | None = None) -> list[float]:
+                     cache: Path | None = None, fit: bool = True) -> list[float] | None:
     """P(Pass) for every row from the real evaluator distilled from the judge's labels, out of fold. The
     input pair is the product's default (`InputSpec`: the output, judged against input and context).
     ``cache``: a JSON file of earlier scores for the same data, judge, seed and settings (fits cost minutes)."""
@@ -68,6 +68,8 @@ def evaluator_scores(df, judge: list[str], seed: int, work: Path, *, max_length:
         known = json.loads(cache.read_text())
         if key in known:
             return known[key]
+    if not fit:  # --cached-only: no fit for this seed
+        return None
     rows = pd.DataFrame({"text_a": [a for a, _ in pairs], "text_b": [b for _, b in pairs],
                          "label": [int(j == "Pass") for j in judge], "weight": 1.0})
     fold_of = np.random.default_rng(seed).permutation(len(rows)) % 2  # at random: HaluEval rows alternate Pass/Fail
@@ -141,9 +143,12 @@ def main() -> None:
     ap.add_argument("--evaluator-epochs", type=int, default=2)
     ap.add_argument("--score-cache", default=str(ROOT / "bench_results" / "campaign_evaluator_scores.json"),
                     help="earlier evaluator scores, reused when data, judge, seed and settings match ('' for none)")
+    ap.add_argument("--cached-only", action="store_true",
+                    help="run queue+evaluator only for the seeds whose evaluator scores are in the cache (no new fit)")
     ap.add_argument("--out", default=str(ROOT / "bench_results" / "campaign.json"))
     args = ap.parse_args()
     table = []
+    evaluator_right: dict[str, list[float]] = {}
     for dataset in args.datasets.split(","):
         df = halueval_rows(dataset, args.tasks, seed=11)
         truth, keys = list(df.label), [str(x)[:200] for x in df.input]
@@ -158,12 +163,17 @@ def main() -> None:
                     t0 = time.time()
                     scores = evaluator_scores(df, judge, seed, Path(work), max_length=args.evaluator_max_length,
                                               epochs=args.evaluator_epochs,
-                                              cache=Path(args.score_cache) if args.score_cache else None)
+                                              cache=Path(args.score_cache) if args.score_cache else None,
+                                              fit=not args.cached_only)
+                if scores is None:
+                    print(f"{dataset} seed {seed}: no cached evaluator scores (--cached-only): skipped", flush=True)
+                else:
                     agree = sum((s >= 0.5) == (j == "Pass") for s, j in zip(scores, judge)) / len(judge)
                     right = sum((s >= 0.5) == (t == "Pass") for s, t in zip(scores, truth)) / len(truth)
-                    print(f"{dataset} seed {seed}: evaluator trained in {time.time() - t0:.0f} s, agrees with the "
+                    print(f"{dataset} seed {seed}: evaluator scores in {time.time() - t0:.0f} s, agrees with the "
                           f"judge on {agree:.3f}, right on {right:.3f}", flush=True)
-                runs.append(("queue+evaluator", scores))
+                    evaluator_right.setdefault(dataset, []).append(round(right, 3))
+                    runs.append(("queue+evaluator", scores))
             for strategy, scores in runs:
                 for row in campaign(strategy, truth, judge, conf, keys, seed, args.audit_share, scores):
                     table.append({"dataset": dataset, "seed": seed, "judge_only": round(judge_only, 4),
@@ -182,12 +192,20 @@ def main() -> None:
                      "covered": sum(r["covered"] for r in rows), "seeds": len(rows)} if rows else None
                 if s is None:
                     continue
+                same = ""
+                if strategy == "queue+evaluator":  # random review on the same seeds, for a paired ratio
+                    seeds = {r["seed"] for r in rows}
+                    s["random_same_seeds"] = round(statistics.median(
+                        r["errors_per_100"] for r in table if r["dataset"] == dataset and r["budget"] == budget
+                        and r["strategy"] == "random" and r["seed"] in seeds), 1)
+                    same = f"   (random on the same seeds: {s['random_same_seeds']:.1f})"
                 summary.append(s)
                 print(f"{dataset:<14}{budget:>7}{strategy:>17}{s['errors_per_100']:>20.1f}{s['final_accuracy']:>11.4f}"
-                      f"{s['judge_only']:>12.4f}{s['covered']:>8}/{s['seeds']}")
+                      f"{s['judge_only']:>12.4f}{s['covered']:>8}/{s['seeds']}{same}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"args": vars(args), "cpus": os.cpu_count(), "summary": summary, "rows": table}, indent=1))
+    out.write_text(json.dumps({"args": vars(args), "cpus": os.cpu_count(), "evaluator_right": evaluator_right,
+                               "summary": summary, "rows": table}, indent=1))
     print(f"wrote {out}")
 
 

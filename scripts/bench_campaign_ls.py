@@ -170,12 +170,13 @@ def main(argv: list[str] | None = None) -> dict:
     assert sim.misses == 0, f"{sim.misses} judge requests named no known task"
     print(f"\n{args.dataset}, {len(rows)} tasks, judge accuracy {judge_only:.3f} (judge only), seed {args.seed}")
     print(f"{'strategy':<10}{'budget':>7}{'errors/100':>12}{'final acc':>11}{'estimate':>10}{'95% CI':>16}"
-          f"{'covered':>9}{'evaluator':>11}")
+          f"{'covered':>9}{'picks the evaluator led':>25}{'training after':>16}")
     for r in table:
         ci = f"{r['ci'][0]:.3f}-{r['ci'][1]:.3f}" if r["ci"] else "-"
-        ev = "" if r["training"] is None else f"{r['evaluator_in_queue']} ({'promoted' if r['training']['promoted'] else 'kept'})"
+        led = "-" if r["strategy"] == "random" else str(r["evaluator_in_queue"])
+        trained = "-" if r["training"] is None else ("promoted" if r["training"]["promoted"] else "kept")
         print(f"{r['strategy']:<10}{r['budget']:>7}{r['errors_per_100']:>12.1f}{r['final_accuracy']:>11.4f}"
-              f"{(r['estimate'] or 0):>10.3f}{ci:>16}{str(r['covered']):>9}{ev:>11}")
+              f"{(r['estimate'] or 0):>10.3f}{ci:>16}{str(r['covered']):>9}{led:>25}{trained:>16}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     result = {"args": vars(args), "cpus": os.cpu_count(), "judge_only": judge_only, "llm_calls": len(fake.requests),
