@@ -129,7 +129,7 @@ def campaign(strategy: str, truth: list[str], judge: list[str], conf: list[float
     return rows
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--datasets", default="qa,dialogue,summarization")
     ap.add_argument("--tasks", type=int, default=2000)
@@ -146,7 +146,7 @@ def main() -> None:
     ap.add_argument("--cached-only", action="store_true",
                     help="run queue+evaluator only for the seeds whose evaluator scores are in the cache (no new fit)")
     ap.add_argument("--out", default=str(ROOT / "bench_results" / "campaign.json"))
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     table = []
     evaluator_right: dict[str, list[float]] = {}
     for dataset in args.datasets.split(","):
