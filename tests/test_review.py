@@ -226,3 +226,8 @@ def test_the_store_keeps_each_rounds_pool_and_an_audit_keeps_the_round_it_was_dr
     assert store.review_pools("7", [r1, r2, 999]) == {r1: [2, 3, 4, 5], r2: [2, 4, 5]}
     assert store.review_pools("8", [r1]) == {}  # another project's rounds are not this one's
     assert store.queue_for_review("7", [{**item, "task": 9}]) is None  # no pool: no round
+    assert store.queue_for_review("7", [{**item, "task": 10, "kind": "ranked"}], pool=[10, 11]) is None  # no audit
+    big = store.queue_for_review("7", [{**item, "task": 5}], pool=list(range(1, 100_001)))
+    assert store.review_pools("7", [big]) == {big: list(range(1, 100_001))}
+    size = store._conn().execute("SELECT length(pool) FROM review_rounds WHERE id=?", (big,)).fetchone()[0]
+    assert size < 2_000, size  # 100,000 consecutive ids, compressed

@@ -118,7 +118,7 @@ CREATE TABLE IF NOT EXISTS review_rounds (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     project_id TEXT NOT NULL,
     queued_at REAL NOT NULL,
-    pool TEXT NOT NULL
+    pool BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS deleted_annotations (
     id INTEGER PRIMARY KEY,

@@ -1,8 +1,10 @@
 """The review queue's record: which tasks were put in front of reviewers, and which were random audits."""
 from __future__ import annotations
 
+import itertools
 import json
 import time
+import zlib
 from typing import Any, Iterable
 
 from .base import StoreBase
@@ -13,15 +15,15 @@ class ReviewQueue(StoreBase):
     on an audit is an unbiased sample of the machine labels' accuracy, a ranked review is not."""
 
     def queue_for_review(self, project_id: str, items: list[dict], pool: list[int] | None = None) -> int | None:
-        """Record queued tasks, and ``pool`` (the unreviewed tasks they were chosen from) as a round; a
-        task once drawn as an audit stays an audit (and keeps the label the machine had and the round it
-        was drawn in). Returns the round's id (None without a pool)."""
+        """Record queued tasks, and ``pool`` (the unreviewed tasks they were chosen from) as a round when
+        the queue holds audits; a task once drawn as an audit stays an audit (and keeps the label the
+        machine had and the round it was drawn in). Returns the round's id (None without one)."""
         now = time.time()
         with self._tx() as db:
             round_id = None
-            if pool is not None:
+            if pool is not None and any(i["kind"] == "audit" for i in items):  # only audits need their pool
                 round_id = db.execute("INSERT INTO review_rounds (project_id, queued_at, pool) VALUES (?, ?, ?)",
-                                      (project_id, now, json.dumps(sorted(int(t) for t in pool)))).lastrowid
+                                      (project_id, now, _pack(pool))).lastrowid
             db.executemany(
                 "INSERT INTO review_queue (project_id, task_id, kind, rank, p_wrong, source, label, queued_at, round) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(project_id, task_id) DO UPDATE SET "
@@ -40,10 +42,21 @@ class ReviewQueue(StoreBase):
             rows = self._conn().execute(
                 f"SELECT id, pool FROM review_rounds WHERE project_id=? AND id IN ({','.join('?' * len(chunk))})",
                 (project_id, *chunk)).fetchall()
-            out.update({int(r["id"]): json.loads(r["pool"]) for r in rows})
+            out.update({int(r["id"]): _unpack(r["pool"]) for r in rows})
         return out
 
     def review_items(self, project_id: str) -> list[dict[str, Any]]:
         rows = self._conn().execute("SELECT * FROM review_queue WHERE project_id=? ORDER BY rank",
                                     (project_id,)).fetchall()
         return [{**dict(r), "label": json.loads(r["label"]) if r["label"] else None} for r in rows]
+
+
+def _pack(ids: list[int]) -> bytes:
+    """Sorted task ids as compressed gaps: a pool of 100,000 consecutive ids takes a few hundred bytes."""
+    ordered = sorted({int(t) for t in ids})
+    gaps = [b - a for a, b in zip([0, *ordered], ordered)]
+    return zlib.compress(json.dumps(gaps).encode())
+
+
+def _unpack(blob: bytes) -> list[int]:
+    return list(itertools.accumulate(json.loads(zlib.decompress(blob))))
