@@ -48,14 +48,16 @@ class SimulatedJudge:
     def __init__(self, rows: list[dict], labels: list[str], confidence: list[float]) -> None:
         self.rows, self.labels, self.confidence = rows, labels, confidence
         self.misses = 0
+        self._found: dict[str, int | None] = {}
 
     def row_of(self, body: dict) -> int | None:
+        """The task's row, looked up once per prompt (decide and p_answer ask about the same request)."""
         text = body["messages"][-1]["content"]
-        for i, r in enumerate(self.rows):
-            if r["output"] in text and r["input"][:200] in text:
-                return i
-        self.misses += 1
-        return None
+        if text not in self._found:
+            self._found[text] = next((i for i, r in enumerate(self.rows)
+                                      if r["output"] in text and r["input"][:200] in text), None)
+            self.misses += self._found[text] is None
+        return self._found[text]
 
     def decide(self, body: dict, options: list[str]) -> str | None:
         i = self.row_of(body)

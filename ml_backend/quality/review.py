@@ -98,16 +98,6 @@ def build_queue(candidates: Sequence[Candidate], n: int, *, audit_share: float =
     return out
 
 
-def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """The Wilson score interval of a proportion (well-behaved at 0, 1 and small n)."""
-    if n == 0:
-        return 0.0, 1.0
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
 @dataclass
 class SourceEstimate:
     """The estimated accuracy of the labels one source gave (judge, evaluator, cascade) on tasks no
@@ -214,7 +204,9 @@ def _error_rate(source: str, unreviewed: set[int], labels: Sequence[dict], audit
                                      len(pool & wrong_reviewed)))
     kept = [e for e in estimates if e is not None]
     if not kept:  # every audited pool has been reviewed since: all audits' own error rate
-        kept = [_round_rate(audits, 1, 1, None) or (0.0, 0.25, 1.0)]
+        fallback = _round_rate(audits, 1, 1, None)
+        assert fallback is not None  # the caller passes at least one audit
+        kept = [fallback]
     total = sum(w for _, _, w in kept)
     rate = sum(e * w for e, _, w in kept) / total
     return min(1.0, max(0.0, rate)), sum(v * w * w for _, v, w in kept) / (total * total)
