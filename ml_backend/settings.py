@@ -174,6 +174,12 @@ class Settings:
                                      parse=_int)
     max_webhook_bytes: int = setting("MAX_WEBHOOK_BYTES", 4 * 1024 * 1024, "largest `/webhook` body (413 above it, "
                                      "nothing stored)", parse=_int)
+    align_model: str | None = setting("ALIGN_MODEL", None, "the reflection model that rewrites the judge's criterion "
+                                      "in `labeljudge align` (default: the project's own judge model)")
+    align_base_url: str | None = setting("ALIGN_BASE_URL", None, "an OpenAI-compatible server for `ALIGN_MODEL` "
+                                         "(default: `OPENAI_BASE_URL`)")
+    align_api_key: str | None = setting("ALIGN_API_KEY", None, "the key for `ALIGN_BASE_URL` (default: "
+                                        "`OPENAI_API_KEY`)", secret=True)
     judge_prices: Mapping[str, tuple[float, float]] = setting(
         "JUDGE_PRICES", doc='JSON `{"model": [USD per 1M input tokens, per 1M output tokens]}` for the cost ledger',
         factory=lambda: dict(DEFAULT_PRICES), reader=_prices_from, shown="built-in list")

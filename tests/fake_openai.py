@@ -9,7 +9,8 @@ by one request: "429", "500", "timeout" (sleeps past the client's timeout), "inv
 valid reply of ``huge_bytes`` that says its length), "huge_undeclared" (the same without Content-Length, as
 a stream), "long_rationale" (a usable answer whose rationale is 20,000 characters) and "drip" (a valid
 reply sent a byte every ``drip_interval`` s). Requests for a model in ``drip_models`` always drip.
-``latency`` adds a fixed delay per call.
+``latency`` adds a fixed delay per call. ``write(body)`` answers free text (a reflection model) for the
+requests it returns a string for.
 It also speaks the Batch API (/files, /batches, /files/<id>/content): a batch completes on its
 ``batch_polls``-th poll, answering every line like a live call (``batch_faults`` fail lines).
 """
@@ -88,8 +89,10 @@ class _Server(ThreadingHTTPServer):
 
 class FakeOpenAI:
     def __init__(self, *, p_answer: float = 0.9, latency: float = 0.0,
-                 decide: Callable[[dict, list[str]], str | None] | None = None, mode: str = "openai") -> None:
+                 decide: Callable[[dict, list[str]], str | None] | None = None, mode: str = "openai",
+                 write: Callable[[dict], str | None] | None = None) -> None:
         self.mode = mode
+        self.write = write  # free text for a request it answers (alignment's reflection model); None: a verdict
         self.quirks = MODES[mode]
         self.p_answer = p_answer
         self.latency = latency
@@ -137,6 +140,13 @@ class FakeOpenAI:
             return q.format_error[0], q.format_error[1], None
         if (body.get("logprobs") or body.get("top_logprobs")) and q.logprobs == "rejected":
             return q.logprobs_error[0], q.logprobs_error[1], None
+        text = self.write(body) if self.write is not None and not body.get("response_format") else None
+        if text is not None:
+            return 200, {"id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()),
+                         "model": body.get("model", "fake"), "choices": [{"index": 0, "finish_reason": "stop",
+                                                                         "message": {"role": "assistant", "content": text}}],
+                         "usage": {"prompt_tokens": sum(len(str(m["content"]).split()) for m in body["messages"]),
+                                   "completion_tokens": len(text.split()), "total_tokens": 0}}, None
         options = _options(body)
         answer = self.decide(body, options) if self.decide else None
         if answer is None:

@@ -9,12 +9,14 @@ from .events import WebhookEvents
 from .jobs import Jobs
 from .leases import Leases
 from .ledger import Ledger
+from .promotions import JudgePromotions
 from .review import ReviewQueue
 
 __all__ = ["Busy", "Store", "owner_gone", "process_alive", "process_owner"]
 
 
-class Store(ProjectConfigs, WebhookEvents, Annotations, VerdictCache, Leases, Ledger, Jobs, ReviewQueue, StoreBase):
-    """Project configs, webhook events, annotations, the verdict cache, leases, the ledger, jobs and the
-    review queue,
+class Store(ProjectConfigs, WebhookEvents, Annotations, VerdictCache, Leases, Ledger, Jobs, ReviewQueue, JudgePromotions,
+            StoreBase):
+    """Project configs, webhook events, annotations, the verdict cache, leases, the ledger, jobs, the
+    review queue and the judge promotions,
     in one sqlite file (WAL, so web workers, job threads and RQ workers on this host share it)."""

@@ -192,6 +192,17 @@ CREATE TABLE IF NOT EXISTS quarantine (
     excerpt TEXT NOT NULL,
     at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS judge_promotions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    project_id TEXT NOT NULL,
+    job_id INTEGER,
+    at REAL NOT NULL,
+    previous_params TEXT NOT NULL,
+    params TEXT NOT NULL,
+    previous_version TEXT NOT NULL,
+    version TEXT NOT NULL,
+    rolled_back_at REAL
+);
 CREATE TABLE IF NOT EXISTS jobs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     project_id TEXT NOT NULL,

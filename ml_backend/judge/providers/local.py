@@ -115,6 +115,13 @@ class LocalProvider:
                 return self._checklist(messages, question, decoding)
             return self._number(messages, question, decoding)
 
+    def write(self, messages: list[dict[str, str]], *, max_tokens: int = 1024, temperature: float = 0.0) -> tuple[str, Usage]:
+        """Free text for ``messages`` (alignment's reflection model), greedy."""
+        self.load()
+        usage = Usage(calls=1)
+        with self._lock:
+            return self._generate(messages, max_tokens, usage), usage
+
     def _choose(self, messages, question: Question, decoding: Decoding) -> Answer:
         ids = self._prompt_ids(messages)
         logps = self._option_logprobs(ids, question.shown())

@@ -147,6 +147,24 @@ class OpenAIProvider:
             except openai.APIError as exc:
                 probe = self._after_error(exc, asked, probe)
 
+    def write(self, messages: list[dict[str, str]], *, max_tokens: int = 1024, temperature: float = 0.0) -> tuple[str, Usage]:
+        """Free text for ``messages`` (alignment's reflection model): the same client, retries, reply
+        bounds and redaction as a verdict, no answer schema. Raises ProviderError as ``answer`` does."""
+        body = {"model": self.model, "messages": messages, "temperature": temperature, "max_tokens": max_tokens}
+        try:
+            response = self.client.post("/chat/completions", body=body, cast_to=dict)
+        except openai.APIError as exc:
+            self._raise(exc)
+            raise  # pragma: no cover - _raise always raises
+        usage = Usage(calls=1)
+        if not isinstance(response, dict) or not response.get("choices") \
+                or not isinstance(response["choices"][0], dict):
+            return "", usage
+        counts = response.get("usage") if isinstance(response.get("usage"), dict) else {}
+        usage.tokens_in, usage.tokens_out = _count(counts.get("prompt_tokens")), _count(counts.get("completion_tokens"))
+        text = _content_text((response["choices"][0].get("message") or {}).get("content"))
+        return (redact(text) if isinstance(text, str) else ""), usage
+
     def _aclient(self) -> AsyncOpenAI:
         """The running event loop's async client, made on its first call."""
         loop = asyncio.get_running_loop()
