@@ -2,7 +2,7 @@
 path (webhook events, training) and labeling jobs. No logic lives here: each method hands the call to
 the object that owns it, so the HTTP layer and the tests have one handle with the shape of Label
 Studio's own ML backend class (``setup`` / ``predict`` / ``fit``). Everything else is reached through
-the part that owns it (``projects``, ``providers``, ``evaluators``, ``learner``, ``label_jobs``, ``hooks``).
+the part that owns it (``projects``, ``providers``, ``evaluators``, ``learner``, ``label_jobs``, ``align_jobs``, ``hooks``).
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from .services import Services
 from .settings import ProjectConfig, Settings
 from .store import Store
 from .warmup import resolve_transformers
+from .workflows.align_jobs import AlignJobs
 from .workflows.label_jobs import LabelJobs
 from .workflows.learning import Learner, resync
 from .workflows.setup_hooks import SetupHooks
@@ -38,6 +39,7 @@ class LabelJudgeBackend(Services):
         self.trainer = TrainingScheduler(self)
         self.learner = Learner(self, self.trainer)
         self.label_jobs = LabelJobs(self)
+        self.align_jobs = AlignJobs(self)
         self.predictor = Predictor(settings, self.store, self.projects, claimed=self.label_jobs.claimed,
                                    hand_over=self.label_jobs.hand_over)
         self.worker = EventWorker(self.store, self.learner.handle_events)

@@ -111,6 +111,94 @@ def label(args: argparse.Namespace) -> int:
     return 130 if summary.stopped == "interrupted" else 0
 
 
+def align(args: argparse.Namespace) -> int:
+    from ..store import Busy, process_owner
+    from ..workflows.alignment import AlignmentRefused, align_project, rollback
+
+    _, services, api = _context(args)
+    if args.rollback:
+        try:
+            out = rollback(services, api, args.project)
+        except AlignmentRefused as exc:
+            raise UserError(str(exc)) from None
+        if args.json:
+            emit_json(out)
+        else:
+            print(f"project {args.project}: rolled back {out['rolled_back']}; the judge is {out['version']} again")
+        return 0
+    if not 0.0 < args.holdout < 1.0:
+        raise UserError("--holdout must be above 0 and below 1")
+    stop = threading.Event()
+    bar = tqdm(total=0, unit="call", desc="aligning", disable=args.json and not sys.stderr.isatty())
+    store = services.store
+    job_id = None if args.dry_run else store.create_job(str(args.project), "align", owner=process_owner())
+
+    def progress(update: dict) -> None:
+        if update.get("stage"):
+            bar.set_description(update["stage"][:70], refresh=False)
+        if "calls" in update:
+            bar.n = update["calls"]
+            bar.set_postfix(cost=f"${update.get('cost', 0):.4f}", refresh=False)
+        bar.refresh()
+        if job_id is not None:
+            store.update_job(job_id, status="running", progress=update)
+
+    def interrupt(*_):  # first Ctrl-C: stop at the next candidate, keep what was scored; second: die
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        print("\nstopping: keeping what was scored; nothing unfinished is promoted", file=sys.stderr)
+
+    previous = signal.signal(signal.SIGINT, interrupt)
+    try:
+        out = align_project(services, api, args.project, job_id=job_id, holdout_share=args.holdout, seed=args.seed,
+                            max_calls=args.max_calls, max_cost=args.max_cost, min_gain=args.min_gain,
+                            target_gain=args.target_gain, promote=not args.no_promote, dry_run=args.dry_run,
+                            concurrency=args.concurrency, progress=progress, stop=stop)
+    except (AlignmentRefused, Busy) as exc:
+        if job_id is not None:
+            store.update_job(job_id, status="failed", error=str(exc)[:500])
+        raise UserError(str(exc)) from None
+    except BaseException as exc:
+        if job_id is not None:
+            store.update_job(job_id, status="failed", error=redact(f"{type(exc).__name__}: {exc}")[:500])
+        raise
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        bar.close()
+    if job_id is not None:
+        store.update_job(job_id, status="cancelled" if out["status"] == "cancelled" else "finished", result=out)
+    if args.json:
+        emit_json(out)
+        return 0
+    _print_alignment(out)
+    return 130 if out["status"] == "cancelled" else 0
+
+
+def _print_alignment(out: dict) -> None:
+    split = out.get("split") or {}
+    if split:
+        print(f"human labels of {out['question']!r}: {split['n_train']} for the search, {split['n_held_out']} held out "
+              f"(seed {split['seed']})")
+    plan = out.get("plan")
+    if plan:
+        print(f"plan: about {plan['calls']} calls ({plan['judge_calls']} judge, {plan['reflection_calls']} reflection), "
+              f"${plan['cost']:.4f}")
+    if out.get("candidates"):
+        print(f"{'candidate':<24} {'kind':<26} {'train':>7} {'held out':>9} {'gain (95% CI)':>26}")
+        for c in out["candidates"]:
+            g = c.get("gain")
+            gain = f"{g['gain']:+.3f} ({g['ci_low']:+.3f}, {g['ci_high']:+.3f})" if g else ""
+            print(f"{c['name']:<24} {c['kind']:<26} {_f((c.get('train') or {}).get('accuracy'))} "
+                  f"{_f((c.get('held_out') or {}).get('accuracy')):>9} {gain:>26}")
+    budget = out.get("budget")
+    if budget:
+        print(f"spent: {budget['calls']} calls, ${budget['cost']:.4f}")
+    if out.get("rejected", {}).get("count"):
+        print(f"reflection replies rejected: {out['rejected']['count']} ({'; '.join(out['rejected']['reasons'][:3])})")
+    print(f"{out['status']}: {out['message']}")
+
+
 def sync(args: argparse.Namespace) -> int:
     from ..workflows.learning import resync
 

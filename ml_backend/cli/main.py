@@ -84,6 +84,23 @@ def build_parser() -> argparse.ArgumentParser:
     label.add_argument("--model", help="judge model (overrides extra_params)")
     label.add_argument("--json", action="store_true", help="print one JSON object at the end")
 
+    align = project_cmd("align", "align the judge with the project's human labels; promote it only if it is "
+                                 "better on held-out labels")
+    align.add_argument("--holdout", type=_share, default=0.5,
+                       help="share of the human labels held out of the search, to test the winner on (0..1)")
+    align.add_argument("--seed", type=int, default=0, help="the split's and the search's seed (recorded)")
+    align.add_argument("--max-calls", type=_positive(int), help="stop the search at this many LLM calls")
+    align.add_argument("--max-cost", type=_positive(float), help="stop the search at this many dollars")
+    align.add_argument("--min-gain", type=float, default=0.0,
+                       help="promote only when the lower end of the held-out gain's 95%% CI is above this (0.02: 2 points)")
+    align.add_argument("--target-gain", type=_positive(float), default=0.05,
+                       help="the gain the held-out part must be able to show (refuses with fewer labels than it needs)")
+    align.add_argument("--concurrency", type=_positive(int), default=8, help="judge calls in flight at once")
+    align.add_argument("--dry-run", action="store_true", help="print the planned calls and cost, spend nothing")
+    align.add_argument("--no-promote", action="store_true", help="keep the winner as a proposal to read")
+    align.add_argument("--rollback", action="store_true", help="put back the judge the last promotion replaced")
+    align.add_argument("--json", action="store_true", help="print one JSON object at the end")
+
     project_cmd("sync", "re-read all annotations of a project into the backend's store")
 
     nxt = project_cmd("next", "the tasks to review next: the judge's likely mistakes first, plus random audits")

@@ -32,7 +32,7 @@ def _body(schema: dict) -> dict:
 def openapi_document(version: str) -> dict[str, Any]:
     job = {"type": "object", "properties": {
         "id": {"type": "integer"}, "project_id": {"type": "string"}, "kind": {"type": "string"},
-        "status": {"type": "string", "enum": ["queued", "running", "finished", "failed"]},
+        "status": {"type": "string", "enum": ["queued", "running", "finished", "failed", "cancelled"]},
         "progress": {"type": "object"}, "result": {"type": "object", "nullable": True},
         "error": {"type": "string", "nullable": True}}, "required": ["id", "status"]}
     task = {"type": "object", "properties": {"id": {"type": "integer"}, "data": {"type": "object"}}}
@@ -103,6 +103,27 @@ def openapi_document(version: str) -> dict[str, Any]:
                     "poll_interval": {"type": "number", "exclusiveMinimum": True, "minimum": 0, "maximum": 86400},
                     "prompt": {"type": "string"}, "metric": {"type": "string"}, "model": {"type": "string"}}}),
                 "responses": {**_ok("the job", job, code=202), **_errors(400, 401, 413, 503)}}},
+            "/jobs/align": {"post": {
+                "summary": "align the project's judge with its human labels in the background (one job per project)",
+                "requestBody": _body({"type": "object", "required": ["project"], "additionalProperties": False,
+                                      "properties": {
+                    "project": {"type": "integer", "minimum": 1},
+                    "holdout_share": {"type": "number", "minimum": 0.05, "maximum": 0.95},
+                    "seed": {"type": "integer", "minimum": 0, "maximum": 2147483648},
+                    "max_calls": {"type": "integer", "minimum": 1, "maximum": 1000000000},
+                    "max_cost": {"type": "number", "minimum": 0.000000001, "maximum": 1000000000},
+                    "min_gain": {"type": "number", "minimum": 0, "maximum": 0.99},
+                    "target_gain": {"type": "number", "minimum": 0.005, "maximum": 0.99},
+                    "promote": {"type": "boolean"}, "dry_run": {"type": "boolean"},
+                    "concurrency": {"type": "integer", "minimum": 1, "maximum": 256}}}),
+                "responses": {**_ok("the new job", job, code=202), **_ok("the project's running alignment job", job),
+                              **_errors(400, 401, 413, 503)}}},
+            "/jobs/{job_id}/cancel": {"post": {
+                "summary": "stop a running alignment job; it keeps what it scored and promotes nothing unfinished",
+                "parameters": [{"name": "job_id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+                "responses": {**_ok("cancel requested", code=202), **_errors(400, 401, 404),
+                              "409": {"description": "the job is not running in this process",
+                                      "content": {"application/json": {"schema": _ERROR}}}}}},
             "/train": {"post": {
                 "summary": "queue a training run of the project's evaluator; says where to watch it",
                 "requestBody": _body({"type": "object", "required": ["project"], "properties": {
@@ -122,7 +143,7 @@ def openapi_document(version: str) -> dict[str, Any]:
             "/jobs": {"get": {
                 "summary": "the latest 100 jobs",
                 "parameters": [{"name": "project", "in": "query", "schema": {"type": "integer", "minimum": 1}},
-                               {"name": "kind", "in": "query", "schema": {"type": "string", "enum": ["label", "train"]}}],
+                               {"name": "kind", "in": "query", "schema": {"type": "string", "enum": ["label", "train", "align"]}}],
                 "responses": {**_ok("jobs", {"type": "object", "properties": {"jobs": {"type": "array", "items": job}}}),
                               **_errors(400, 401)}}},
             "/versions": {"get": {"summary": "each project's model version", "responses": {**_ok("versions"),

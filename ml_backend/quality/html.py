@@ -127,7 +127,7 @@ def render_html(report: dict, *, title: str = "LabelJudge report") -> str:
         cmp_msg = next_step
     empty = "" if versions else f"<p class='warn' id='next'>{next_step}</p>"
     training = _labeling_html(report.get("labeling_jobs") or []) + _training_html(report.get("training") or []) \
-        + _evaluators_html(report.get("evaluators"))
+        + _evaluators_html(report.get("evaluators")) + _alignment_html(report.get("alignment") or [])
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse;margin:1em 0}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child,th:first-child{{text-align:left}}
@@ -304,3 +304,53 @@ def _pairwise_html(pw: dict | None) -> str:
             f"<p>Judge vs human on {jh['n']} pairs: agreement {_fmt(jh['agreement'])}, kappa {_fmt(jh['kappa'])}.</p>"
             "<h3>Position bias (verdict flips when the responses swap)</h3><table><tr><th>judge version</th><th>pairs</th>"
             f"<th>flip rate</th><th>first-position rate</th></tr>{bias}</table>")
+
+
+def alignment_plot(run: dict) -> str | None:
+    """Held-out accuracy per candidate of one alignment run, with its exact 95% CI; the one the gate
+    tested (chosen on the training part) in orange."""
+    rows = [c for c in run.get("candidates") or [] if c.get("held_out")]
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 0.6 + 0.45 * len(rows)))
+    y = np.arange(len(rows))[::-1]
+    acc = [c["held_out"]["accuracy"] for c in rows]
+    err = [[a - c["held_out"]["ci_low"] for a, c in zip(acc, rows)], [c["held_out"]["ci_high"] - a for a, c in zip(acc, rows)]]
+    colors = ["#DD8452" if c["name"] == run.get("selected") else "#4C72B0" for c in rows]
+    ax.barh(y, acc, xerr=err, color=colors, capsize=4)
+    ax.set_yticks(y, [f"{c['name']} ({c['kind']})" for c in rows])
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("held-out accuracy (exact 95% CI); orange: chosen on the training part and tested")
+    return _png(fig)
+
+
+def _alignment_html(runs: list[dict]) -> str:
+    if not runs:
+        return ""
+    parts = ["<h2 id='alignment'>Alignment</h2><p>Each run searched candidate judges on the training part of the "
+             "human labels, chose one there, and tested it against the current judge on the held-out part; it is "
+             "promoted only when the lower end of its gain's 95% CI is above the minimum gain. Held-out numbers "
+             "of the candidates the run did not choose are for reading only.</p>"]
+    for run in runs:
+        res = run.get("result") or {}
+        split, budget = res.get("split") or {}, res.get("budget") or {}
+        head = (f"<h3>Job {run['job']}: {html.escape(str(res.get('status') or run['status']))}</h3>"
+                f"<p class='note'>{html.escape(str(res.get('message') or run.get('error') or ''))}</p>")
+        if split:
+            head += (f"<p>{split['n_train']} labels for the search, {split['n_held_out']} held out (seed {split['seed']}); "
+                     f"spent {budget.get('calls', 0)} calls, ${_fmt(float(budget.get('cost') or 0), 4)}.</p>")
+        rows = ""
+        for c in res.get("candidates") or []:
+            tr, ho, g = c.get("train") or {}, c.get("held_out") or {}, c.get("gain") or {}
+            diff = (f"<details><summary>prompt diff</summary><pre style='text-align:left'>{html.escape(c['diff'])}"
+                    f"</pre></details>") if c.get("diff") else "(the current prompt)"
+            rows += (f"<tr><td>{html.escape(c['name'])}{' (tested)' if c['name'] == res.get('selected') else ''}</td>"
+                     f"<td>{html.escape(c['kind'])}</td><td>{_fmt(tr.get('accuracy'))}</td><td>{_fmt(ho.get('accuracy'))}"
+                     f"</td><td>{_fmt(ho.get('ci_low'))} – {_fmt(ho.get('ci_high'))}</td><td>{_fmt(g.get('gain'))}</td>"
+                     f"<td>{_fmt(g.get('ci_low'))} – {_fmt(g.get('ci_high'))}</td><td style='text-align:left'>{diff}</td></tr>")
+        table = ("<table class='alignment-candidates'><tr><th>candidate</th><th>kind</th><th>train acc</th>"
+                 "<th>held-out acc</th><th>95% CI</th><th>gain</th><th>gain 95% CI</th><th>prompt</th></tr>"
+                 f"{rows}</table>") if rows else ""
+        plot = alignment_plot(res)
+        parts.append(head + table + (f'<img class="plot" src="{plot}" alt="held-out accuracy per candidate">' if plot else ""))
+    return "".join(parts)

@@ -97,7 +97,7 @@ def _align(services: Services, api: LabelStudioAPI, project: int, *, job_id: int
     question = spec.pair_question or (spec.questions[0].name if spec.questions else None)
     if question is None:
         raise AlignmentRefused("the label config asks the judge nothing it could be aligned on")
-    tasks, _ = records_from_export(api.project_tasks(project, with_predictions=False), schema)
+    tasks, _ = records_from_export(api.project_tasks(project, with_predictions=True), schema)
     data = {t["id"]: t["data"] for t in tasks}
     labels = human_labels(tasks, question)
     out: dict[str, Any] = {"project": project, "question": question, "current_version": state.judge.version,
@@ -118,7 +118,7 @@ def _align(services: Services, api: LabelStudioAPI, project: int, *, job_id: int
     if missing:
         raise AlignmentRefused(f"label {missing[0]} is missing from the held-out part: label more tasks of it")
     needed = labels_needed(target_gain)
-    out["split"] = {**split.as_dict(), "labels": counts}
+    out["split"] = {**split.as_dict(), "labels": counts, "held_out_ids": sorted(split.held_out)}
     out["held_out_needed"] = {"gain": target_gain, "labels": needed}
     if len(split.held_out) < needed:
         more = needed - len(split.held_out)

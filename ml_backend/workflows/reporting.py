@@ -25,6 +25,7 @@ def project_report(api: LabelStudioAPI, store: Store, project: int, *, public_ur
     report["training"] = training_runs(store, project, evaluators_dir)
     report["evaluators"] = evaluators_section(store, project, evaluators_dir, report["versions"])
     report["labeling_jobs"] = labeling_jobs(store, project)
+    report["alignment"] = alignment_runs(store, project)
     if report.get("primary_control"):
         from .review import label_set_estimate
 
@@ -104,3 +105,11 @@ def labeling_jobs(store: Store, project: int, limit: int = 5) -> list[dict]:
                     "failed": result.get("failed", progress.get("failed")), "cost": result.get("cost", progress.get("cost")),
                     "error": job.get("error")})
     return out
+
+
+def alignment_runs(store: Store, project: int, limit: int = 5) -> list[dict]:
+    """The project's latest alignment runs (``labeljudge align``, POST /jobs/align) with their candidates,
+    decisions and spend."""
+    return [{"job": j["id"], "status": j["status"], "at": j["updated_at"], "result": j.get("result"),
+             "progress": j.get("progress") if j["status"] in ("queued", "running") else None, "error": j.get("error")}
+            for j in store.jobs(str(project), "align")[:limit]]
