@@ -106,7 +106,7 @@ def _label_job_args(data: dict) -> dict:
 
 def _number(data: dict, key: str, default: float | None, low: float, high: float, *, integer: bool = False) -> Any:
     value = data.get(key, default)
-    if value is None:
+    if value is None and default is None:  # optional: null is "no limit"
         return None
     kinds = int if integer else (int, float)
     if isinstance(value, bool) or not isinstance(value, kinds) or not low <= value <= high or value != value:

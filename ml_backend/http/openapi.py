@@ -143,7 +143,8 @@ def openapi_document(version: str) -> dict[str, Any]:
             "/jobs": {"get": {
                 "summary": "the latest 100 jobs",
                 "parameters": [{"name": "project", "in": "query", "schema": {"type": "integer", "minimum": 1}},
-                               {"name": "kind", "in": "query", "schema": {"type": "string", "enum": ["label", "train", "align"]}}],
+                               {"name": "kind", "in": "query",
+                                "schema": {"type": "string", "enum": ["label", "train", "align"]}}],
                 "responses": {**_ok("jobs", {"type": "object", "properties": {"jobs": {"type": "array", "items": job}}}),
                               **_errors(400, 401)}}},
             "/versions": {"get": {"summary": "each project's model version", "responses": {**_ok("versions"),

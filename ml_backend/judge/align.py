@@ -18,7 +18,7 @@ import logging
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, cast
 
 from .judge import Judge, JudgeSpec
 from .reflection import CandidateRejected, Mistake, Writer, propose, with_definitions
@@ -243,8 +243,8 @@ class Aligner:
 
         adapter = _JudgeAdapter(self, current.few_shot)
         seed_candidate = {"instruction": current.instruction, "definitions": current.definitions or "(none)"}
-        result = gepa.optimize(
-            seed_candidate=seed_candidate, trainset=list(train), valset=list(train), adapter=adapter,
+        result: Any = gepa.optimize(
+            seed_candidate=seed_candidate, trainset=list(train), valset=list(train), adapter=cast(Any, adapter),
             max_metric_calls=max(1, max_search_calls // self.calls_per_task), seed=seed,
             reflection_minibatch_size=min(minibatch, len(train)), candidate_selection_strategy="pareto",
             stop_callbacks=[lambda _state: self.budget.exhausted or self.stop.is_set()],

@@ -14,7 +14,7 @@ import math
 import random
 from collections import defaultdict
 from dataclasses import asdict, dataclass
-from typing import Any, Hashable, Sequence
+from typing import Any, Mapping, Sequence
 
 from scipy.stats import beta, binomtest, norm
 
@@ -23,8 +23,8 @@ from scipy.stats import beta, binomtest, norm
 class Split:
     """Which labeled tasks the optimiser may see (``train``) and which only measure (``held_out``)."""
 
-    train: tuple[Hashable, ...]
-    held_out: tuple[Hashable, ...]
+    train: tuple[Any, ...]
+    held_out: tuple[Any, ...]
     seed: int
     holdout_share: float
 
@@ -33,18 +33,18 @@ class Split:
                 "n_held_out": len(self.held_out)}
 
 
-def stratified_split(labels: dict[Hashable, Any], *, holdout_share: float, seed: int) -> Split:
+def stratified_split(labels: Mapping[Any, Any], *, holdout_share: float, seed: int) -> Split:
     """Split labeled tasks by label, each label's tasks shuffled with ``seed`` and ``holdout_share``
     of them (rounded, at least one where a label has two or more) held out. Sorted ids first, so the
     same labels and seed give the same split on every host."""
     if not 0.0 < holdout_share < 1.0:
         raise ValueError(f"holdout_share must be between 0 and 1, got {holdout_share}")
-    by_label: dict[str, list[Hashable]] = defaultdict(list)
+    by_label: dict[str, list[Any]] = defaultdict(list)
     for task, label in sorted(labels.items(), key=lambda kv: str(kv[0])):
         by_label[repr(label)].append(task)
     rng = random.Random(seed)
-    train: list[Hashable] = []
-    held: list[Hashable] = []
+    train: list[Any] = []
+    held: list[Any] = []
     for key in sorted(by_label):
         ids = by_label[key]
         rng.shuffle(ids)

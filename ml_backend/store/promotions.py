@@ -8,7 +8,6 @@ from typing import Any
 from .base import StoreBase
 
 
-
 class JudgePromotions(StoreBase):
     def record_promotion(self, project_id: str, job_id: int | None, previous_params: dict, params: dict,
                          previous_version: str, version: str) -> int:

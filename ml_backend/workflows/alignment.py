@@ -231,7 +231,8 @@ def _test(aligner: Aligner, candidates: list[Candidate], held: list[LabeledTask]
     out["gain"] = gain
     if gain and gain["ci_low"] > min_gain:
         out.update(status="passed", message=(
-            f"{best.name}: held-out accuracy {best.held_out['accuracy']:.3f} against {current.held_out['accuracy']:.3f}"
+            f"{best.name}: held-out accuracy {(best.held_out or {})['accuracy']:.3f} against "
+            f"{(current.held_out or {})['accuracy']:.3f}"
             f", gain {gain['gain']:+.3f} (95% CI {gain['ci_low']:+.3f} to {gain['ci_high']:+.3f}) above {min_gain:+.3f}"))
     else:
         out.update(status="not_promoted", message=(

@@ -160,7 +160,7 @@ class OpenAIProvider:
         if not isinstance(response, dict) or not response.get("choices") \
                 or not isinstance(response["choices"][0], dict):
             return "", usage
-        counts = response.get("usage") if isinstance(response.get("usage"), dict) else {}
+        counts: dict = response["usage"] if isinstance(response.get("usage"), dict) else {}
         usage.tokens_in, usage.tokens_out = _count(counts.get("prompt_tokens")), _count(counts.get("completion_tokens"))
         text = _content_text((response["choices"][0].get("message") or {}).get("content"))
         return (redact(text) if isinstance(text, str) else ""), usage
