@@ -12,12 +12,13 @@ import requests
 from ml_backend.cli.main import main
 from ml_backend.settings import parse_extra_params
 
-from .conftest import CONFIGS
+from .conftest import CONFIGS, ROOT
 from .fake_openai import FakeOpenAI
 from .sim_align import RULE, TEMPLATE, SimulatedJudge, make_rows
 
 pytestmark = pytest.mark.e2e
 CONFIG = (CONFIGS / "pass_fail.xml").read_text()
+ART = ROOT / "tests" / "artifacts"
 
 
 def _tasks(rows: list[dict], *, labeled: int | None = None) -> list[dict]:
@@ -46,7 +47,7 @@ def _params(ls_api, project: int) -> dict:
 
 
 def test_align_promotes_a_better_judge_shows_it_repredicts_and_rolls_back(ls_project, ls_api, label_studio,
-                                                                           tmp_path, monkeypatch):
+                                                                           tmp_path, monkeypatch, browser):
     rows = make_rows(160, seed=3)
     sim = SimulatedJudge({r["id"]: r["truth"] for r in rows}, base=0.65, lift=0.25, shared=0.8, mode="better")
     with FakeOpenAI(decide=sim.decide, write=sim.write) as fake:
@@ -86,9 +87,24 @@ def test_align_promotes_a_better_judge_shows_it_repredicts_and_rolls_back(ls_pro
         ls_api.retrieve_predictions(p.project, ids)
         versions = {pr["model_version"] for t in ids for pr in ls_api.task_predictions(t)}
         assert promoted in versions
-        # the report's Alignment section
+        # the report's Alignment section, in a real browser: the candidates, the diff, the plot loads
         html = requests.get(f"{url}/report/{p.project}", timeout=60).text
         assert "id='alignment'" in html and res["selected"] in html
+        errors: list[str] = []
+        browser.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        browser.goto(f"{url}/report/{p.project}")
+        section = browser.locator("#alignment")
+        section.scroll_into_view_if_needed()
+        assert section.is_visible()
+        assert browser.locator("table.alignment-candidates tr").count() >= 3
+        plot = browser.locator("img[alt='held-out accuracy per candidate']").first
+        assert plot.evaluate("img => img.complete && img.naturalWidth > 100")
+        browser.locator("table.alignment-candidates details summary").first.click()
+        assert RULE in browser.locator("table.alignment-candidates details pre").first.inner_text()
+        ART.mkdir(parents=True, exist_ok=True)
+        plot.scroll_into_view_if_needed()
+        browser.screenshot(path=str(ART / "report_alignment.png"), full_page=False)
+        assert not errors, errors
         # rollback from the CLI
         monkeypatch.setenv("MODEL_DIR", str(p.backend.settings.model_dir))
         monkeypatch.setenv("JUDGE_PROVIDER", "openai")

@@ -324,6 +324,11 @@ def alignment_plot(run: dict) -> str | None:
     return _png(fig)
 
 
+def _span(numbers: dict) -> str:
+    """"low – high" of a CI, or one dash when there is none (not measured)."""
+    return f"{_fmt(numbers['ci_low'])} – {_fmt(numbers['ci_high'])}" if numbers.get("ci_low") is not None else "–"
+
+
 def _alignment_html(runs: list[dict]) -> str:
     if not runs:
         return ""
@@ -342,12 +347,16 @@ def _alignment_html(runs: list[dict]) -> str:
         rows = ""
         for c in res.get("candidates") or []:
             tr, ho, g = c.get("train") or {}, c.get("held_out") or {}, c.get("gain") or {}
+            same = "the current prompt" + (", with few-shot examples from the training part" if c.get("few_shot")
+                                           and c["kind"] != "current" else "")
             diff = (f"<details><summary>prompt diff</summary><pre style='text-align:left'>{html.escape(c['diff'])}"
-                    f"</pre></details>") if c.get("diff") else "(the current prompt)"
+                    f"</pre></details>") if c.get("diff") else f"({same})"
+            if c.get("diff") and "few-shot" in c["kind"]:
+                diff += "<br>with few-shot examples from the training part" if c.get("few_shot") else "<br>without few-shot examples"
             rows += (f"<tr><td>{html.escape(c['name'])}{' (tested)' if c['name'] == res.get('selected') else ''}</td>"
                      f"<td>{html.escape(c['kind'])}</td><td>{_fmt(tr.get('accuracy'))}</td><td>{_fmt(ho.get('accuracy'))}"
-                     f"</td><td>{_fmt(ho.get('ci_low'))} – {_fmt(ho.get('ci_high'))}</td><td>{_fmt(g.get('gain'))}</td>"
-                     f"<td>{_fmt(g.get('ci_low'))} – {_fmt(g.get('ci_high'))}</td><td style='text-align:left'>{diff}</td></tr>")
+                     f"</td><td>{_span(ho)}</td><td>{_fmt(g.get('gain'))}</td>"
+                     f"<td>{_span(g)}</td><td style='text-align:left'>{diff}</td></tr>")
         table = ("<table class='alignment-candidates'><tr><th>candidate</th><th>kind</th><th>train acc</th>"
                  "<th>held-out acc</th><th>95% CI</th><th>gain</th><th>gain 95% CI</th><th>prompt</th></tr>"
                  f"{rows}</table>") if rows else ""

@@ -55,13 +55,15 @@ def human_labels(tasks: list[dict], question: str) -> dict[int, Any]:
 def _estimate(n_train: int, n_held: int, per_task: int, tokens_per_call: int, out_tokens: int,
               price: Callable[[int, int], float], max_calls: int | None) -> dict[str, Any]:
     """The calls and dollars a run plans to spend: the current judge on the training part, the search,
-    two few-shot variants, the held-out test of two judges, and the reflection calls."""
+    two few-shot variants, the held-out test of two judges (and of three more, for reading), and the
+    reflection calls."""
     fixed = (n_train * 3 + n_held * 2) * per_task
     search = SEARCH_PASSES * n_train * per_task
     if max_calls is not None:
         search = max(0, min(search, max_calls - fixed))
     reflections = max(1, search // (2 * MINIBATCH * per_task)) if search else 0
-    judge_calls = fixed + search
+    reading = 3 * n_held * per_task  # up to three more candidates held out, for the report, while the budget allows
+    judge_calls = fixed + search + reading
     cost = judge_calls * price(tokens_per_call, out_tokens) + reflections * price(3000, 600)
     return {"judge_calls": judge_calls, "reflection_calls": reflections, "calls": judge_calls + reflections,
             "search_calls": search, "reserved_calls": fixed, "cost": round(cost, 6),
@@ -178,7 +180,7 @@ def _align(services: Services, api: LabelStudioAPI, project: int, *, job_id: int
     out["candidates"] = []
     out["rejected"] = {"count": len(aligner.rejected), "reasons": sorted(set(aligner.rejected))[:10]}
     if candidates:
-        _test(aligner, candidates, held, out, min_gain, report)
+        held_out_gate(aligner, candidates, held, out, min_gain, report)
     out["budget"] = budget.as_dict()
     out["seconds"] = round(time.time() - t0, 2)
     if budget.calls:
@@ -196,18 +198,21 @@ def _align(services: Services, api: LabelStudioAPI, project: int, *, job_id: int
     return out
 
 
-def _test(aligner: Aligner, candidates: list[Candidate], held: list[LabeledTask], out: dict, min_gain: float,
-          report: Callable[[dict], None]) -> None:
+def held_out_gate(aligner: Aligner, candidates: list[Candidate], held: list[LabeledTask], out: dict, min_gain: float,
+                  report: Callable[[dict], None], *, read_others: int = 3) -> None:
     """Pick the best candidate on the training part, then measure it against the current judge on the
-    held-out part (the gate); the other candidates are measured held out too while the budget allows,
-    for reading only (choosing among them by held-out scores would be choosing on the test)."""
+    held-out part (the gate); the ``read_others`` best other candidates (by training accuracy) are
+    measured held out too while the budget allows, for reading only (choosing among them by held-out
+    scores would be choosing on the test)."""
     current = candidates[0]
     best = max(candidates, key=lambda c: (c.train or {}).get("accuracy") or -1.0)  # ties: the earliest, current first
     out["selected"] = best.name
     if best is current or (best.train or {}).get("accuracy", 0) <= (current.train or {}).get("accuracy", 0):
         out.update(status="not_promoted", message="no candidate beat the current judge on the training part")
         best = current
-    order = [current] + ([best] if best is not current else []) + [c for c in candidates if c not in (current, best)]
+    others = sorted((c for c in candidates if c not in (current, best)),
+                    key=lambda c: -((c.train or {}).get("accuracy") or 0))[:read_others]
+    order = [current] + ([best] if best is not current else []) + others
     for i, cand in enumerate(order):
         report({"stage": f"held-out test: {cand.name} on {len(held)} tasks", "candidates": len(candidates)})
         try:
@@ -345,7 +350,7 @@ def _tokens_per_call(judge: Any, sample: list[dict], spec: Any) -> int:
 
 def _candidate_row(c: Candidate, current: Candidate) -> dict:
     row = c.as_dict()
-    row["diff"] = "".join(difflib.unified_diff(current.template.splitlines(keepends=True),
-                                               c.template.splitlines(keepends=True), "current", c.name)) \
+    row["diff"] = "".join(difflib.unified_diff((current.template + "\n").splitlines(keepends=True),
+                                               (c.template + "\n").splitlines(keepends=True), "current", c.name)) \
         if c is not current else ""
     return row
