@@ -204,3 +204,21 @@ def test_a_cancelled_search_raises_before_spending(tmp_path):
             aligner.search(tasks, current=Candidate("current", "current", TEMPLATE), seed=0, run_dir=None,
                            max_search_calls=100)
         assert budget.calls == 0 and not fake.requests
+
+
+def test_a_stopped_search_resumes_from_the_cache_and_gepas_state(tmp_path):
+    """A run stopped at its budget (as a killed one would be) and run again: every verdict it paid for
+    comes from the verdict cache, and GEPA picks up its candidates from its run directory."""
+    rows = make_rows(120, seed=11)
+    sim = SimulatedJudge({r["id"]: r["truth"] for r in rows}, base=0.7, lift=0.2, mode="better")
+    with FakeOpenAI(decide=sim.decide, write=sim.write) as fake:
+        first, tasks, _ = _aligner(fake, tmp_path, max_calls=300)
+        first.search(tasks, current=Candidate("current", "current", TEMPLATE), seed=0, run_dir=tmp_path / "gepa",
+                     max_search_calls=4 * len(tasks))
+        paid = len(fake.requests)
+        again, _, budget = _aligner(fake, tmp_path)  # the same store (cache) and run directory
+        found = again.search(tasks, current=Candidate("current", "current", TEMPLATE), seed=0,
+                             run_dir=tmp_path / "gepa", max_search_calls=4 * len(tasks))
+    assert budget.calls < 4 * len(tasks) + 2 * len(tasks)  # less than a run from scratch pays
+    assert len(fake.requests) - paid == budget.calls  # only what was not paid before reached the server
+    assert max(found, key=lambda c: c.train["accuracy"]).train["accuracy"] > found[0].train["accuracy"]

@@ -76,7 +76,12 @@ class Budget:
     def __init__(self, *, max_calls: int | None, max_cost: float | None, price: Callable[[int, int], float]) -> None:
         self.max_calls, self.max_cost, self.price = max_calls, max_cost, price
         self.calls, self.cost, self.tokens_in, self.tokens_out = 0, 0.0, 0, 0
+        self.refused = False  # something was refused for want of budget: the search is over
         self._lock = threading.Lock()
+
+    def limit(self, max_calls: int | None, max_cost: float | None) -> None:
+        """New limits (the held-out test's, after the search's): what was refused may fit now."""
+        self.max_calls, self.max_cost, self.refused = max_calls, max_cost, False
 
     def charge(self, usage: Usage, price: Callable[[int, int], float] | None = None) -> None:
         """Count ``usage`` (at ``price``: the reflection model's, when it is another model)."""
@@ -88,15 +93,17 @@ class Budget:
 
     @property
     def exhausted(self) -> bool:
-        return (self.max_calls is not None and self.calls >= self.max_calls) or \
+        return self.refused or (self.max_calls is not None and self.calls >= self.max_calls) or \
             (self.max_cost is not None and self.cost >= self.max_cost)
 
     def allows(self, calls: int, cost_per_call: float = 0.0) -> bool:
-        """Whether ``calls`` more (at about ``cost_per_call`` each) stay within the limits."""
+        """Whether ``calls`` more (at about ``cost_per_call`` each) stay within the limits; a refusal
+        ends the search (``exhausted``), so GEPA stops instead of proposing what cannot be scored."""
         with self._lock:
-            if self.max_calls is not None and self.calls + calls > self.max_calls:
-                return False
-            return self.max_cost is None or self.cost + calls * cost_per_call <= self.max_cost
+            ok = (self.max_calls is None or self.calls + calls <= self.max_calls) and \
+                (self.max_cost is None or self.cost + calls * cost_per_call <= self.max_cost)
+            self.refused = self.refused or not ok
+            return ok
 
     def as_dict(self) -> dict[str, Any]:
         return {"calls": self.calls, "cost": round(self.cost, 6), "tokens_in": self.tokens_in,

@@ -164,9 +164,8 @@ def _align(services: Services, api: LabelStudioAPI, project: int, *, job_id: int
     current = Candidate("current", "current", spec.template, "", few_shot=state.config.few_shot_k > 0)
     reserve = len(held) * 2 * per_task
     search_cap = out["plan"]["search_calls"] + len(train) * 3 * per_task
-    budget.max_calls = search_cap if max_calls is None else max(0, max_calls - reserve)
-    if max_cost is not None:
-        budget.max_cost = max(0.0, max_cost - reserve * price(tokens, 80))
+    budget.limit(search_cap if max_calls is None else max(0, max_calls - reserve),
+                 None if max_cost is None else max(0.0, max_cost - reserve * price(tokens, 80)))
     report({"stage": f"scoring the current judge on the training part ({len(train)} tasks)"})
     key = hashlib.sha256(json.dumps([state.judge.version, seed, sorted(map(str, split.train))]).encode()).hexdigest()[:12]
     candidates: list[Candidate] = []
@@ -176,7 +175,7 @@ def _align(services: Services, api: LabelStudioAPI, project: int, *, job_id: int
     except (BudgetSpent, Cancelled) as exc:  # not even the current judge could be scored
         out.update(status="cancelled" if isinstance(exc, Cancelled) else "budget",
                    message=f"stopped before any candidate was scored: {exc}")
-    budget.max_calls, budget.max_cost = max_calls, max_cost
+    budget.limit(max_calls, max_cost)
     out["candidates"] = []
     out["rejected"] = {"count": len(aligner.rejected), "reasons": sorted(set(aligner.rejected))[:10]}
     if candidates:
