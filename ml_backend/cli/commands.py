@@ -154,7 +154,7 @@ def align(args: argparse.Namespace) -> int:
         out = align_project(services, api, args.project, job_id=job_id, holdout_share=args.holdout, seed=args.seed,
                             max_calls=args.max_calls, max_cost=args.max_cost, min_gain=args.min_gain,
                             target_gain=args.target_gain, promote=not args.no_promote, dry_run=args.dry_run,
-                            concurrency=args.concurrency, progress=progress, stop=stop)
+                            concurrency=args.concurrency, rpm=args.rpm, progress=progress, stop=stop)
     except (AlignmentRefused, Busy) as exc:
         if job_id is not None:
             store.update_job(job_id, status="failed", error=str(exc)[:500])

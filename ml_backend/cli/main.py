@@ -96,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     align.add_argument("--target-gain", type=_positive(float), default=0.05,
                        help="the gain the held-out part must be able to show (refuses with fewer labels than it needs)")
     align.add_argument("--concurrency", type=_positive(int), default=8, help="judge calls in flight at once")
+    align.add_argument("--rpm", type=_positive(float), help="max requests per minute (judge and reflection calls)")
     align.add_argument("--dry-run", action="store_true", help="print the planned calls and cost, spend nothing")
     align.add_argument("--no-promote", action="store_true", help="keep the winner as a proposal to read")
     align.add_argument("--rollback", action="store_true", help="put back the judge the last promotion replaced")

@@ -120,7 +120,7 @@ def _align_job_args(data: dict) -> tuple[int, dict]:
     if isinstance(project, bool) or not isinstance(project, int) or not 0 < project < 2**63:
         raise ValueError("'project' (a positive integer Label Studio project id) is required")
     unknown = set(data) - {"project", "holdout_share", "seed", "max_calls", "max_cost", "min_gain", "target_gain",
-                           "promote", "dry_run", "concurrency"}
+                           "promote", "dry_run", "concurrency", "rpm"}
     if unknown:
         raise ValueError(f"unknown field {sorted(unknown)[0][:60]!r} in the alignment job request")
     for flag in ("promote", "dry_run"):
@@ -134,4 +134,5 @@ def _align_job_args(data: dict) -> tuple[int, dict]:
         "min_gain": float(_number(data, "min_gain", 0.0, 0.0, 0.99)),
         "target_gain": float(_number(data, "target_gain", 0.05, 0.005, 0.99)),
         "promote": data.get("promote", True), "dry_run": data.get("dry_run", False),
-        "concurrency": _number(data, "concurrency", 8, 1, MAX_LABEL_JOB_CONCURRENCY, integer=True)}
+        "concurrency": _number(data, "concurrency", 8, 1, MAX_LABEL_JOB_CONCURRENCY, integer=True),
+        "rpm": _number(data, "rpm", None, 1e-3, 1e9)}

@@ -115,7 +115,8 @@ def openapi_document(version: str) -> dict[str, Any]:
                     "min_gain": {"type": "number", "minimum": 0, "maximum": 0.99},
                     "target_gain": {"type": "number", "minimum": 0.005, "maximum": 0.99},
                     "promote": {"type": "boolean"}, "dry_run": {"type": "boolean"},
-                    "concurrency": {"type": "integer", "minimum": 1, "maximum": 256}}}),
+                    "concurrency": {"type": "integer", "minimum": 1, "maximum": 256},
+                    "rpm": {"type": "number", "minimum": 0.001, "maximum": 1000000000}}}),
                 "responses": {**_ok("the new job", job, code=202), **_ok("the project's running alignment job", job),
                               **_errors(400, 401, 413, 503)}}},
             "/jobs/{job_id}/cancel": {"post": {

@@ -227,6 +227,9 @@ class Aligner:
                 found.extend(self._gepa(train, current, seed, run_dir, max_search_calls, minibatch))
             except (BudgetSpent, Cancelled) as exc:
                 log.info("alignment search stopped: %s", exc)
+            except Exception as exc:  # the optimiser's own failure: its proposals are lost, the run goes on
+                log.warning("the alignment search (GEPA) failed: %s: %s", type(exc).__name__, exc)
+                self.rejected.append(f"the search failed: {type(exc).__name__}: {str(exc)[:160]}")
         self.progress({"stage": "scoring few-shot selection on the training part", "candidates": len(found)})
         best = max(found, key=lambda c: c.train["accuracy"] if c.train else -1)
         variants = [Candidate("few-shot", "few-shot", current.instruction, current.definitions, not current.few_shot)]
@@ -337,6 +340,7 @@ class _JudgeAdapter:
             if not aligner.budget.allows(1):
                 raise BudgetSpent("no budget left for the reflection model")
             current = candidate[name] if name == "instruction" else candidate.get("definitions", "")
+            aligner.limiter.acquire(3000)  # the reflection call counts against the same rate limits
             try:
                 text, usage = propose("definitions" if name == "definitions" else "instruction",
                                       "" if current == "(none)" else current, mistakes, aligner.labels,

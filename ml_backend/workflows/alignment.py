@@ -73,20 +73,20 @@ def _estimate(n_train: int, n_held: int, per_task: int, tokens_per_call: int, ou
 def align_project(services: Services, api: LabelStudioAPI, project: int, *, job_id: int | None = None,
                   holdout_share: float = 0.5, seed: int = 0, max_calls: int | None = None,
                   max_cost: float | None = None, min_gain: float = 0.0, target_gain: float = 0.05,
-                  promote: bool = True, dry_run: bool = False, concurrency: int = 8,
+                  promote: bool = True, dry_run: bool = False, concurrency: int = 8, rpm: float | None = None,
                   progress: Callable[[dict], None] | None = None, stop: threading.Event | None = None) -> dict:
     """One alignment run (one per project at a time: a second raises Busy). Returns plain data: the
     split, every candidate with its training and held-out scores, the gate's decision and the spend."""
     with services.store.lease(f"align:{project}", f"aligning project {project}'s judge"):
         return _align(services, api, project, job_id=job_id, holdout_share=holdout_share, seed=seed,
                       max_calls=max_calls, max_cost=max_cost, min_gain=min_gain, target_gain=target_gain,
-                      promote=promote, dry_run=dry_run, concurrency=concurrency,
+                      promote=promote, dry_run=dry_run, concurrency=concurrency, rpm=rpm,
                       progress=progress or (lambda _: None), stop=stop or threading.Event())
 
 
 def _align(services: Services, api: LabelStudioAPI, project: int, *, job_id: int | None, holdout_share: float,
            seed: int, max_calls: int | None, max_cost: float | None, min_gain: float, target_gain: float,
-           promote: bool, dry_run: bool, concurrency: int, progress: Callable[[dict], None],
+           promote: bool, dry_run: bool, concurrency: int, rpm: float | None, progress: Callable[[dict], None],
            stop: threading.Event) -> dict:
     t0 = time.time()
     settings, pid = services.settings, str(project)
@@ -159,7 +159,7 @@ def _align(services: Services, api: LabelStudioAPI, project: int, *, job_id: int
     aligner = Aligner(replace(spec, examples=()), functools.partial(_make_judge, services, state), budget=budget,
                       write=write, write_price=write_price, pool=pool,
                       labels=[str(o) for o in (spec.questions[0].options if spec.questions else ())],
-                      cache=services.store, concurrency=concurrency, stop=stop, progress=report,
+                      cache=services.store, concurrency=concurrency, rpm=rpm, stop=stop, progress=report,
                       few_shot_k=state.config.few_shot_k or settings.few_shot_k)
     current = Candidate("current", "current", spec.template, "", few_shot=state.config.few_shot_k > 0)
     reserve = len(held) * 2 * per_task
