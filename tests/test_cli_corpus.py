@@ -152,3 +152,13 @@ def test_a_quickstart_elsewhere_prints_commands_that_find_it(tmp_path, monkeypat
     assert f"LABELJUDGE_HOME={tmp_path / 'elsewhere'} " in out and f"--stop --home {tmp_path / 'elsewhere'}" in out
     _summary(ls, 1, "http://127.0.0.1:2", tmp_path / ".labeljudge", "x", 0)
     assert "LABELJUDGE_HOME=" not in capsys.readouterr().out
+
+
+def test_a_training_run_prints_one_whole_line_at_every_stage():
+    from ml_backend.cli.commands import training_line
+
+    assert training_line({"job": 2, "version": None, "promoted": None, "status": "running", "decision": None}) \
+        == "training job 2: running"
+    assert training_line({"job": 3, "version": "evaluator-0002", "promoted": False, "status": "finished",
+                          "decision": "0.81 is below the served 0.84"}) \
+        == "training job 3: evaluator-0002 not promoted: 0.81 is below the served 0.84"

@@ -176,3 +176,9 @@ def test_align_guards_too_few_labels_one_class_and_a_hostile_reflection(ls_proje
     argv = ["align", "--project", str(one.project), "--url", label_studio.url, "--api-key", label_studio.token]
     assert main(argv) == 2
     assert "at least two labels" in capsys.readouterr().err
+    # one Fail among Passes: it cannot be on both sides of the split, so nothing could measure it held out
+    lone = ls_project("align-lone-label", CONFIG, _tasks([{**r, "truth": "Fail" if r["id"] == 0 else "Pass"}
+                                                          for r in rows]), fake=None)
+    argv = ["align", "--project", str(lone.project), "--url", label_studio.url, "--api-key", label_studio.token]
+    assert main(argv) == 2
+    assert "'Fail' has 1 (needs 2)" in capsys.readouterr().err

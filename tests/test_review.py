@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -43,6 +45,12 @@ def test_a_disagreeing_evaluator_puts_the_judges_likely_mistakes_first():
     queue = build_queue(cands, 4, audit_share=0.0)
     assert [q.task for q in queue] == [2, 4, 3, 1]
     assert queue[0].why == "evaluator disagrees" and p_wrong(cands[3]) == (0.5, "no confidence signal")
+
+
+def test_a_confident_judge_is_not_called_unsure():
+    assert p_wrong(Candidate(1, "Pass", 0.95, None)) == pytest.approx((0.05, "no strong doubt"))
+    assert p_wrong(Candidate(1, "Pass", 0.6, None))[1] == "judge unsure"
+    assert p_wrong(Candidate(1, "Pass", 0.97, 0.96))[1] == "no strong doubt"
 
 
 def test_near_duplicates_are_spread_out():
@@ -228,3 +236,11 @@ def test_the_store_keeps_each_rounds_pool_and_an_audit_keeps_the_round_it_was_dr
     assert store.review_pools("7", [big]) == {big: list(range(1, 100_001))}
     size = store._conn().execute("SELECT length(pool) FROM review_rounds WHERE id=?", (big,)).fetchone()[0]
     assert size < 2_000, size  # 100,000 consecutive ids, compressed
+
+
+def test_more_audits_are_never_more_than_the_labels_left():
+    labels = [{"task": i, "source": "judge"} for i in range(13)]
+    audits = [{"task": i, "source": "judge", "correct": i != 0} for i in range(5)]
+    est = estimate_label_set(labels, audits)
+    src = est.sources[0]
+    assert src.audits_for_one_point == 13 == src.n_labels  # uncapped it asked for thousands

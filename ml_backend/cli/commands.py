@@ -241,8 +241,7 @@ def report(args: argparse.Namespace) -> int:
     if rep["comparison"]:
         print(rep["comparison"]["message"])
     for run in rep.get("training", [])[:3]:
-        verdict = "promoted" if run["promoted"] else "not promoted" if run["promoted"] is not None else run["status"]
-        print(f"training job {run['job']}: {run['version'] or '-'} {verdict}: {run['decision'] or ''}")
+        print(training_line(run))
     evaluators = rep.get("evaluators") or {}
     if evaluators.get("serving"):
         s = evaluators["serving"]
@@ -257,7 +256,9 @@ def report(args: argparse.Namespace) -> int:
         basis = "random audits" if src["unbiased"] else "non-random reviews, biased"
         print(f"{src['source']} labels: {src['n_labels']} not reviewed, estimated accuracy {src['accuracy']:.3f} "
               f"(95% CI {src['ci'][0]:.3f}-{src['ci'][1]:.3f}, {src['n_audits']} {basis}); about "
-              f"{src['errors_expected']:.0f} errors left; {src['audits_for_one_point']} more audits for +-1 point")
+              f"{src['errors_expected']:.0f} errors left; " + (
+                  f"reviewing all {src['n_labels']} would give it exactly" if src["audits_for_one_point"] >= src["n_labels"]
+                  else f"{src['audits_for_one_point']} more audits for +-1 point"))
     if (rep.get("label_set") or {}).get("accuracy") is not None:
         ls = rep["label_set"]
         print(f"label set: estimated accuracy {ls['accuracy']:.3f} (95% CI {ls['ci'][0]:.3f}-{ls['ci'][1]:.3f})")
@@ -290,6 +291,14 @@ def next_review(args: argparse.Namespace) -> int:
     print(f"In Label Studio: the tab '{api.QUEUE_VIEW}' holds these tasks (Label All Tasks there labels them): "
           f"{out['tab']}")
     return 0
+
+
+def training_line(run: dict) -> str:
+    """One training run as the report command prints it; a running one has no version nor decision yet
+    (it printed "training job 2: - running: ")."""
+    verdict = "promoted" if run["promoted"] else "not promoted" if run["promoted"] is not None else run["status"]
+    parts = [p for p in (run.get("version"), verdict) if p]
+    return f"training job {run['job']}: {' '.join(parts)}" + (f": {run['decision']}" if run.get("decision") else "")
 
 
 def _f(x) -> str:

@@ -171,7 +171,7 @@ def _label_set_html(est: dict | None) -> str:
             f"{src['n_audits']} reviews that were not random (biased: run labeljudge next for audits)"
             if src["n_audits"] else "no review yet: run labeljudge next")
         rows += (f"<tr><td>{_fmt(src['source'])}</td><td>{src['n_labels']}</td><td>{_fmt(src['accuracy'])}</td>"
-                 f"<td>{ci}</td><td>{errs}</td><td>{_fmt(src['audits_for_one_point'])}</td>"
+                 f"<td>{ci}</td><td>{errs}</td><td>{_audits(src)}</td>"
                  f"<td style='text-align:left'>{basis}</td></tr>")
     overall = (f"<p>The label set as a whole ({est['n_human']} human labels counted correct): estimated accuracy "
                f"<b>{_fmt(est['accuracy'])}</b> (95% CI {_fmt(est['ci'][0])} – {_fmt(est['ci'][1])}).</p>"
@@ -188,6 +188,12 @@ def _label_set_html(est: dict | None) -> str:
     return ("<h2 id='label-set'>How accurate are the labels now</h2>" + overall +
             "<table id='label-set-sources'><tr><th>source</th><th>labels not reviewed</th><th>accuracy</th><th>95% CI</th>"
             "<th>errors expected</th><th>more audits for ±1 point</th><th>from</th></tr>" + rows + "</table>")
+
+
+def _audits(src: dict) -> str:
+    """More audits for +-1 point, or "all N" where that is every label left (it then gives the accuracy exactly)."""
+    n = src.get("audits_for_one_point")
+    return f"all {src['n_labels']} (exact)" if n is not None and n >= src["n_labels"] else _fmt(n)
 
 
 def _labeling_html(jobs: list[dict]) -> str:

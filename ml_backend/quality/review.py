@@ -45,6 +45,9 @@ class QueueItem:
     rank: int = 0
 
 
+DOUBT = 0.25  # a signal below this doubt is not named as the reason a task is queued
+
+
 def p_wrong(c: Candidate) -> tuple[float, str]:
     """The probability the judge's label is wrong, and which signal said so. With an evaluator, its
     disagreement is weighed equally with the judge's doubt; without one, the judge's doubt alone; with
@@ -57,7 +60,9 @@ def p_wrong(c: Candidate) -> tuple[float, str]:
     if not doubts:
         return 0.5, "no confidence signal"
     p = sum(d for _, d in doubts) / len(doubts)
-    return p, max(doubts, key=lambda d: d[1])[0]
+    name, strongest = max(doubts, key=lambda d: d[1])
+    # "judge unsure" beside P(wrong) 0.05 misleads: below DOUBT neither signal doubts the label much
+    return p, name if strongest >= DOUBT else "no strong doubt"
 
 
 def build_queue(candidates: Sequence[Candidate], n: int, *, audit_share: float = 0.1,
@@ -172,7 +177,8 @@ def estimate_label_set(labels: Sequence[dict], audits: Sequence[dict],
         lo, hi = max(0.0, acc - half), min(1.0, acc + half)
         out.sources.append(SourceEstimate(
             source, m, n, round(acc, 4), (round(lo, 4), round(hi, 4)), round(rate * m, 1),
-            (round((1 - hi) * m, 1), round((1 - lo) * m, 1)), audits_needed(acc, n), unbiased))
+            # never more than there are to review: reviewing all of them gives the accuracy exactly
+            (round((1 - hi) * m, 1), round((1 - lo) * m, 1)), min(audits_needed(acc, n), m), unbiased))
         expected_correct += acc * m
         var += m * m * rate_var
     if labeled and complete:
