@@ -107,6 +107,12 @@ CASES: list[tuple[str, list[str], str]] = [
     ("export-url-no-scheme", ["export", "--project", "1", "--out", "{tmp}/x.csv", "--url", "localhost:{port}",
                               "--api-key", "tok"], "has no scheme"),
     ("unknown-command", ["frobnicate"], "invalid choice"),
+    ("align-refused", ["align", "--project", "1", *LS], "could not connect"),
+    ("align-rollback-none", ["align", "--project", "1", "--rollback", *LS], "no alignment promotion to roll back"),
+    ("align-holdout-2", ["align", "--project", "1", "--holdout", "2", *LS], "must be from 0 to 1"),
+    ("align-holdout-1", ["align", "--project", "1", "--holdout", "1", *LS], "above 0 and below 1"),
+    ("align-max-calls-0", ["align", "--project", "1", "--max-calls", "0", *LS], "must be above 0"),
+    ("align-max-cost-text", ["align", "--project", "1", "--max-cost", "lots", *LS], "is not a float"),
 ]
 
 
@@ -131,6 +137,7 @@ def test_cli_user_errors(case, files, capsys, monkeypatch, tmp_path):
     assert needle.lower() in err.lower(), err
     lines = [line for line in err.splitlines() if line.startswith("labeljudge")]
     assert len(lines) == 1 and needle.lower() in lines[0].lower(), err  # one clear line (argparse adds its usage)
+    assert "0task" not in err and "0call" not in err  # no empty progress bar before the error
 
 
 def test_cli_corpus_size():

@@ -19,6 +19,32 @@ from ..settings import ConfigError, Settings
 from .output import UserError, emit_json, quiet_stdout, user_message  # noqa: F401  (main uses them from here)
 
 
+class LazyBar:
+    """A tqdm bar drawn on its first update, so a command that fails before any progress (a 404, a refused
+    connection) prints its error alone, not "labeling: 0task [00:00, ?task/s]" before it."""
+
+    def __init__(self, **kwargs) -> None:
+        self._kwargs, self._bar = kwargs, None
+
+    def _get(self) -> tqdm:
+        if self._bar is None:
+            self._bar = tqdm(total=0, **self._kwargs)
+        return self._bar
+
+    def __getattr__(self, name: str):
+        return getattr(self._get(), name)
+
+    def __setattr__(self, name: str, value) -> None:
+        if name.startswith("_"):
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self._get(), name, value)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
 def settings_for(args: argparse.Namespace) -> Settings:
     """The CLI's settings: the environment, then what a running quickstart knows (its Label Studio,
     token and store) for whatever the environment and flags leave unset, so the quickstart's printed
@@ -64,7 +90,7 @@ def label(args: argparse.Namespace) -> int:
     if args.prompt:
         overrides["prompt"] = Path(args.prompt).read_text()
     stop = threading.Event()
-    bar = tqdm(total=0, unit="task", desc="labeling", disable=args.json and not sys.stderr.isatty())
+    bar = LazyBar(unit="task", desc="labeling", disable=args.json and not sys.stderr.isatty())
 
     def progress(summary, todo: int) -> None:
         bar.set_description(summary.stage or "labeling", refresh=False)
@@ -129,7 +155,7 @@ def align(args: argparse.Namespace) -> int:
     if not 0.0 < args.holdout < 1.0:
         raise UserError("--holdout must be above 0 and below 1")
     stop = threading.Event()
-    bar = tqdm(total=0, unit="call", desc="aligning", disable=args.json and not sys.stderr.isatty())
+    bar = LazyBar(unit="call", desc="aligning", disable=args.json and not sys.stderr.isatty())
     store = services.store
     job_id = None if args.dry_run else store.create_job(str(args.project), "align", owner=process_owner())
 

@@ -90,8 +90,8 @@ def _align(services: Services, api: LabelStudioAPI, project: int, *, job_id: int
            stop: threading.Event) -> dict:
     t0 = time.time()
     settings, pid = services.settings, str(project)
+    label_config = api.label_config(project)  # before the first progress: a refused connection prints no bar
     progress({"stage": "reading the project's human labels from Label Studio"})
-    label_config = api.label_config(project)
     schema = parse_label_config(label_config)
     params_before = _connected_params(api, project)
     state = resolve_state(services, api, project, None, label_config)
