@@ -28,11 +28,21 @@ def label_dataframe(df: pd.DataFrame, *, prompt: str | None = None, metric: str 
                     model: str | None = None, temperature: float | None = None, rationale: bool = True,
                     concurrency: int = 8, rpm: float | None = None, tpm: float | None = None,
                     cache: Store | str | Path | None = None, prefix: str = "judge_",
+                    base_url: str | None = None, api_key: str | None = None,
                     settings: Settings | None = None) -> pd.DataFrame:
     """A copy of ``df`` with ``judge_label``, ``judge_score``, ``judge_score_method`` (how the score was
     read: renormalized over the labels, or the answer's own token probability), ``judge_rationale``
-    and ``judge_error`` columns. Each row's columns are the template's fields ({input}, {output}, {context}, ...)."""
+    and ``judge_error`` columns. Each row's columns are the template's fields ({input}, {output}, {context}, ...).
+    ``base_url`` / ``api_key``: the OpenAI-compatible server and its key, as the openai client takes them
+    (default: OPENAI_BASE_URL / OPENAI_API_KEY); giving ``base_url`` implies ``provider="openai"``."""
     settings = settings or Settings.from_env()
+    if base_url is not None or api_key is not None:
+        from dataclasses import replace
+
+        settings = replace(settings, openai_base_url=base_url or settings.openai_base_url,
+                           openai_api_key=api_key or settings.openai_api_key)
+        if base_url is not None and provider is None:
+            provider = "openai"
     params = {k: v for k, v in {"provider": provider, "model": model, "prompt": prompt, "metric": metric,
                                 "temperature": temperature}.items() if v is not None}
     config = ProjectConfig.resolve(settings, params)

@@ -169,3 +169,12 @@ def test_a_training_run_prints_one_whole_line_at_every_stage():
     assert training_line({"job": 3, "version": "evaluator-0002", "promoted": False, "status": "finished",
                           "decision": "0.81 is below the served 0.84"}) \
         == "training job 3: evaluator-0002 not promoted: 0.81 is below the served 0.84"
+
+
+def test_a_port_holders_command_line_is_cut_at_a_word():
+    from ml_backend.cli.preflight import short_command
+
+    argv = ["/usr/bin/python3", "-m", "label_studio.server", "start", "--data-dir", "/very/long/" + "x" * 90, "--port", "8080"]
+    short = short_command(argv)
+    assert short == "python3 -m label_studio.server start --data-dir ..."
+    assert short_command(["/bin/sleep", "100"]) == "sleep 100" and short_command([]) == ""

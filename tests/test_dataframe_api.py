@@ -28,6 +28,19 @@ def test_label_dataframe_adds_label_score_rationale_and_uses_the_cache(fake_llm,
     assert list(again["judge_label"][:2]) == ["Fail", "Pass"]
 
 
+def test_label_dataframe_takes_the_server_and_key_as_arguments(fake_llm, tmp_path, monkeypatch):
+    """A notebook passes the server and the key, as to the openai client; nothing in the environment."""
+    for var in ("JUDGE_PROVIDER", "OPENAI_BASE_URL", "OPENAI_API_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("MODEL_DIR", str(tmp_path / "m"))
+    df = pd.DataFrame({"input": ["q"], "context": ["c"], "output": ["a EXPECT=Fail"]})
+    out = label_dataframe(df, metric="faithfulness", model="gpt-4o-mini", base_url=fake_llm.url,
+                          api_key="sk-notebook-key-12345", cache=Store(tmp_path / "c.sqlite3"))
+    assert list(out["judge_label"]) == ["Fail"]
+    headers = {k.lower(): v for k, v in fake_llm.requests[-1]["headers"].items()}
+    assert headers["authorization"] == "Bearer sk-notebook-key-12345"
+
+
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
 def test_table_round_trip(tmp_path, suffix):
     df = pd.DataFrame({"input": ["a", "b"], "output": ["x", "y"], "n": [1, 2]})

@@ -63,7 +63,20 @@ def holder(port: int) -> str:
         for conn in psutil.net_connections(kind="tcp"):
             if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN and conn.pid:
                 proc = psutil.Process(conn.pid)
-                return f" by pid {conn.pid} ({' '.join(proc.cmdline())[:80] or proc.name()})"
+                return f" by pid {conn.pid} ({short_command(proc.cmdline()) or proc.name()})"
     except Exception:  # psutil may be refused the connection table: the port is still named
         pass
     return ""
+
+
+def short_command(argv: list[str], limit: int = 100) -> str:
+    """A command line shortened at a word, never mid-word: the program's name, then whole arguments
+    while they fit, then "..."."""
+    words = [argv[0].rsplit("/", 1)[-1], *argv[1:]] if argv else []
+    out = ""
+    for i, word in enumerate(words):
+        nxt = f"{out} {word}".strip()
+        if len(nxt) > limit and i > 0:
+            return out + " ..."
+        out = nxt
+    return out
