@@ -65,13 +65,13 @@ def one_run(fake: FakeOpenAI, store: Store, rows: list[dict], held_size: int, se
     out: dict = {"status": None, "message": None}
     held_out_gate(aligner, candidates, held, out, 0.0, lambda _: None, read_others=0)
     chosen = next((c for c in candidates if c.name == out.get("selected")), None)
-    # what a one-sided 95% bound (the 90% two-sided interval's lower end) would have decided: the
-    # alternative gate, at most 5% false promotion instead of 2.5%
-    one_sided = bool(chosen is not None and chosen is not candidates[0] and chosen.outcomes is not None
+    # what the stricter gate would have decided: the two-sided 95% interval's lower end above zero (at most
+    # 2.5% false promotion, less power), beside the product's one-sided 95% bound
+    two_sided = bool(chosen is not None and chosen is not candidates[0] and chosen.outcomes is not None
                      and candidates[0].outcomes is not None
-                     and paired_gain(candidates[0].outcomes, chosen.outcomes, confidence=0.90).ci_low > 0)
+                     and paired_gain(candidates[0].outcomes, chosen.outcomes, confidence=0.95).ci_low > 0)
     return {"promoted": out["status"] == "passed", "truly_better": bool(chosen and RULE in chosen.template),
-            "promoted_one_sided": one_sided,
+            "promoted_two_sided": two_sided,
             "gain": (out.get("gain") or {}).get("gain"), "ci_low": (out.get("gain") or {}).get("ci_low"),
             "candidates": len(candidates), "calls": budget.calls}
 
@@ -90,7 +90,7 @@ def simulate(scenario: str, sizes: list[int], runs: int, *, base: float, lift: f
             row = {"scenario": scenario, "held_out": size, "runs": runs,
                    "promoted": len(promoted), "promoted_share": round(len(promoted) / runs, 4),
                    "promoted_truly_better": sum(r["truly_better"] for r in promoted),
-                   "promoted_one_sided_95": sum(r["promoted_one_sided"] for r in results),
+                   "promoted_two_sided_95": sum(r["promoted_two_sided"] for r in results),
                    "chose_truly_better": sum(r["truly_better"] for r in results),
                    "median_gain_measured": statistics.median([r["gain"] for r in results if r["gain"] is not None] or [0]),
                    "median_calls": statistics.median(r["calls"] for r in results), "seconds": round(time.time() - t0, 1)}
@@ -165,11 +165,11 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"SmolLM2 on {r['labels']} HaluEval labels: {r['status']} ({r['message']}); {r['calls']} calls, "
               f"{r['seconds']} s (+{r['load_seconds']} s loading); {r['rejected']} reflection replies rejected")
     print(f"\n{'scenario':<8} {'held out':>8} {'promoted':>10} {'share':>7} {'truly better among promoted':>28} "
-          f"{'one-sided 95% gate':>19}")
+          f"{'two-sided 95% gate':>19}")
     for row in result["rows"]:
         print(f"{row['scenario']:<8} {row['held_out']:>8} {row['promoted']:>6}/{row['runs']:<3} "
               f"{row['promoted_share']:>7.1%} {row['promoted_truly_better']:>28} "
-              f"{row['promoted_one_sided_95'] / row['runs']:>19.1%}")
+              f"{row['promoted_two_sided_95'] / row['runs']:>19.1%}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))
     return result

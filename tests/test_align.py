@@ -75,9 +75,9 @@ def test_paired_gain_interval_holds_its_estimate_and_swaps_sign(pairs):
     assert back.gain == pytest.approx(-g.gain) and back.ci_low == pytest.approx(-g.ci_high)
 
 
-def test_the_gate_promotes_an_equal_judge_at_most_2_5_percent_of_the_time():
-    """Two judges of the same accuracy with independent errors: the lower end of the 95% CI is above
-    zero in at most 2.5% of draws (exact McNemar), whatever the size."""
+def test_the_gate_promotes_an_equal_judge_at_most_5_percent_of_the_time():
+    """Two judges of the same accuracy with independent errors: the one-sided 95% lower bound is above
+    zero in at most 5% of draws (exact McNemar), whatever the size."""
     rng = random.Random(7)
     for n in (50, 200):
         passed = 0
@@ -85,7 +85,7 @@ def test_the_gate_promotes_an_equal_judge_at_most_2_5_percent_of_the_time():
             base = [rng.random() < 0.8 for _ in range(n)]
             cand = [rng.random() < 0.8 for _ in range(n)]
             passed += paired_gain(base, cand).ci_low > 0
-        assert passed / 2000 <= 0.025, (n, passed)
+        assert passed / 2000 <= 0.05, (n, passed)
 
 
 def test_labels_needed_falls_with_the_gain_and_the_discordance():

@@ -211,7 +211,7 @@ def _print_alignment(out: dict) -> None:
         print(f"plan: about {plan['calls']} calls ({plan['judge_calls']} judge, {plan['reflection_calls']} reflection), "
               f"${plan['cost']:.4f}")
     if out.get("candidates"):
-        print(f"{'candidate':<24} {'kind':<26} {'train':>7} {'held out':>9} {'gain (95% CI)':>26}")
+        print(f"{'candidate':<24} {'kind':<26} {'train':>7} {'held out':>9} {'gain (90% CI)':>26}")
         for c in out["candidates"]:
             g = c.get("gain")
             gain = f"{g['gain']:+.3f} ({g['ci_low']:+.3f}, {g['ci_high']:+.3f})" if g else ""

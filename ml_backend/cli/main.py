@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     align.add_argument("--max-calls", type=_positive(int), help="stop the search at this many LLM calls")
     align.add_argument("--max-cost", type=_positive(float), help="stop the search at this many dollars")
     align.add_argument("--min-gain", type=float, default=0.0,
-                       help="promote only when the lower end of the held-out gain's 95%% CI is above this (0.02: 2 points)")
+                       help="promote only when the held-out gain's one-sided 95%% lower bound is above this (0.02: 2 points)")
     align.add_argument("--target-gain", type=_positive(float), default=0.05,
                        help="the gain the held-out part must be able to show (refuses with fewer labels than it needs)")
     align.add_argument("--concurrency", type=_positive(int), default=8, help="judge calls in flight at once")

@@ -340,7 +340,8 @@ def _alignment_html(runs: list[dict]) -> str:
         return ""
     parts = ["<h2 id='alignment'>Alignment</h2><p>Each run searched candidate judges on the training part of the "
              "human labels, chose one there, and tested it against the current judge on the held-out part; it is "
-             "promoted only when the lower end of its gain's 95% CI is above the minimum gain. Held-out numbers "
+             "promoted only when its gain's one-sided 95% lower bound (the lower end of the 90% CI shown) is above "
+             "the minimum gain. Held-out numbers "
              "of the candidates the run did not choose are for reading only.</p>"]
     for run in runs:
         res = run.get("result") or {}
@@ -364,7 +365,7 @@ def _alignment_html(runs: list[dict]) -> str:
                      f"</td><td>{_span(ho)}</td><td>{_fmt(g.get('gain'))}</td>"
                      f"<td>{_span(g)}</td><td style='text-align:left'>{diff}</td></tr>")
         table = ("<table class='alignment-candidates'><tr><th>candidate</th><th>kind</th><th>train acc</th>"
-                 "<th>held-out acc</th><th>95% CI</th><th>gain</th><th>gain 95% CI</th><th>prompt</th></tr>"
+                 "<th>held-out acc</th><th>95% CI</th><th>gain</th><th>gain 90% CI</th><th>prompt</th></tr>"
                  f"{rows}</table>") if rows else ""
         plot = alignment_plot(res)
         parts.append(head + table + (f'<img class="plot" src="{plot}" alt="held-out accuracy per candidate">' if plot else ""))

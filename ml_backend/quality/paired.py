@@ -3,10 +3,11 @@ away from the optimiser, the exact test of the gain, and how many labels a gain 
 
 Why exact and conditional: two judges answering the same tasks differ only on the discordant ones
 (one right, the other wrong). Under "no gain" each discordant task is a fair coin (McNemar), so the
-gain's 95% CI is the Clopper-Pearson interval of that coin, rescaled by the discordant share. A
-lower end above zero is the exact one-sided McNemar test at 2.5%: the gate's false promotion rate is
-at most 2.5% whatever the sample size, which a normal approximation does not promise at 20
-discordant tasks.
+gain's confidence bounds are the Clopper-Pearson bounds of that coin, rescaled by the discordant share.
+The gate uses the one-sided 95% lower bound (the lower end of the two-sided 90% interval, which the
+report shows): a lower bound above zero is the exact one-sided McNemar test at 5%, so the gate's false
+promotion rate is at most 5% whatever the sample size, which a normal approximation does not promise
+at 20 discordant tasks.
 """
 from __future__ import annotations
 
@@ -58,7 +59,8 @@ def stratified_split(labels: Mapping[Any, Any], *, holdout_share: float, seed: i
 
 @dataclass(frozen=True)
 class PairedGain:
-    """``candidate`` minus ``baseline`` accuracy on the same tasks, with its exact 95% CI."""
+    """``candidate`` minus ``baseline`` accuracy on the same tasks, with its exact interval (``ci_low``:
+    by default the one-sided 95% lower bound)."""
 
     n: int
     baseline_accuracy: float
@@ -74,9 +76,13 @@ class PairedGain:
         return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in asdict(self).items()}
 
 
-def paired_gain(baseline: Sequence[bool], candidate: Sequence[bool], *, confidence: float = 0.95) -> PairedGain:
+GATE_CONFIDENCE = 0.90  # two-sided: its lower end is the one-sided 95% bound the promotion gate uses
+
+
+def paired_gain(baseline: Sequence[bool], candidate: Sequence[bool], *, confidence: float = GATE_CONFIDENCE) -> PairedGain:
     """The candidate's gain over the baseline on paired outcomes (True: right), an abstention
-    counting as wrong for whoever abstained."""
+    counting as wrong for whoever abstained, with its two-sided ``confidence`` interval (by default
+    90%: its lower end is the one-sided 95% lower bound)."""
     if len(baseline) != len(candidate):
         raise ValueError("paired outcomes must have the same length")
     n = len(baseline)
@@ -97,10 +103,10 @@ def paired_gain(baseline: Sequence[bool], candidate: Sequence[bool], *, confiden
                       float((2 * p_hi - 1) * scale), b, c, float(binomtest(b, m, 0.5).pvalue))
 
 
-def labels_needed(gain: float, *, discordance: float | None = None, confidence: float = 0.95,
+def labels_needed(gain: float, *, discordance: float | None = None, confidence: float = GATE_CONFIDENCE,
                   power: float = 0.8) -> int:
     """Held-out labels for the gate to pass a true ``gain`` with probability ``power`` (Connor's
-    sample size for McNemar's test). ``discordance``: the share of tasks on which the two judges
+    sample size for McNemar's test, one-sided at (1 - ``confidence``) / 2). ``discordance``: the share of tasks on which the two judges
     disagree in correctness; unknown, it is taken as 2 x gain (a rewrite that fixes three mistakes
     for each one it makes), at least the gain itself."""
     if not 0.0 < gain < 1.0:

@@ -1,8 +1,8 @@
 """Aligning a project's judge with its reviewers, end to end: read the human labels from Label Studio,
 split them (training part / held-out part, stratified, seeded), search on the training part
 (``judge/align.py``), measure the best candidate against the current judge on the held-out part with
-an exact paired test (``quality/paired.py``), and promote it only when the lower end of the gain's
-95% CI is above ``min_gain``. A promotion is a new prompt in the connection's extra_params, so it is a
+an exact paired test (``quality/paired.py``), and promote it only when the gain's one-sided 95% lower
+bound is above ``min_gain``. A promotion is a new prompt in the connection's extra_params, so it is a
 new judge version that Label Studio shows and re-predicts with; the previous one is one rollback away.
 """
 from __future__ import annotations
@@ -237,11 +237,13 @@ def held_out_gate(aligner: Aligner, candidates: list[Candidate], held: list[Labe
         out.update(status="passed", message=(
             f"{best.name}: held-out accuracy {(best.held_out or {})['accuracy']:.3f} against "
             f"{(current.held_out or {})['accuracy']:.3f}"
-            f", gain {gain['gain']:+.3f} (95% CI {gain['ci_low']:+.3f} to {gain['ci_high']:+.3f}) above {min_gain:+.3f}"))
+            f", gain {gain['gain']:+.3f} (90% CI {gain['ci_low']:+.3f} to {gain['ci_high']:+.3f}): its one-sided 95% "
+            f"lower bound is above {min_gain:+.3f}"))
     else:
         out.update(status="not_promoted", message=(
             f"{best.name} did not show a gain on the held-out labels: {gain.get('gain', 0):+.3f} "
-            f"(95% CI {gain.get('ci_low', 0):+.3f} to {gain.get('ci_high', 0):+.3f}); the gate needs the lower end "
+            f"(90% CI {gain.get('ci_low', 0):+.3f} to {gain.get('ci_high', 0):+.3f}); the gate needs its lower end "
+            "(the one-sided 95% bound) "
             f"above {min_gain:+.3f}"))
 
 
