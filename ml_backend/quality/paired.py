@@ -106,9 +106,9 @@ def paired_gain(baseline: Sequence[bool], candidate: Sequence[bool], *, confiden
 def labels_needed(gain: float, *, discordance: float | None = None, confidence: float = GATE_CONFIDENCE,
                   power: float = 0.8) -> int:
     """Held-out labels for the gate to pass a true ``gain`` with probability ``power`` (Connor's
-    sample size for McNemar's test, one-sided at (1 - ``confidence``) / 2). ``discordance``: the share
-    of tasks on which the two judges disagree in correctness; unknown, it is taken as 2 x gain (a rewrite that fixes three mistakes
-    for each one it makes), at least the gain itself."""
+    sample size for McNemar's test, one-sided at (1 - ``confidence``) / 2). ``discordance``: the
+    share of tasks on which the two judges disagree in correctness; unknown, it is taken as 2 x gain
+    (a rewrite that fixes three mistakes for each one it makes), at least the gain itself."""
     if not 0.0 < gain < 1.0:
         raise ValueError(f"gain must be between 0 and 1, got {gain}")
     d = max(gain, min(1.0, discordance if discordance is not None else 2 * gain))
