@@ -45,6 +45,18 @@ class LazyBar:
             self._bar.close()
 
 
+def stop_on_interrupt(stop: threading.Event, saying: str):
+    """A SIGINT handler: the first Ctrl-C sets ``stop`` (the run ends cleanly, saying what it keeps), the
+    second raises KeyboardInterrupt."""
+    def interrupt(*_) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        print(f"\nstopping: {saying}", file=sys.stderr)
+
+    return interrupt
+
+
 def settings_for(args: argparse.Namespace) -> Settings:
     """The CLI's settings: the environment, then what a running quickstart knows (its Label Studio,
     token and store) for whatever the environment and flags leave unset, so the quickstart's printed
@@ -104,13 +116,8 @@ def label(args: argparse.Namespace) -> int:
         bar.set_description(f"batch {status.batch_id} {status.status} {status.completed + status.failed}/{status.total}")
         bar.refresh()
 
-    def interrupt(*_):  # first Ctrl-C: finish what is in flight and write it; second: die
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-        print("\nstopping: writing what is done; run the same command again to continue", file=sys.stderr)
-
-    previous = signal.signal(signal.SIGINT, interrupt)
+    previous = signal.signal(signal.SIGINT, stop_on_interrupt(stop, "writing what is done; run the same command "
+                                                                     "again to continue"))
     try:
         summary = label_project(services, api, args.project, overrides=overrides, sample=args.sample,
                                 concurrency=args.concurrency, rpm=args.rpm, tpm=args.tpm,
@@ -169,13 +176,8 @@ def align(args: argparse.Namespace) -> int:
         if job_id is not None:
             store.update_job(job_id, status="running", progress=update)
 
-    def interrupt(*_):  # first Ctrl-C: stop at the next candidate, keep what was scored; second: die
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-        print("\nstopping: keeping what was scored; nothing unfinished is promoted", file=sys.stderr)
-
-    previous = signal.signal(signal.SIGINT, interrupt)
+    previous = signal.signal(signal.SIGINT, stop_on_interrupt(stop, "keeping what was scored; nothing unfinished "
+                                                                     "is promoted"))
     try:
         out = align_project(services, api, args.project, job_id=job_id, holdout_share=args.holdout, seed=args.seed,
                             max_calls=args.max_calls, max_cost=args.max_cost, min_gain=args.min_gain,
