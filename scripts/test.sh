@@ -4,4 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec .venv/bin/python -m pytest --all --durations=25 "$@"
+# Both cores (or TEST_WORKERS): each worker starts its own Label Studio once; a file's tests stay on one
+# worker, so a module's fixtures (the local model, a PostgreSQL) start once. `-n 0` runs them in one process.
+exec .venv/bin/python -m pytest --all --durations=25 -n "${TEST_WORKERS:-2}" --dist loadfile "$@"

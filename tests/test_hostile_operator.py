@@ -107,10 +107,10 @@ def test_one_projects_hung_provider_does_not_starve_another_projects_predict(tmp
             other = predict(srv.url, [{"id": 100, "data": TASK["data"]}], project="8", timeout=60)
             took = time.monotonic() - started
             assert other.status_code == 200 and other.json()["results"][0]["result"], other.text
-            assert took < 2.5, took
+            assert took < 5, took  # project 7's calls drip for 20 s
             health = time.monotonic()
             assert httpx.get(f"{srv.url}/health", timeout=5).status_code == 200
-            assert time.monotonic() - health < 1
+            assert time.monotonic() - health < 3
             for future in hung:
                 assert future.result().status_code == 200
 
@@ -126,7 +126,7 @@ def test_a_project_past_its_share_of_threads_answers_at_once(tmp_path):
             time.sleep(0.3)
             started = time.monotonic()
             second = predict(srv.url, [{"id": 2, "data": {**TASK["data"], "output": "b"}}], timeout=30)
-            assert time.monotonic() - started < 1.0
+            assert time.monotonic() - started < 1.5  # the judge takes 2 s
             assert second.json()["results"] == [[]]
             assert first.result().json()["results"][0]["result"]
 
