@@ -181,6 +181,13 @@ class Predictor:
             asked = [i for i, ask in zip(free, judge_asked(scores, band)) if ask] if state.mode == "cascade" else []
             self.store.add_ledger(state.project_id, version, state.config.model,
                                   evaluator_answered=len(free) - len(asked))
+        if asked and self.store.lease_held(f"label:{state.project_id}"):
+            # a labeling run (a job here, a CLI run, a worker) is writing this project's predictions: an answer
+            # here too would give a task two. Its follow-up job labels what that run leaves undone.
+            late = [t for t in (task_id_of(tasks[i]) for i in asked) if t is not None]
+            if late:
+                self._hand_over(state, late, ())
+            return [prediction_for(state, v, version) for v in verdicts]
         items = [(t.get("id") if isinstance(t, dict) else None, t.get("data") if isinstance(t, dict) else None)
                  for t in (tasks[i] for i in asked)]
         judged = judge_within(state.judge, items, pool=self._pool(state.project_id), cache=self.store,

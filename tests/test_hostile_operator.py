@@ -87,7 +87,7 @@ def test_a_dripping_reply_stops_at_the_per_call_deadline(tmp_path, caplog):
         started = time.monotonic()
         assert _verdict_error(srv) == [[]]
         took = time.monotonic() - started
-        assert took < 10, took  # two attempts of ~1 s and a backoff; the drip alone lasts 60 s
+        assert took < 20, took  # two attempts of ~1 s and a backoff (slower on shared cores); the drip lasts 60 s
         assert "did not arrive in full within 1 s" in caplog.text
 
 

@@ -78,7 +78,8 @@ def test_predict_runs_up_to_predict_concurrency_calls_at_once(tmp_path, setting,
     from .fake_openai import FakeOpenAI
 
     env = {"PREDICT_CONCURRENCY": setting} if setting else {}
-    with FakeOpenAI(latency=0.5) as fake, serve_backend(judge_settings(tmp_path, fake, **env)) as running:
+    # calls long enough that a busy machine still starts the pool's threads before the first one ends
+    with FakeOpenAI(latency=2.0) as fake, serve_backend(judge_settings(tmp_path, fake, JUDGE_TIMEOUT="10", **env)) as running:
         httpx.post(f"{running.url}/setup", json=setup_body())
         tasks = [{"id": i, "data": {"input": f"q{i}", "context": "c", "output": f"o{i}"}} for i in range(24)]
         results = httpx.post(f"{running.url}/predict", json=predict_body(tasks), timeout=60).json()["results"]
@@ -98,6 +99,8 @@ def test_extra_params_as_string_or_object_give_the_same_version(srv):
     (setup_body(config="<View><Text name='a' value='$a'/><Labels name='l' toName='a'><Label value='X'/></Labels></View>"),
      400, "no control the judge can fill"),
     (setup_body(extra='{"temprature": 0.1}'), 400, "unknown extra_params key"),
+    (setup_body(config="<View><Text name='a' value='$a'/><Choices name='a' toName='a'><Choice value='X'/></Choices></View>"),
+     400, "must be unique"),
     (setup_body(extra='{"prompt": "{input"}'), 400, "unbalanced braces"),
     (setup_body(extra='{"control": "nope"}'), 400, "not in the label config"),
     (setup_body(extra='{"metric": "vibes"}'), 400, "unknown metric"),

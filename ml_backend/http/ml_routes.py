@@ -88,6 +88,8 @@ def webhook() -> Any:
     except BadEvent as exc:
         stats().count("webhooks_quarantined", 1)
         return jsonify(error=f"webhook not understood (quarantined): {exc}", status="quarantined"), 422
+    if answer.pop("not_found", False):  # Start Training for a project Label Studio does not have
+        return jsonify(status="error", **answer), 404
     if answer.get("error"):  # Start Training that cannot run here: Label Studio shows the error on the model
         return jsonify(status="error", **answer), 503
     return jsonify(status="ok", **answer), 201
@@ -106,6 +108,9 @@ def train() -> Any:
         return jsonify(error=str(exc)), 400
     if b.labelstudio() is None:
         return jsonify(error="training needs LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY on the backend"), 503
+    missing = b.learner.missing_project(pid)
+    if missing:
+        return jsonify(error=missing), 404
     answer = b.trainer.request(pid, "Start Training")
     return jsonify(**answer, watch=f"/jobs/{answer['job']}", report=f"/report/{pid}"), 201
 

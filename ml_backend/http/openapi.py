@@ -72,7 +72,7 @@ def openapi_document(version: str) -> dict[str, Any]:
                 "responses": {**_ok("stored (Start Training: with the queued training job)", {
                     "type": "object", "properties": {"status": {"type": "string"}, "event_id": {"type": "integer"},
                                                      "job": {"type": "integer"}}}, code=201),
-                    **_errors(400, 401, 413, 422, 503)}}},
+                    **_errors(400, 401, 404, 413, 422, 503)}}},
             "/review/{project}": {"get": {
                 "summary": "the tasks to review next: likely judge mistakes first, plus recorded random audits",
                 "parameters": [
@@ -132,7 +132,7 @@ def openapi_document(version: str) -> dict[str, Any]:
                 "responses": {**_ok("queued or running", {"type": "object", "properties": {
                     "job": {"type": "integer"}, "status": {"type": "string"}, "message": {"type": "string"},
                     "watch": {"type": "string"}, "report": {"type": "string"}}}, code=201),
-                    **_errors(400, 401, 413, 503)}}},
+                    **_errors(400, 401, 404, 413, 503)}}},
             "/job_status": {"post": {
                 "summary": "a job's status, as Label Studio polls it",
                 "requestBody": _body({"type": "object", "required": ["job"], "properties": {"job": {"type": "integer"}}}),

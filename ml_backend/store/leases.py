@@ -37,6 +37,11 @@ class Leases(StoreBase):
             return self.take_lease(name, owner, ttl)
         return holder
 
+    def lease_held(self, name: str) -> bool:
+        """Whether a live process holds ``name`` now (one read; a killed holder's lease counts as free)."""
+        row = self._conn().execute("SELECT owner, expires FROM leases WHERE name=?", (name,)).fetchone()
+        return row is not None and row["expires"] >= time.time() and _owner_alive(row["owner"])
+
     def drop_lease(self, name: str, owner: str) -> None:
         with self._tx() as db:
             db.execute("DELETE FROM leases WHERE name=? AND owner=?", (name, owner))

@@ -18,7 +18,7 @@ from ..redact import redact
 from ..services import Services
 from ..store import process_owner
 from .labeling import label_project
-from .training import job_error
+from .training import job_error, log_job_failure
 
 log = logging.getLogger(__name__)
 RQ_LABEL = "ml_backend.rq_jobs.rq_label"  # by name: the worker imports it, this module does not
@@ -61,10 +61,15 @@ def run_label_job(services: Services, project: int, job_id: int, *, reason: str 
     # until the first task's progress: what takes the time before it (the demo's bar sat at 0/12 for a minute)
     store.update_job(job_id, status="running", progress={"done": 0, **tag, "stage": "reading the project from "
                                                          "Label Studio and choosing the tasks"})
+    def waiting(why: str) -> None:  # another process (a CLI run, a worker) labels the project: wait for it
+        store.update_job(job_id, progress={"done": 0, **tag, "waiting_for": why[:200]})
+
+    handed_over = kwargs.get("task_ids") is not None  # nobody would ask for these tasks again
     try:
-        summary = label_project(services, api, project, progress=progress, batch_progress=batch_progress, **kwargs)
+        summary = label_project(services, api, project, progress=progress, batch_progress=batch_progress,
+                                wait=waiting if handed_over else None, **kwargs)
     except Exception as exc:
-        log.exception("labeling job %s failed", job_id)
+        log_job_failure(f"labeling job {job_id}", exc)
         store.update_job(job_id, status="failed", error=job_error(exc))
         return None
     store.update_job(job_id, status="finished", result=summary.as_dict())
@@ -79,8 +84,9 @@ class LabelJobs:
         self._lock = threading.Lock()
         self._live: set[int] = set()
         self._claims: dict[str, set[int]] = {}  # project -> task ids a running labeling job owns
-        # project -> (task ids, calls in flight) handed over while its job ran: the next job's work
-        self._pending: dict[str, tuple[set[int], list[Any]]] = {}
+        # project -> the follow-up job (queued, visible at /jobs) for what /predict handed over while the
+        # project's job ran: its id, task ids and the judge calls still in flight
+        self._pending: dict[str, tuple[int, set[int], list[Any]]] = {}
 
     def claimed(self, pid: str) -> set[int]:
         with self._lock:
@@ -102,13 +108,11 @@ class LabelJobs:
         with self._lock:
             running = [j for j in store.jobs(pid, "label") if j["status"] in ("queued", "running")
                        and (j["id"] in self._live or (queued and (j.get("progress") or {}).get("queue") == "rq"))]
+            if running and task_ids is not None and running[0]["id"] in self._live:
+                # handed over while this project's job runs: a follow-up job, queued now (so /jobs shows it
+                # and why it waits), runs when that one ends; never dropped
+                return self._follow_up(pid, running[0]["id"], task_ids, wait_for)
             if running:
-                if task_ids is not None and running[0]["id"] in self._live:
-                    # handed over while this project's job runs: labeled by a follow-up job, never dropped
-                    ids, calls = self._pending.setdefault(pid, (set(), []))
-                    ids.update(task_ids)
-                    calls.extend(wait_for)
-                    self._claims.setdefault(pid, set()).update(task_ids)
                 return running[0]
             job_id = store.create_job(pid, "label", owner=None if queued else process_owner())
             if not queued:
@@ -133,6 +137,27 @@ class LabelJobs:
                 raise RuntimeError(redact(why)[:300]) from None
             return store.job(job_id) or {}
 
+        self._launch(project, job_id, kwargs, reason, wait_for)
+        return store.job(job_id) or {}
+
+    def _follow_up(self, pid: str, running: int, task_ids: Sequence[int], wait_for: Sequence[Any]) -> dict:
+        """Called under the lock: the project's queued follow-up job, created or grown by these tasks."""
+        store = self.services.store
+        self._claims.setdefault(pid, set()).update(task_ids)
+        if pid not in self._pending:
+            self._pending[pid] = (store.create_job(pid, "label", owner=process_owner()), set(), [])
+        job_id, ids, calls = self._pending[pid]
+        ids.update(task_ids)
+        calls.extend(wait_for)
+        store.update_job(job_id, progress={
+            "reason": f"Retrieve predictions: {len(ids)} tasks handed over while job {running} ran",
+            "done": 0, "total": len(ids), "waiting_for": f"labeling job {running} of this project to end"})
+        return store.job(job_id) or {}
+
+    def _launch(self, project: int, job_id: int, kwargs: dict, reason: str | None, wait_for: Sequence[Any]) -> None:
+        """Run the job on a thread; when it ends, its project's follow-up job (if any) starts."""
+        pid, task_ids = str(project), kwargs.get("task_ids")
+
         def run() -> None:
             try:
                 run_label_job(self.services, project, job_id, reason=reason, wait_for=wait_for, **kwargs)
@@ -142,13 +167,16 @@ class LabelJobs:
                     if task_ids is not None:
                         self._claims[pid] = self._claims.get(pid, set()) - set(task_ids)
                     later = self._pending.pop(pid, None)
+                    if later:
+                        self._live.add(later[0])
                 if later:  # tasks handed over while this job ran
-                    ids, calls = later
-                    self.start(int(project), task_ids=sorted(ids), concurrency=concurrency, wait_for=calls,
-                               reason=f"Retrieve predictions: {len(ids)} tasks handed over while job {job_id} ran")
+                    follow, ids, calls = later
+                    why = f"Retrieve predictions: {len(ids)} tasks handed over while job {job_id} ran"
+                    self._launch(project, follow, {**kwargs, "task_ids": sorted(ids), "sample": None,
+                                                   "overrides": None, "max_cost": None, "batch_api": False},
+                                 why, calls)
 
         threading.Thread(target=run, name=f"labeljudge-label-{job_id}", daemon=True).start()
-        return store.job(job_id) or {}
 
     def _enqueue(self, project: int, job_id: int, kwargs: dict, reason: str | None) -> None:
         self.services.rq_queue().enqueue(RQ_LABEL, project, job_id, kwargs, reason, job_id=f"label-{project}-{job_id}",

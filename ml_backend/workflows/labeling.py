@@ -83,10 +83,15 @@ def resolve_state(services: Services, api: LabelStudioAPI, project: int,
 
 def one_run_per_project(label: Callable[..., LabelSummary]) -> Callable[..., LabelSummary]:
     """Two runs on one project at once (a CLI run beside a job of the backend, sharing MODEL_DIR)
-    would both see the same tasks as undone and both write them: the second raises Busy instead."""
+    would both see the same tasks as undone and both write them: the second raises Busy instead, or,
+    given ``wait=on_wait(why)`` (the tasks /predict handed over: nobody is there to run them again),
+    waits for the other run to end and then labels what it left."""
     @functools.wraps(label)
-    def guarded(services: Services, api: LabelStudioAPI, project: int, **kwargs: Any) -> LabelSummary:
-        with services.store.lease(f"label:{project}", f"labeling project {project}"):
+    def guarded(services: Services, api: LabelStudioAPI, project: int, *,
+                wait: Callable[[str], None] | None = None, **kwargs: Any) -> LabelSummary:
+        name, what = f"label:{project}", f"labeling project {project}"
+        lease = services.store.waiting_lease(name, what, on_wait=wait) if wait else services.store.lease(name, what)
+        with lease:
             return label(services, api, project, **kwargs)
 
     return guarded

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from ..events import ANNOTATION_EVENTS, BadEvent, check_event, deleted_ids, int_id
 from ..judge.types import is_judge_version
-from ..labelstudio import describe_error
+from ..labelstudio import describe_error, is_access_error
 from ..labelstudio.config import is_correction
 from ..labelstudio.sync import resync_project
 from ..projects import UnknownProject
@@ -74,10 +74,27 @@ class Learner:
             why = "training needs LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY on the backend"
             return {"event_id": store.add_event(head.project_id, head.action, payload, handled=True, error=why),
                     "error": why}
+        missing = self.missing_project(head.project_id)
+        if missing:  # no job: one that fails a moment later would be reported here as "queued"
+            return {"event_id": store.add_event(head.project_id, head.action, payload, handled=True, error=missing),
+                    "error": missing, "not_found": True}
         answer = self.trainer.request(head.project_id, "Start Training")
         event_id = store.add_event(head.project_id, head.action, payload, handled=True)
-        return {"event_id": event_id, "job": answer["job"], "job_status": answer["status"],
-                "message": answer["message"]}
+        job = store.job(answer["job"]) if answer.get("job") else None
+        status = job["status"] if job and job["status"] in ("finished", "failed") else answer["status"]
+        return {"event_id": event_id, "job": answer["job"], "job_status": status, "message": answer["message"]}
+
+    def missing_project(self, pid: str) -> str | None:
+        """Why training cannot start for a project the backend has never served, when Label Studio says it
+        has no such project (one GET; Start Training is rare); None where it exists or cannot be asked."""
+        if self.services.store.project(pid) is not None:
+            return None
+        try:
+            self.services.require_labelstudio("training").label_config(int(pid))
+        except Exception as exc:
+            if is_access_error(exc):
+                return f"training of project {pid} did not start: {describe_error(exc)}"
+        return None
 
     def handle_events(self, events: list[dict]) -> dict[int, str | None]:
         """A burst of stored events, coalesced: annotations are stored as they come, then each project

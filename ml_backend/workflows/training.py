@@ -20,7 +20,7 @@ from ..labelstudio.sync import sync_annotations
 from ..redact import redact
 from ..services import Services
 from ..settings import ProjectConfig
-from ..store import Store, owner_gone, process_owner
+from ..store import Busy, Store, owner_gone, process_owner
 from .records import project_schema, records_from_export
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,15 @@ def _train(services: Services, project: int, progress: Callable[[dict], None] | 
     services.store.set_trained_labels(pid, services.store.count_labeled_tasks(pid))
     services.evaluators.changed(pid)
     return result
+
+
+def log_job_failure(what: str, exc: BaseException) -> None:
+    """An expected failure (Label Studio refused or could not be reached, a run already going) is one
+    line; anything else keeps its stack trace for whoever fixes it."""
+    if is_labelstudio_error(exc) or isinstance(exc, Busy):
+        log.warning("%s failed: %s", what, job_error(exc))
+    else:
+        log.error("%s failed", what, exc_info=exc)
 
 
 def job_error(exc: BaseException) -> str:
@@ -141,7 +150,7 @@ class TrainingScheduler:
                                    wait=lambda why: store.update_job(job, progress={"reason": reason, "waiting_for": why[:200]}))
             store.update_job(job, status="finished", result=result)
         except Exception as exc:
-            log.exception("training project %s failed", pid)
+            log_job_failure(f"training of project {pid}", exc)
             store.update_job(job, status="failed", error=job_error(exc))
 
     def _enqueue_rq(self, pid: str, reason: str, job: int, attempt: int = 0) -> None:
