@@ -186,7 +186,7 @@ class Predictor:
             # here too would give a task two. Its follow-up job labels what that run leaves undone.
             late = [t for t in (task_id_of(tasks[i]) for i in asked) if t is not None]
             if late:
-                self._hand_over(state, late, ())
+                self._hand_over(state, late, [])
             return [prediction_for(state, v, version) for v in verdicts]
         items = [(t.get("id") if isinstance(t, dict) else None, t.get("data") if isinstance(t, dict) else None)
                  for t in (tasks[i] for i in asked)]

@@ -259,7 +259,8 @@ def parse_label_config(config: str) -> TaskSchema:
         root = ET.fromstring(config)
     except ET.ParseError as exc:
         raise SchemaError(f"label config is not valid XML: {exc}") from None
-    repeated = sorted(n for n, k in Counter(el.get("name") for el in root.iter() if el.get("name")).items() if k > 1)
+    named = Counter(str(el.get("name")) for el in root.iter() if el.get("name"))
+    repeated = sorted(n for n, k in named.items() if k > 1)
     if repeated:  # the SDK keeps the last one silently; Label Studio's editor cannot hold both
         raise SchemaError(f"label config names {len(repeated)} tag(s) twice: {', '.join(map(repr, repeated[:5]))}; "
                           "every tag's name must be unique")
