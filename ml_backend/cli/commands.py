@@ -16,6 +16,7 @@ from ..labelstudio import LabelStudioAPI
 from ..redact import redact
 from ..services import Services
 from ..settings import ConfigError, Settings
+from . import credentials
 from .output import UserError, emit_json, quiet_stdout, user_message  # noqa: F401  (main uses them from here)
 
 
@@ -69,9 +70,8 @@ def settings_for(args: argparse.Namespace) -> Settings:
         raise UserError(str(exc)) from None
     demo = find_demo() if not (getattr(args, "url", None) and getattr(args, "api_key", None)
                               and os.environ.get("MODEL_DIR")) else None
+    args.demo = demo  # which Label Studio to use is _context's (credentials.resolve): it names each mistake
     if demo is not None:
-        if hasattr(args, "url") and not args.url and not args.api_key:
-            args.url, args.api_key = demo["ls_url"], demo["token"]
         if not os.environ.get("MODEL_DIR"):
             settings = replace(settings, model_dir=Path(demo["model_dir"]))
         elif Path(os.environ["MODEL_DIR"]).resolve() != Path(demo["model_dir"]).resolve():
@@ -82,16 +82,13 @@ def settings_for(args: argparse.Namespace) -> Settings:
 
 def _context(args: argparse.Namespace) -> tuple[Settings, Services, LabelStudioAPI]:
     settings = settings_for(args)
-    if not args.url or not args.api_key:
-        raise UserError("set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY (or --url / --api-key), or start the demo "
-                        "with labeljudge quickstart")
-    if not args.url.lower().startswith(("http://", "https://")):
-        raise UserError(f"the Label Studio URL {args.url[:80]!r} has no scheme: use http://{args.url[:80]} "
-                        "(or https://) in --url / LABEL_STUDIO_URL")
+    creds = credentials.resolve(args.url, args.api_key, args.demo)
     # --url / --api-key win over the environment everywhere, training's own client included
-    settings = replace(settings, label_studio_url=args.url, label_studio_api_key=args.api_key)
+    settings = replace(settings, label_studio_url=creds.url, label_studio_api_key=creds.key)
     services = Services.build(settings)  # registers the secrets: no message below can show them
-    return settings, services, services.require_labelstudio("this command")
+    api = services.require_labelstudio("this command")
+    args.labelstudio = (api, creds)  # a failure talking to it is explained by credentials.diagnose
+    return settings, services, api
 
 
 def label(args: argparse.Namespace) -> int:
@@ -496,7 +493,8 @@ def evaluators(args: argparse.Namespace) -> int:
 
     settings = settings_for(args)
     if getattr(args, "explicit_labelstudio", False):  # flags given are checked, never silently ignored
-        _context(args)[2].whoami()
+        api = _context(args)[2]
+        credentials.check(api, args.labelstudio[1])
     registry = Registry(settings.evaluators_dir, str(args.project))
     try:
         if args.rollback:

@@ -9,6 +9,8 @@ import sys
 import warnings
 from pathlib import Path
 
+from .credentials import diagnose
+
 COMMANDS = {"import": "import_", "review-queue": "review_queue", "next": "next_review"}  # command -> its function in commands
 
 
@@ -198,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
         return getattr(commands, COMMANDS.get(args.command, args.command))(args)
     except Exception as exc:
         message = commands.user_message(exc)
+        if getattr(args, "labelstudio", None):  # the URL or the key may be the cause (of an odd answer too)
+            message = diagnose(exc, *args.labelstudio) or message
         if message is None:  # ours, not the user's: one line, the traceback only when asked for
             logging.getLogger("labeljudge").debug("traceback", exc_info=True)
             print(f"labeljudge {args.command}: internal error: {type(exc).__name__}: "

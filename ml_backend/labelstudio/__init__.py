@@ -4,6 +4,6 @@
 LabelInterface), ``sync`` (Label Studio's annotations -> the store), ``local`` (a local server for the
 quickstart and the tests).
 """
-from .client import LabelStudioAPI, describe_error, is_access_error, is_labelstudio_error
+from .client import LabelStudioAPI, api_status, describe_error, is_access_error, is_labelstudio_error
 
-__all__ = ["LabelStudioAPI", "describe_error", "is_access_error", "is_labelstudio_error"]
+__all__ = ["LabelStudioAPI", "api_status", "describe_error", "is_access_error", "is_labelstudio_error"]

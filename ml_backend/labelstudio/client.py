@@ -50,6 +50,11 @@ def is_access_error(exc: BaseException) -> bool:
     return isinstance(exc, ApiError) and exc.status_code in (401, 403, 404)
 
 
+def api_status(exc: BaseException) -> int | None:
+    """The HTTP status of Label Studio's error answer; None for anything else (a network error, a bug)."""
+    return exc.status_code if isinstance(exc, ApiError) else None
+
+
 def is_labelstudio_error(exc: BaseException) -> bool:
     """An error from Label Studio or from reaching it (an answer with an error status, a network error)."""
     import httpx
