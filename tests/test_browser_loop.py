@@ -91,6 +91,7 @@ def test_the_whole_loop_in_a_real_browser(tmp_path, ls_api, label_studio):
                         time.sleep(0.5)
                     (ann,) = ls_api.client.annotations.list(id=first)
                     assert ann.result[0]["value"]["choices"] == [correction]
+                    assert all("meta" not in r for r in ann.result), ann.result  # nothing of the judge's notes
                     shot(page, "3_correction_submitted")
 
                     # Start Training from the model settings

@@ -50,6 +50,25 @@ def test_result_for_every_control_type_is_valid():
     assert v.score == 0.5  # the weakest answer
 
 
+def test_a_reviewer_accepting_the_prediction_inherits_no_judge_meta_or_reasoning():
+    """Label Studio copies a prediction's regions (their meta included) into the annotation of whoever
+    accepts it; a rationale left as the judge wrote it is marked origin "prediction"."""
+    s = parse_label_config(ALL)
+    result = s.build_result(Verdict(answers={"verdict": Answer("Fail", 0.8, confidence_method="renormalized")},
+                                    rationale="the judge's words"))
+    assert all("meta" not in r for r in result)
+    accepted = [{**r, "origin": "prediction"} for r in result]
+    assert s.answers_from_result(accepted) == ({"verdict": "Fail"}, None)
+    edited = [{**r, "origin": "prediction-changed"} if r["from_name"] == "why" else r for r in accepted]
+    edited[-1]["value"] = {"text": ["my own reason"]}
+    assert s.answers_from_result(edited)[1] == "my own reason"
+
+
+def test_two_tags_of_one_name_are_refused():
+    with pytest.raises(SchemaError, match="names 1 tag.s. twice: 'verdict'"):
+        parse_label_config(ALL.replace('name="checks"', 'name="verdict"'))
+
+
 def test_pairwise():
     s = parse_label_config((CONFIGS / "pairwise.xml").read_text())
     q = s.controls["preference"].question

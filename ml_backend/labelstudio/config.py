@@ -80,10 +80,8 @@ class TaskSchema:
         regions: list[dict[str, Any]] = []
         for name, answer in verdict.usable.items():
             region = self._region(name, answer.value)
-            if answer.confidence is not None:
-                region["score"] = round(float(answer.confidence), 4)
-                if answer.confidence_method:  # shown with the region in Label Studio: how to read the score
-                    region["meta"] = {"text": [f"confidence: {answer.confidence_method}"]}
+            if answer.confidence is not None:  # no region `meta`: Label Studio copies it into the annotation of
+                region["score"] = round(float(answer.confidence), 4)  # whoever accepts the prediction
             regions.append(region)
         if regions and verdict.rationale and self.rationale_control:
             region = self._region(self.rationale_control, None)
@@ -145,7 +143,10 @@ class TaskSchema:
             if name is None:
                 continue
             if name == self.rationale_control:
-                rationale = value
+                # Label Studio marks a region copied from a prediction and left as it was: the judge's words,
+                # not the reviewer's, so they never come back as a human example's reasoning
+                if not (isinstance(region, dict) and region.get("origin") == "prediction"):
+                    rationale = value
             else:
                 answers[name] = value
         return answers, rationale
