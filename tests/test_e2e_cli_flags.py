@@ -40,6 +40,10 @@ def test_every_project_command_works_with_flags_and_no_environment(flagged, ls_a
     label = run("label", *flags, "--json")
     assert label.returncode == 0, label.stderr[-2000:]
     assert json.loads(label.stdout)["labeled"] == 30
+    from ml_backend.store import Store  # the run is a store job, so the report's "Labeling jobs" lists it
+
+    (job,) = Store(flagged["tmp"] / "store" / "labeljudge.sqlite3").jobs(str(project), "label")
+    assert job["status"] == "finished" and job["result"]["labeled"] == 30 and "command line" in job["progress"]["reason"]
     # humans label 27 tasks (as the fake judge did), so training has enough rows
     preds = {p.task: p for p in ls_api.predictions(project)}
     for task_id in sorted(preds)[:27]:

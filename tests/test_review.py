@@ -244,3 +244,11 @@ def test_more_audits_are_never_more_than_the_labels_left():
     est = estimate_label_set(labels, audits)
     src = est.sources[0]
     assert src.audits_for_one_point == 13 == src.n_labels  # uncapped it asked for thousands
+
+
+def test_a_band_over_every_score_says_the_evaluator_answers_nothing():
+    from ml_backend.workflows.reporting import band_note
+
+    assert "answers no task" in band_note([0.0, 1.0]) and "answers no task" in band_note((-0.1, 1.2))
+    assert "answered by the evaluator alone" in band_note([0.2, 0.8])
+    assert band_note(None) == "" and band_note("x") == "" and band_note([0.1]) == ""

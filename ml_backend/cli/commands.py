@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -92,6 +93,7 @@ def _context(args: argparse.Namespace) -> tuple[Settings, Services, LabelStudioA
 
 
 def label(args: argparse.Namespace) -> int:
+    from ..store import process_owner
     from ..workflows.labeling import label_project
 
     settings, services, api = _context(args)
@@ -100,6 +102,10 @@ def label(args: argparse.Namespace) -> int:
         overrides["prompt"] = Path(args.prompt).read_text()
     stop = threading.Event()
     bar = LazyBar(unit="task", desc="labeling", disable=args.json and not sys.stderr.isatty())
+    # the run is a store job too, so the report's "Labeling jobs" and GET /jobs list it beside the backend's
+    store, reason = services.store, "labeljudge label (command line)"
+    job_id = store.create_job(str(args.project), "label", owner=process_owner())
+    shown = {"at": 0.0}
 
     def progress(summary, todo: int) -> None:
         bar.set_description(summary.stage or "labeling", refresh=False)
@@ -108,6 +114,11 @@ def label(args: argparse.Namespace) -> int:
         bar.set_postfix(tok_in=summary.tokens_in, tok_out=summary.tokens_out, cost=f"${summary.cost:.4f}",
                         cached=summary.cached, failed=summary.failed, refresh=False)
         bar.refresh()
+        if time.monotonic() - shown["at"] >= 0.5 or bar.n >= todo:  # a store write per task costs more than it
+            shown["at"] = time.monotonic()
+            store.update_job(job_id, status="running", progress={
+                "reason": reason, "done": bar.n, "total": todo, "failed": summary.failed,
+                "cost": round(summary.cost, 6), **({"stage": summary.stage} if summary.stage else {})})
 
     def batch_progress(status) -> None:
         bar.set_description(f"batch {status.batch_id} {status.status} {status.completed + status.failed}/{status.total}")
@@ -121,12 +132,18 @@ def label(args: argparse.Namespace) -> int:
                                 batch_size=args.batch_size, progress=progress, stop=stop,
                                 batch_api=args.batch_api, poll_interval=args.poll_interval,
                                 batch_progress=batch_progress, max_cost=args.max_cost)
-    except Exception as exc:
-        raise UserError(user_message(exc) or f"{type(exc).__name__}: {redact(str(exc))}") from None
+    except BaseException as exc:
+        why = user_message(exc) if isinstance(exc, Exception) else None
+        store.update_job(job_id, status="failed", error=(why or redact(f"{type(exc).__name__}: {exc}"))[:500])
+        if isinstance(exc, Exception):
+            raise UserError(why or f"{type(exc).__name__}: {redact(str(exc))}") from None
+        raise
     finally:
         signal.signal(signal.SIGINT, previous)
         bar.close()
     out = summary.as_dict()
+    store.update_job(job_id, status="cancelled" if summary.stopped == "interrupted" else "finished",
+                     progress={"reason": reason}, result=out)
     if args.json:
         emit_json(out)
     else:
@@ -270,7 +287,8 @@ def report(args: argparse.Namespace) -> int:
     evaluators = rep.get("evaluators") or {}
     if evaluators.get("serving"):
         s = evaluators["serving"]
-        print(f"serving {s['version']} (held-out accuracy {_f(s['accuracy']).strip()}, cascade band {s['band']})")
+        print(f"serving {s['version']} (held-out accuracy {_f(s['accuracy']).strip()}, cascade band {s['band']}"
+              f"{': ' + s['band_note'] if s.get('band_note') else ''})")
     for c in evaluators.get("cascade") or []:
         print(f"cascade {c['version']}: {c['evaluator_answered']} answered without the LLM, {c['judge_answered']} by "
               f"the judge; accuracy {_f(c['accuracy']).strip()} (n={c['n'] or 0})")

@@ -186,8 +186,11 @@ def main(argv: list[str] | None = None) -> int:
 
     if os.environ.get("LOG_LEVEL", "INFO").upper() != "DEBUG":
         # libraries' warnings (torch's ONNX tracer, onnxruntime's quantizer logs through the root logger,
-        # transformers) are for their callers' developers: a user sees ours only; LOG_LEVEL=DEBUG shows all
-        level = logging.getLevelName(os.environ.get("LOG_LEVEL", "INFO").upper())
+        # transformers' own "[transformers] ... deprecated") are for their callers' developers: a user sees
+        # ours only, and of ours what a command prints plus warnings (the server's "project 1 now serves
+        # evaluator-0001" is not a command's output); LOG_LEVEL=INFO or DEBUG shows more
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        level = logging.getLevelName(os.environ.get("LOG_LEVEL", "WARNING").upper())
         logging.getLogger().setLevel(logging.ERROR)
         logging.getLogger("ml_backend").setLevel(level if isinstance(level, int) else logging.INFO)
         warnings.filterwarnings("ignore")

@@ -284,7 +284,8 @@ def _evaluators_html(section: dict | None) -> str:
         return ""
     serving = section.get("serving")
     head = (f"<p>Serving <b>{_fmt(serving['version'])}</b> (held-out accuracy {_fmt(serving['accuracy'])}, cascade "
-            f"band {_fmt(serving['band'])}: scores inside it go to the judge).</p>") if serving else \
+            f"band {_fmt(serving['band'])}: {_fmt(serving.get('band_note') or 'scores inside it go to the judge')})."
+            f"</p>") if serving else \
         "<p>No evaluator serves yet: the judge answers every task.</p>"
     rows = "".join(f"<tr><td>{_fmt(c['version'])}</td><td>{_fmt(c['evaluator_answered'])}</td>"
                    f"<td>{_fmt(c['judge_answered'])}</td><td>{_fmt(c['saved_share'])}</td><td>{_fmt(c['accuracy'])}"

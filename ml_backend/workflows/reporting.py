@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 from pathlib import Path
+from typing import Any
 
 from ..evaluator.registry import Registry
 from ..labelstudio import LabelStudioAPI
@@ -78,8 +79,9 @@ def evaluators_section(store: Store, project: int, evaluators_dir: Path | None, 
             registry = Registry(Path(evaluators_dir), str(project))
             current = registry.current()
             metrics = registry.metrics(current)
-            serving = {"version": current, "accuracy": metrics.get("accuracy"),
-                       "band": (metrics.get("cascade") or {}).get("band"), "device": metrics.get("device")}
+            band = (metrics.get("cascade") or {}).get("band")
+            serving = {"version": current, "accuracy": metrics.get("accuracy"), "band": band,
+                       "device": metrics.get("device"), "band_note": band_note(band)}
     accuracy = {v["model_version"]: v for v in versions}
     cascade = []
     for row in store.ledger(str(project)):
@@ -93,9 +95,21 @@ def evaluators_section(store: Store, project: int, evaluators_dir: Path | None, 
     return {"serving": serving, "cascade": cascade}
 
 
+def band_note(band: Any) -> str:
+    """What the cascade band means for the user: a band over every score leaves the evaluator nothing."""
+    try:
+        low, high = float(band[0]), float(band[1])
+    except (TypeError, ValueError, IndexError):
+        return ""
+    if low <= 0.0 and high >= 1.0:
+        return ("every score falls inside the band, so the evaluator answers no task and the judge answers all: "
+                "its training found no band that keeps the judge's accuracy (more labels may)")
+    return "scores inside it go to the judge, the others are answered by the evaluator alone"
+
+
 def labeling_jobs(store: Store, project: int, limit: int = 5) -> list[dict]:
-    """The project's latest labeling jobs (`labeljudge label` over HTTP, or what /predict handed over
-    past its budget) with their progress: done of total, failures, cost, why they were started."""
+    """The project's latest labeling jobs (`labeljudge label` on the command line or over HTTP, or what
+    /predict handed over past its budget) with their progress: done of total, failures, cost, why they were started."""
     out = []
     for job in store.jobs(str(project), "label")[:limit]:
         progress, result = job.get("progress") or {}, job.get("result") or {}
