@@ -177,3 +177,49 @@ def _listening(port: int) -> bool:
         return httpx.get(f"http://127.0.0.1:{port}/", timeout=2).status_code < 500
     except httpx.HTTPError:
         return False
+
+
+def test_the_printed_next_steps_run_exactly_as_printed(demo, label_studio, ls_api, tmp_path, capsys):
+    """The quickstart's printout, line by line: the one review tab is `next`'s, and every command it
+    prints (next, label, report, export, import of a CSV with the columns it names) runs as printed,
+    beside the demo, with no environment. The demo's data carries no answer column."""
+    import re
+    import shlex
+
+    from ml_backend.cli.quickstart import _label_sample, _review_tab, _summary, halueval_tasks
+
+    srv, project, env, home = demo["srv"], demo["project"], demo["env"], demo["home"]
+    assert all(set(t["data"]) == {"input", "context", "output"} for t in halueval_tasks(6))
+    _label_sample(srv.url, project, 6)
+    tab = _review_tab(srv.url, project)
+    assert tab and f"/projects/{project}/data?tab=" in tab
+    (view,) = [v for v in ls_api.client.views.list(project=project) if v.data.get("title") == ls_api.QUEUE_VIEW]
+    assert not [v for v in ls_api.client.views.list(project=project) if v.data.get("title") == ls_api.REVIEW_VIEW]
+    _summary(label_studio, project, srv.url, home, "6 tasks", 0, tab)
+    text = capsys.readouterr().out
+    assert f"Review next  : the '{ls_api.QUEUE_VIEW}' tab: {tab}" in text
+    printed = re.findall(r"(\S*labeljudge (?:next|label|report|export|import) .*?)(?:\s{3,}|$)", text, flags=re.M)
+    assert [shlex.split(c)[1] for c in printed] == ["next", "label", "report", "export", "import"], printed
+    (tmp_path / "your_data.csv").write_text("input,context,output\nq1,c1,a1\nq2,c2,a2\n")
+    for command in printed:
+        argv = shlex.split(command)
+        out = subprocess.run([sys.executable, "-m", "ml_backend.cli", *argv[1:]], env=env, cwd=tmp_path,
+                             capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, (command, out.stderr[-2000:])
+        assert "Traceback" not in out.stderr and "INFO" not in out.stderr, (command, out.stderr[-2000:])
+    assert (tmp_path / "labels.csv").exists()
+    imported = json.loads(out.stdout)
+    assert imported["imported"] == 2 and imported["connected"] == srv.url
+    assert ls_api.connected_backends(imported["project"])[0]["url"].rstrip("/") == srv.url
+
+
+def test_an_import_whose_columns_miss_the_configs_fields_says_which_before_creating_anything(demo, ls_api, tmp_path):
+    before = len(list(ls_api.client.projects.list()))
+    (tmp_path / "qa.csv").write_text("question,answer\nq,a\n")
+    out = subprocess.run([sys.executable, "-m", "ml_backend.cli", "import", "qa.csv", "--config", "pass_fail"],
+                         env=demo["env"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "qa.csv lacks" in out.stderr and "(it has: answer, question)" in out.stderr, out.stderr
+    assert len(list(ls_api.client.projects.list())) == before
+    out = subprocess.run([sys.executable, "-m", "ml_backend.cli", "import", "qa.csv", "--config", "nope"],
+                         env=demo["env"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "no label config 'nope'" in out.stderr and "pass_fail" in out.stderr

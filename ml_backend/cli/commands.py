@@ -411,16 +411,52 @@ def import_(args: argparse.Namespace) -> int:
     else:
         tasks = rows_to_tasks(read_table(args.file))
     project = args.project
+    if project is None and not args.config:
+        raise UserError("give --project to import into, or --config to create a project (a name in label_configs/, "
+                        "e.g. pass_fail, or a path)")
+    label_config = api.label_config(project) if project is not None else _config_text(args.config)
+    _check_fields(label_config, tasks, args.file)
+    created = project is None
     if project is None:
-        if not args.config:
-            raise UserError("give --project to import into, or --config to create a project")
-        config = Path(args.config)
-        if not config.exists():
-            config = Path(__file__).resolve().parents[2] / "label_configs" / f"{args.config}.xml"
-        project = api.create_project(args.title or Path(args.file).stem, config.read_text())
+        project = api.create_project(args.title or Path(args.file).stem, label_config)
     ids = api.import_tasks(project, tasks)
-    print(json.dumps({"project": project, "imported": len(ids) or len(tasks)}))
+    backend = (args.demo or {}).get("backend_url")
+    if created and backend:  # the running demo's backend judges it, as it does the demo project
+        api.connect_backend(project, backend, title="LabelJudge (local judge)")
+    print(json.dumps({"project": project, "imported": len(ids) or len(tasks),
+                      **({"connected": backend} if created and backend else {})}))
+    if created and not backend:
+        print(f"project {project} has no model connected: in Label Studio, Settings > Model > Connect Model with "
+              "the backend's URL (`labeljudge serve`)", file=sys.stderr)
     return 0
+
+
+def _config_text(name: str) -> str:
+    path = Path(name)
+    if not path.exists():
+        path = Path(__file__).resolve().parents[2] / "label_configs" / f"{name}.xml"
+    if not path.exists():
+        known = sorted(p.stem for p in path.parent.glob("*.xml"))
+        raise UserError(f"no label config {name!r}: give a path, or one of {', '.join(known)}")
+    return path.read_text()
+
+
+def _check_fields(label_config: str, tasks: list[dict], source: str) -> None:
+    """The fields the config shows ($input, $context, ...) must be in the file: say which are missing and
+    which it has, before anything is created."""
+    from ..labelstudio.config import SchemaError, parse_label_config
+
+    try:
+        needed = parse_label_config(label_config).data_fields
+    except SchemaError as exc:
+        raise UserError(str(exc)) from None
+    if not tasks:
+        raise UserError(f"{source} has no rows to import")
+    have = set().union(*(t["data"] for t in tasks[:1000]))
+    missing = [f for f in needed if f not in have]
+    if missing:
+        raise UserError(f"the label config shows {', '.join(needed)}; {source} lacks {', '.join(missing)} (it has: "
+                        f"{', '.join(sorted(have)[:12]) or 'nothing'}): rename its columns or keys")
 
 
 def export(args: argparse.Namespace) -> int:

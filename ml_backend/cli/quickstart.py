@@ -122,12 +122,11 @@ def run_quickstart(config: str, home: Path, *, ls_port: int, port: int) -> int:
                          else json.loads(tasks_path.read_text()))
         print(f"Created project {project}: {title}")
     api.connect_backend(project, backend_url, title="LabelJudge (local judge)", extra_params=DEMO_PARAMS.get(config, {}))
-    api.ensure_review_view(project)  # the Data Manager tab sorted by score, least confident first
     if halueval:
         missing, what = _label_sample(backend_url, project, SAMPLE)
         _summary(ls, project, backend_url, home, f"{what} (a diverse sample of {SAMPLE} of {HALUEVAL_TASKS} tasks; "
                  f"{HALUEVAL_TASKS // 2} carry HaluEval's own label as ground truth by {REFERENCE_USER['email']})",
-                 missing)
+                 missing, _review_tab(backend_url, project))
         return 0 if not missing else 1
 
     task_ids = api.task_ids(project)
@@ -140,8 +139,19 @@ def run_quickstart(config: str, home: Path, *, ls_port: int, port: int) -> int:
             bar.update(len(chunk))
     done = {int(p.task) for p in api.predictions(project)}
     missing = len([t for t in task_ids if t not in done])
-    _summary(ls, project, backend_url, home, f"{len(done)} of {len(task_ids)} tasks", missing)
+    _summary(ls, project, backend_url, home, f"{len(done)} of {len(task_ids)} tasks", missing,
+             _review_tab(backend_url, project))
     return 0 if not missing else 1
+
+
+def _review_tab(backend_url: str, project: int) -> str | None:
+    """The review queue `labeljudge next` builds (the judge's likeliest mistakes, then random audits),
+    as the one Data Manager tab to review in; its URL, or None when it could not be built."""
+    try:
+        r = httpx.get(f"{backend_url}/review/{project}", timeout=120)
+        return r.json().get("tab") if r.status_code == 200 else None
+    except (httpx.HTTPError, ValueError):
+        return None
 
 
 REFERENCE_USER = {"email": "reference@halueval.dataset", "username": "halueval-reference",
@@ -160,7 +170,8 @@ def halueval_tasks(n: int, reference_user: int | None = None) -> list[dict]:
     reference = set(df.groupby("label").head((len(df) + 1) // 4 or 1).index)
     tasks = []
     for i, r in zip(df.index, df.itertuples()):
-        task: dict = {"data": {"input": r.input, "context": r.context, "output": r.output, "halueval_label": r.label}}
+        # the dataset's label only as a ground-truth annotation: never in the data an annotator is shown
+        task: dict = {"data": {"input": r.input, "context": r.context, "output": r.output}}
         if reference_user is not None and i in reference:
             task["annotations"] = [{"ground_truth": True, "completed_by": reference_user, "result": [{
                 "from_name": "verdict", "to_name": "output", "type": "choices", "value": {"choices": [r.label]}}]}]
@@ -191,26 +202,35 @@ def _label_sample(backend_url: str, project: int, sample: int) -> tuple[int, str
     return r["failed"], done
 
 
-def _summary(ls: LocalLabelStudio, project: int, backend_url: str, home: Path, what: str, missing: int) -> None:
+def _summary(ls: LocalLabelStudio, project: int, backend_url: str, home: Path, what: str, missing: int,
+             tab: str | None = None) -> None:
     cli = str(Path(sys.executable).parent / "labeljudge")  # the venv's, so the lines work without activating it
     if home.resolve() not in [h.resolve() for h in demo_homes()]:  # the CLI looks there; a --home elsewhere is named
         cli = f"LABELJUDGE_HOME={home} {cli}"
+    queue = f"the '{LabelStudioAPI.QUEUE_VIEW}' tab: {tab}" if tab else \
+        f"run step 2's `{cli} next --project {project}` to build the '{LabelStudioAPI.QUEUE_VIEW}' tab"
     print(f"""
 Label Studio : {ls.url}/projects/{project}/data
-Review queue : the '{LabelStudioAPI.REVIEW_VIEW}' tab (least confident predictions first)
+Review next  : {queue}
 Login        : {ls.username} / {ls.password}
 Backend      : {backend_url}  (logs: {home / 'backend.log'})
 Report       : {backend_url}/report/{project}
 Pre-labeled  : {what}{f'  ({missing} failed, run again to retry)' if missing else ''}
 
 Next (the CLI finds this demo's Label Studio, token and store by itself):
- 1. Open the project, click a task: the prediction shows the judge's label, score and reason.
- 2. Correct or accept a few (Submit): they become the judge's few-shot examples.
- 3. {cli} label --project {project} --sample 16   (then the report page) to compare prompt versions.
- 4. {cli} report --project {project}
- 5. Project settings > Model > Start Training: fine-tune the fast evaluator from your labels.
- 6. Your own data: {cli} import data.csv --config pass_fail; your own LLM:
-    JUDGE_PROVIDER=openai OPENAI_BASE_URL=... JUDGE_MODEL=... {cli} serve
+ 1. Open the '{LabelStudioAPI.QUEUE_VIEW}' tab: the judge's likeliest mistakes first, then a few random
+    audits. Click a task: the prediction shows the judge's label, score and reason.
+ 2. Correct or accept each one (Submit): your labels become the judge's few-shot examples.
+    {cli} next --project {project}   refreshes the tab with the next tasks to review.
+ 3. After step 2: {cli} label --project {project} --sample 16
+    labels a sample with the judge your labels taught (a new prompt version); the report compares versions.
+ 4. {cli} report --project {project}   (or the Report page above)
+ 5. Project settings > Model > Start Training: fine-tunes the fast evaluator from your labels. Label
+    Studio's dialog shows only "Response: {{}}"; watch the run under Training runs on the Report page.
+ 6. {cli} export --project {project} --out labels.csv   the final label of every task, and where it came from.
+ 7. Your own data: a CSV (or JSONL, Parquet) of yours with columns input, context, output:
+    {cli} import your_data.csv --config pass_fail   (this demo's backend is connected to it)
+    Your own LLM: JUDGE_PROVIDER=openai OPENAI_BASE_URL=... JUDGE_MODEL=... {cli} serve
 Stop everything with: {cli} quickstart --stop --home {home}
 (or `source {Path(sys.executable).parent}/activate` once, then plain `labeljudge ...`)
 """)
