@@ -32,6 +32,14 @@ def project_key(project: Any) -> str:
     return project_id_of(project)
 
 
+def pool_size(labels: int, k: int, step: int) -> int:
+    """How many of ``labels`` reference annotations (oldest first) the few-shot pool holds: all while
+    there are at most ``k`` (each one teaches), then a multiple of ``step``, never fewer than ``k``."""
+    if labels <= k or step <= 1:
+        return labels
+    return max(k, step * (labels // step))
+
+
 @dataclass
 class ProjectState:
     project_id: str
@@ -131,9 +139,12 @@ class Projects:
         with self._lock:
             return {pid: s.version for pid, s in self._states.items()}
 
-    def examples(self, pid: str, schema: TaskSchema) -> tuple[Example, ...]:
+    def examples(self, pid: str, schema: TaskSchema, k: int | None = None) -> tuple[Example, ...]:
         """The few-shot pool: one reference annotation per task (ground truth first, then the latest),
-        as answers to the config's questions."""
+        as answers to the config's questions, oldest first. The pool is in the judge's version, so past
+        ``k`` examples it grows in steps of FEW_SHOT_REFRESH labels (``pool_size``): seven corrections
+        made one version each, which a user reads as seven prompts. A changed or deleted example counts
+        at once. A function of the store alone, so a CLI run and the server agree on the version."""
         chosen: dict[int, dict] = {}
         for ann in self.store.annotations(pid):
             if not ann["task_data"]:
@@ -147,7 +158,8 @@ class Projects:
             if answers:
                 out.append(Example(f"ann-{ann['id']}", ann["task_data"], answers, rationale,
                                    correction=bool(ann.get("correction"))))
-        return tuple(out)
+        k = self.settings.few_shot_k if k is None else k
+        return tuple(out[:pool_size(len(out), k, self.settings.few_shot_refresh)])
 
     def _build(self, pid: str, label_config: str, params: dict, *, remember: bool = True) -> ProjectState:
         key = (label_config, repr(sorted(params.items())), self._generation.get(pid, 0))
@@ -165,7 +177,7 @@ class Projects:
             metric = "preference" if "messages" in schema.data_fields else "preference_prompt"
         spec = judge_spec(config, questions, metric=metric,
                           rationale=config.rationale and schema.rationale_control is not None,
-                          examples=self.examples(pid, schema) if config.few_shot_k > 0 else (),
+                          examples=self.examples(pid, schema, config.few_shot_k) if config.few_shot_k > 0 else (),
                           pair=(pair[1], pair[2]) if pair else None, pair_question=pair[0] if pair else None)
         judge = build_judge(spec, self.providers.get(config), schema.data_fields, self.settings)
         state = ProjectState(pid, config, schema, judge, key, dict(params), self.evaluators.for_project(pid, schema))

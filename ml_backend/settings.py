@@ -127,6 +127,9 @@ class Settings:
                                       "authenticated webhook is registered there, and only when it is set")
     few_shot_k: int = setting("FEW_SHOT_K", 8, "few-shot examples per task (once human corrections are synced)",
                               parse=_int)
+    few_shot_refresh: int = setting("FEW_SHOT_REFRESH", 5, "past `few_shot_k` examples, the few-shot pool grows in "
+                                    "steps of this many human labels, each step a new judge version (1: every label)",
+                                    parse=_int)
     predict_concurrency: int = setting("PREDICT_CONCURRENCY", 8, "judge calls of `/predict` in flight at once "
                                        "(raise it to what your provider allows)", parse=_int)
     serving_mode: str | None = setting("SERVING_MODE", None, "`auto` (cascade once an evaluator is promoted, else "
