@@ -80,70 +80,63 @@ def test_a_job_that_fails_on_label_studio_logs_one_line_not_a_trace(tmp_path, fa
     assert "Traceback" not in caplog.text and f"training of project {project} failed: Label Studio answered 404" in caplog.text
 
 
-def test_tasks_handed_over_while_a_cli_run_holds_the_project_are_all_written(tmp_path, ls_api, label_studio):
+def test_tasks_handed_over_while_a_cli_run_holds_the_project_are_all_written(tmp_path, ls_api, label_studio, ls_project):
     """`labeljudge label` in another process holds the project's lease; Retrieve predictions hands 10
     tasks over. The hand-over's job used to fail Busy (5 of 10 written); it waits for the run to end,
     says so, and then every task has exactly one prediction."""
     with FakeOpenAI(latency=0.3) as fake:
-        settings = judge_settings(tmp_path, fake, LABEL_STUDIO_URL=label_studio.url, LABEL_STUDIO_API_KEY=label_studio.token,
-                                  PREDICT_BUDGET="1", PREDICT_CONCURRENCY="2", FEW_SHOT_K="0")
-        with serve_backend(settings) as srv:
-            project = ls_api.create_project("e2e hand-over beside a CLI run", PASS_FAIL)
-            ids = ls_api.import_tasks(project, _tasks(40))
-            ls_api.connect_backend(project, srv.url)
-            env = {k: v for k, v in os.environ.items() if not k.startswith(("LABEL_STUDIO_", "LABELJUDGE_"))}
-            env.update(MODEL_DIR=str(settings.model_dir), JUDGE_PROVIDER="openai", OPENAI_BASE_URL=fake.url,
-                       OPENAI_API_KEY="sk-test-secret-key-123456", JUDGE_MODEL="fake-judge", PRELOAD_MODEL="false",
-                       FEW_SHOT_K="0", LABELJUDGE_HOME=str(tmp_path / "no-demo-here"))
-            cli = subprocess.Popen([sys.executable, "-m", "ml_backend.cli", "label", "--project", str(project),
-                                    "--url", label_studio.url, "--api-key", label_studio.token, "--concurrency", "1",
-                                    "--json"], env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                   text=True)
-            try:
-                _wait(lambda: predictions_per_task(ls_api, project), timeout=60, what="the CLI run's first write")
-                ls_api.retrieve_predictions(project, ids[-10:])  # the CLI run has not reached these yet
-                jobs = _wait(lambda: httpx.get(f"{srv.url}/jobs?project={project}&kind=label").json()["jobs"],
-                             what="the hand-over's job")
-                _wait(lambda: "another process" in str(httpx.get(f"{srv.url}/jobs/{jobs[0]['id']}").json()
-                                                      .get("progress", {}).get("waiting_for", "")),
-                      what="the job saying what it waits for")
-                out, err = cli.communicate(timeout=120)
-                assert cli.returncode == 0, err[-2000:]
-            finally:
-                cli.kill()
-            job = _wait(lambda: (j := httpx.get(f"{srv.url}/jobs/{jobs[0]['id']}").json())["status"] == "finished" and j,
-                        timeout=90, what="the hand-over's job to finish")
-            assert job["result"]["failed"] == 0, job
-            per_task = predictions_per_task(ls_api, project)
-            assert len(per_task) == 40 and set(per_task.values()) == {1}, per_task
+        made = ls_project("e2e hand-over beside a CLI run", PASS_FAIL, _tasks(40), fake=fake, PREDICT_BUDGET="1",
+                          PREDICT_CONCURRENCY="2", FEW_SHOT_K="0")
+        srv, project, ids, settings = made.srv, made.project, made.task_ids, made.backend.settings
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("LABEL_STUDIO_", "LABELJUDGE_"))}
+        env.update(MODEL_DIR=str(settings.model_dir), JUDGE_PROVIDER="openai", OPENAI_BASE_URL=fake.url,
+                   OPENAI_API_KEY="sk-test-secret-key-123456", JUDGE_MODEL="fake-judge", PRELOAD_MODEL="false",
+                   FEW_SHOT_K="0", LABELJUDGE_HOME=str(tmp_path / "no-demo-here"))
+        cli = subprocess.Popen([sys.executable, "-m", "ml_backend.cli", "label", "--project", str(project),
+                                "--url", label_studio.url, "--api-key", label_studio.token, "--concurrency", "1",
+                                "--json"], env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+        try:
+            _wait(lambda: predictions_per_task(ls_api, project), timeout=60, what="the CLI run's first write")
+            ls_api.retrieve_predictions(project, ids[-10:])  # the CLI run has not reached these yet
+            jobs = _wait(lambda: httpx.get(f"{srv.url}/jobs?project={project}&kind=label").json()["jobs"],
+                         what="the hand-over's job")
+            _wait(lambda: "another process" in str(httpx.get(f"{srv.url}/jobs/{jobs[0]['id']}").json()
+                                                  .get("progress", {}).get("waiting_for", "")),
+                  what="the job saying what it waits for")
+            out, err = cli.communicate(timeout=120)
+            assert cli.returncode == 0, err[-2000:]
+        finally:
+            cli.kill()
+        job = _wait(lambda: (j := httpx.get(f"{srv.url}/jobs/{jobs[0]['id']}").json())["status"] == "finished" and j,
+                    timeout=90, what="the hand-over's job to finish")
+        assert job["result"]["failed"] == 0, job
+        per_task = predictions_per_task(ls_api, project)
+        assert len(per_task) == 40 and set(per_task.values()) == {1}, per_task
 
 
-def test_hand_overs_while_the_provider_drips_show_as_a_queued_job_with_its_reason(tmp_path, ls_api, label_studio):
+def test_hand_overs_while_the_provider_drips_show_as_a_queued_job_with_its_reason(ls_api, ls_project):
     """The provider drips its replies (a byte every 0.25 s). The second Retrieve's tasks, handed over
     while the first hand-over's job waits on the judge, used to sit in memory with no job and no
     reason. Now a queued job shows at once, says what it waits for, and both jobs end with every
     task's failure named (each reply is cut at JUDGE_TIMEOUT)."""
     with FakeOpenAI() as fake:
         fake.drip_models.add("fake-judge")
-        settings = judge_settings(tmp_path, fake, LABEL_STUDIO_URL=label_studio.url, LABEL_STUDIO_API_KEY=label_studio.token,
-                                  PREDICT_BUDGET="1", PREDICT_CONCURRENCY="1", FEW_SHOT_K="0", JUDGE_TIMEOUT="2",
-                                  JUDGE_MAX_RETRIES="0")
-        with serve_backend(settings) as srv:
-            project = ls_api.create_project("e2e hand-over under a drip", PASS_FAIL)
-            ids = ls_api.import_tasks(project, _tasks(6))
-            ls_api.connect_backend(project, srv.url)
-            ls_api.retrieve_predictions(project, ids[:3])
-            ls_api.retrieve_predictions(project, ids[3:])
-            listed = httpx.get(f"{srv.url}/jobs?project={project}&kind=label").json()["jobs"]
-            assert len(listed) == 2, listed
-            follow = [j for j in listed if j["status"] == "queued"]
-            assert follow and "to end" in follow[0]["progress"]["waiting_for"], listed
-            assert follow[0]["progress"]["total"] >= 1
-            jobs = _wait(lambda: (js := httpx.get(f"{srv.url}/jobs?project={project}&kind=label").json()["jobs"])
-                         and all(j["status"] in ("finished", "failed") for j in js) and js, timeout=120, what="both jobs")
-            failures = [f for j in jobs for f in (j.get("result") or {}).get("failures", [])]
-            assert all(j["status"] == "finished" for j in jobs), jobs
-            assert failures and all("within 2 s" in str(f) for f in failures), failures
-            assert predictions_per_task(ls_api, project) == {}
-            time.sleep(0.5)
-            assert httpx.get(f"{srv.url}/health").status_code == 200
+        made = ls_project("e2e hand-over under a drip", PASS_FAIL, _tasks(6), fake=fake, PREDICT_BUDGET="1",
+                          PREDICT_CONCURRENCY="1", FEW_SHOT_K="0", JUDGE_TIMEOUT="2", JUDGE_MAX_RETRIES="0")
+        srv, project, ids = made.srv, made.project, made.task_ids
+        ls_api.retrieve_predictions(project, ids[:3])
+        ls_api.retrieve_predictions(project, ids[3:])
+        listed = httpx.get(f"{srv.url}/jobs?project={project}&kind=label").json()["jobs"]
+        assert len(listed) == 2, listed
+        follow = [j for j in listed if j["status"] == "queued"]
+        assert follow and "to end" in follow[0]["progress"]["waiting_for"], listed
+        assert follow[0]["progress"]["total"] >= 1
+        jobs = _wait(lambda: (js := httpx.get(f"{srv.url}/jobs?project={project}&kind=label").json()["jobs"])
+                     and all(j["status"] in ("finished", "failed") for j in js) and js, timeout=120, what="both jobs")
+        failures = [f for j in jobs for f in (j.get("result") or {}).get("failures", [])]
+        assert all(j["status"] == "finished" for j in jobs), jobs
+        assert failures and all("within 2 s" in str(f) for f in failures), failures
+        assert predictions_per_task(ls_api, project) == {}
+        time.sleep(0.5)
+        assert httpx.get(f"{srv.url}/health").status_code == 200
