@@ -24,7 +24,7 @@ from .conftest import ROOT
 
 pytestmark = pytest.mark.slow
 CONTROL = {"name": "verdict", "kind": "single", "options": ["Pass", "Fail"], "ordinal": False}
-FAST = TrainConfig(epochs=3, max_length=64, batch_size=8, lr=1e-4)
+FAST = TrainConfig(epochs=3, max_length=64, batch_size=8, lr=1e-4, soup=1)  # one seed: the soup has its own test
 
 
 def records(n: int, *, shuffle_labels: bool = False, seed: int = 0) -> list[dict]:

@@ -210,6 +210,10 @@ class Learner:
         if every <= 0 or self.services.labelstudio() is None:
             return
         store = self.services.store
-        new = store.count_labeled_tasks(pid) - store.trained_labels(pid)
+        try:
+            new = store.count_labeled_tasks(pid) - store.trained_labels(pid)
+        except Exception as exc:  # a timer thread: the store went away (shutdown) or is locked; say so, once
+            log.warning("project %s: could not check whether to train (%s); the next annotation checks again", pid, exc)
+            return
         if new >= every:
             self.trainer.request(pid, f"{new} new labels")
