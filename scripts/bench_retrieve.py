@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ml_backend.labelstudio import LabelStudioAPI  # noqa: E402
-from ml_backend.labelstudio.local import LocalLabelStudio, find_ls_venv  # noqa: E402
+from ml_backend.labelstudio.local import FAST_PREDICTION_IMPORT, LocalLabelStudio, find_ls_venv  # noqa: E402
 from tests.conftest import judge_settings, serve_backend  # noqa: E402
 
 CONFIG = (ROOT / "label_configs" / "pass_fail.xml").read_text()
@@ -35,9 +35,15 @@ def main() -> None:
     ap.add_argument("--latency", type=float, default=0.2)
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--budget", type=float, default=30.0)
+    ap.add_argument("--max-answers", type=int, default=None, help="PREDICT_MAX_ANSWERS (default: the backend's)")
+    ap.add_argument("--stock", action="store_true",
+                    help="Label Studio as installed: without the memory-efficient prediction import flag")
     ap.add_argument("--out", default=str(ROOT / "bench_results" / "retrieve.json"))
     args = ap.parse_args()
     logging.disable(logging.WARNING)
+    if args.stock:
+        os.environ[FAST_PREDICTION_IMPORT] = "false"
+    extra = {"PREDICT_MAX_ANSWERS": str(args.max_answers)} if args.max_answers else {}
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
         ls = LocalLabelStudio(data_dir=tmp / "ls", venv=find_ls_venv(ROOT)).start()
@@ -48,7 +54,7 @@ def main() -> None:
             api = LabelStudioAPI(ls.url, ls.token, timeout=300)
             settings = judge_settings(tmp, fake, LABEL_STUDIO_URL=ls.url, LABEL_STUDIO_API_KEY=ls.token, FEW_SHOT_K="0",
                                       PREDICT_BUDGET=str(args.budget), PREDICT_CONCURRENCY=str(args.concurrency),
-                                      JUDGE_TIMEOUT="30")
+                                      JUDGE_TIMEOUT="30", **extra)
             with serve_backend(settings) as srv:
                 project = api.create_project("bench retrieve predictions", CONFIG)
                 for i in range(0, args.tasks, 1000):
@@ -71,7 +77,7 @@ def main() -> None:
         finally:
             server.terminate()
             ls.stop()
-    row = {"tasks": args.tasks, "latency_s": args.latency, "concurrency": args.concurrency, "budget_s": args.budget,
+    row = {"tasks": args.tasks, "stock_label_studio": args.stock, "max_answers": args.max_answers, "latency_s": args.latency, "concurrency": args.concurrency, "budget_s": args.budget,
            "button_seconds": round(press, 1), "answered_by_predict": len(per_task) - by_job,
            "labeled_by_job": by_job, "all_done_seconds": round(job_s, 1) if job_s else None,
            "tasks_with_a_prediction": len(per_task), "tasks_with_two": sum(1 for n in per_task.values() if n > 1),
