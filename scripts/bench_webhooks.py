@@ -47,8 +47,9 @@ def drain(srv, project: int, anns: list, n: int, per_task_lookups: int) -> float
     assert pending == n, f"{pending} of {n} events pending before the drain"
     calls = {"resync": 0, "task": 0}
     api = srv.backend.labelstudio()
-    resync, task_predictions = type(srv.backend).resync, type(api).task_predictions
-    srv.backend.resync = lambda p: (calls.__setitem__("resync", calls["resync"] + 1), resync(srv.backend, p))[1]
+    learner = srv.backend.learner
+    resync, task_predictions = learner.resync_project, type(api).task_predictions
+    learner.resync_project = lambda p: (calls.__setitem__("resync", calls["resync"] + 1), resync(p))[1]
     api.task_predictions = lambda t: (calls.__setitem__("task", calls["task"] + 1), task_predictions(api, t))[1]
     t0 = time.perf_counter()
     srv.backend.worker = EventWorker(srv.backend.store, srv.backend.handle_events)
@@ -56,7 +57,7 @@ def drain(srv, project: int, anns: list, n: int, per_task_lookups: int) -> float
     if not srv.backend.worker.wait_idle(600):
         raise TimeoutError("the burst did not drain")
     seconds = time.perf_counter() - t0
-    del srv.backend.resync, api.task_predictions
+    del learner.resync_project, api.task_predictions
     print(f"drained {n} events: {calls['resync']} resyncs, {calls['task']} per-task lookups, {seconds:.2f} s")
     return seconds
 

@@ -133,7 +133,7 @@ def test_a_webhook_burst_is_coalesced_into_one_look_per_project(tmp_path, fake_l
         anns = [ls_api.client.annotations.create(id=t, result=[region]) for t in ids]
         _wait(lambda: srv.backend.worker.wait_idle(1), what="Label Studio's own webhooks to drain")
         calls = {"resync": 0, "task": 0}
-        resync, task_predictions = srv.backend.learner._reread, srv.backend.labelstudio().task_predictions
+        resync, task_predictions = srv.backend.learner.resync_project, srv.backend.labelstudio().task_predictions
 
         def counting_resync(p):
             calls["resync"] += 1
@@ -143,7 +143,7 @@ def test_a_webhook_burst_is_coalesced_into_one_look_per_project(tmp_path, fake_l
             calls["task"] += 1
             return task_predictions(t)
 
-        srv.backend.learner._reread, srv.backend.labelstudio().task_predictions = counting_resync, counting_task
+        srv.backend.learner.resync_project, srv.backend.labelstudio().task_predictions = counting_resync, counting_task
         srv.backend.worker.stop()  # hold the burst, as a busy worker would, then drain it at once
         import time
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Callable
+from typing import Any
 
 from ..events import ANNOTATION_EVENTS, BadEvent, check_event, deleted_ids, int_id
 from ..judge.types import is_judge_version
@@ -32,12 +32,9 @@ def resync(services: Services, project: int) -> dict:
 
 
 class Learner:
-    def __init__(self, services: Services, trainer: TrainingScheduler,
-                 reread: Callable[[int], dict] | None = None) -> None:
-        """``reread``: how a project is re-read from Label Studio (default: ``resync``; the app passes its own)."""
+    def __init__(self, services: Services, trainer: TrainingScheduler) -> None:
         self.services = services
         self.trainer = trainer
-        self._reread = reread or (lambda project: resync(services, project))
         self._timers: dict[str, threading.Timer] = {}
         self._lock = threading.Lock()
 
@@ -176,7 +173,7 @@ class Learner:
         except UnknownProject:  # not set up here and the payload has no config: the resync reads it
             schema = None
         if len(task_ids) > PER_TASK_LOOKUPS or schema is None:
-            self._reread(int(pid))
+            self.resync_project(int(pid))
             return
         by_id = {a["id"]: a for a in self.services.store.annotations(pid) if a["task_id"] in task_ids}
         for task_id in task_ids:
@@ -186,6 +183,10 @@ class Learner:
             for ann in by_id.values():
                 if ann["task_id"] == task_id:
                     self.services.store.set_correction(ann["id"], is_correction(schema, ann["result"], preds[-1]["result"]))
+
+    def resync_project(self, project: int) -> dict:
+        """A burst too big for per-task lookups: the project re-read from Label Studio in one export."""
+        return resync(self.services, project)
 
     def maybe_train(self, pid: str) -> None:
         """Called per burst that stored annotations: decide once the burst is over (TRAIN_DEBOUNCE
