@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 
 MAX_HINT_CHARS = 2000
 
-HandOver = Callable[[ProjectState, list[int], list[Any]], None]  # (state, task ids, calls still running)
+# (state, task ids, calls still running, the answer's last task: Label Studio saves the answer in order)
+HandOver = Callable[[ProjectState, list[int], list[Any], Any], None]
 
 
 def interactive_hint(context: Any) -> str | None:
@@ -109,6 +110,12 @@ def record_positions(store: Store, state: ProjectState, task_id: Any, verdict: V
             store.add_pair_judgment(state.project_id, int(task_id), state.judge.version, answer.position)
 
 
+def past_the_cap(verdicts: Sequence[Verdict], asked: set[int], cap: int) -> list[int]:
+    """The positions of the answers (usable verdicts, not among ``asked``: those the judge is still to
+    answer) past the first ``cap``, in order."""
+    return [i for i, v in enumerate(verdicts) if v.usable and i not in asked][cap:]
+
+
 class Admission:
     """How many /predict requests may wait on the judge at once: all together, ``threads - 2`` (two of
     the server's threads stay free for /health, /setup and /webhook, which Label Studio gives 1-3 s),
@@ -181,27 +188,57 @@ class Predictor:
             asked = [i for i, ask in zip(free, judge_asked(scores, band)) if ask] if state.mode == "cascade" else []
             self.store.add_ledger(state.project_id, version, state.config.model,
                                   evaluator_answered=len(free) - len(asked))
-        if asked and self.store.lease_held(f"label:{state.project_id}"):
+        self._cap_evaluator(state, verdicts, set(asked))
+        # Label Studio saves what /predict returns one by one before the button returns: the judge answers
+        # at most PREDICT_MAX_ANSWERS of them here, and the background job takes the rest (no call made twice)
+        in_answer = set(asked)
+        room = max(0, self.settings.predict_max_answers
+                   - sum(1 for i, v in enumerate(verdicts) if v.usable and i not in in_answer))
+        asked, beyond = asked[:room], asked[room:]
+        if self.store.lease_held(f"label:{state.project_id}"):
             # a labeling run (a job here, a CLI run, a worker) is writing this project's predictions: an answer
             # here too would give a task two. Its follow-up job labels what that run leaves undone.
-            late = [t for t in (task_id_of(tasks[i]) for i in asked) if t is not None]
-            if late:
-                self._hand_over(state, late, [])
-            return [prediction_for(state, v, version) for v in verdicts]
-        items = [(t.get("id") if isinstance(t, dict) else None, t.get("data") if isinstance(t, dict) else None)
-                 for t in (tasks[i] for i in asked)]
-        judged = judge_within(state.judge, items, pool=self._pool(state.project_id), cache=self.store,
-                              deadline=deadline, after=functools.partial(self._after_call, state))
-        for i, v in zip(asked, judged.verdicts):
-            verdicts[i] = v
-        row = ledger_row(judged.paid, cache_hits=judged.cache_hits,
-                         price=functools.partial(self.settings.cost, state.config.model))
-        if row["calls"] or row["cache_hits"]:
-            self.store.add_ledger(state.project_id, version, state.config.model, **row)
-        late_ids = [t for t in (task_id_of(tasks[asked[i]]) for i in judged.late) if t is not None]
+            asked, beyond = [], asked + beyond
+        for i in beyond:
+            verdicts[i] = Verdict(error="left to the background labeling job")
+        late_ids = [t for t in (task_id_of(tasks[i]) for i in beyond) if t is not None]
+        running: list[Any] = []
+        if asked:
+            items = [(t.get("id") if isinstance(t, dict) else None, t.get("data") if isinstance(t, dict) else None)
+                     for t in (tasks[i] for i in asked)]
+            judged = judge_within(state.judge, items, pool=self._pool(state.project_id), cache=self.store,
+                                  deadline=deadline, after=functools.partial(self._after_call, state))
+            for i, v in zip(asked, judged.verdicts):
+                verdicts[i] = v
+            row = ledger_row(judged.paid, cache_hits=judged.cache_hits,
+                             price=functools.partial(self.settings.cost, state.config.model))
+            if row["calls"] or row["cache_hits"]:
+                self.store.add_ledger(state.project_id, version, state.config.model, **row)
+            late_ids = [t for t in (task_id_of(tasks[asked[i]]) for i in judged.late) if t is not None] + late_ids
+            running = judged.running
         if late_ids:
-            self._hand_over(state, late_ids, judged.running)
+            if beyond and not asked:
+                log.info("project %s: %d tasks go to the background labeling job", state.project_id, len(late_ids))
+            elif beyond:
+                log.warning("project %s: /predict judges at most PREDICT_MAX_ANSWERS=%d tasks (Label Studio saves "
+                            "them before the button returns); %d more go to the background job", state.project_id,
+                            self.settings.predict_max_answers, len(beyond))
+            answered = [task_id_of(tasks[i]) for i, v in enumerate(verdicts) if v.usable]
+            self._hand_over(state, late_ids, running, answered[-1] if answered else None)
         return [prediction_for(state, v, version) for v in verdicts]
+
+    def _cap_evaluator(self, state: ProjectState, verdicts: list[Verdict], asked: set[int]) -> None:
+        """The evaluator's answers past PREDICT_MAX_ANSWERS are left for the next press (Label Studio asks
+        again for tasks without a prediction of the served version): the background job is the judge's,
+        and would pay for what the evaluator answers free."""
+        cap = self.settings.predict_max_answers
+        over = past_the_cap(verdicts, asked, cap)
+        for i in over:
+            verdicts[i] = Verdict(error=f"past PREDICT_MAX_ANSWERS ({cap}) in one /predict: press again")
+        if over:
+            log.warning("project %s: the evaluator answered %d tasks; /predict returns %d (PREDICT_MAX_ANSWERS: "
+                        "Label Studio saves them before the button returns) and the other %d come on the next "
+                        "press", state.project_id, cap + len(over), cap, len(over))
 
     def _hinted(self, state: ProjectState, hint: str, context: Any = None) -> ProjectState:
         """The project's judge with the annotator's note added to its prompt: its own version (cached

@@ -171,6 +171,11 @@ class Settings:
     predict_budget: float = setting("PREDICT_BUDGET", 30.0, "seconds `/predict` works before answering with what is "
                                     "ready (at most 90: Label Studio gives up at 100); the rest goes to a background "
                                     "labeling job", parse=_float)
+    predict_max_answers: int = setting("PREDICT_MAX_ANSWERS", 500, "most predictions one `/predict` answers: "
+                                       "Label Studio saves what Retrieve predictions gets back one by one (about 22 "
+                                       "ms each on 1.23.2), inside the button's wait; judged tasks past it go to the "
+                                       "background labeling job (from the verdict cache, nothing paid twice)",
+                                       parse=_int)
     serve_threads: int = setting("SERVE_THREADS", 8, "`labeljudge serve`'s request threads (`--threads` overrides); "
                                  "`/predict` may hold all but two, one project at most half", parse=_int)
     max_request_bytes: int = setting("MAX_REQUEST_BYTES", 64 * 1024 * 1024, "largest request body (413 above it)",
@@ -224,6 +229,8 @@ class Settings:
             raise ConfigError(f"SERVE_THREADS must be a number of threads from 1 to 1024, got {self.serve_threads}")
         if self.predict_concurrency < 1:
             raise ConfigError("PREDICT_CONCURRENCY must be at least 1")
+        if self.predict_max_answers < 1:
+            raise ConfigError("PREDICT_MAX_ANSWERS must be at least 1")
         if not 0 < self.predict_budget <= 90:
             raise ConfigError("PREDICT_BUDGET must be a number of seconds in (0, 90]: Label Studio gives up at 100")
         for name, value in (("MAX_PROMPT_CHARS", self.max_prompt_chars), ("MAX_REQUEST_BYTES", self.max_request_bytes),

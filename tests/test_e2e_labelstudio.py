@@ -242,6 +242,59 @@ def test_retrieve_predictions_answers_within_the_budget_and_a_job_labels_the_res
             assert len(fake.requests) <= 160 + 8  # at most the calls in flight at the budget are asked twice
 
 
+def test_retrieve_returns_at_most_max_answers_and_the_job_writes_after_label_studio_saved_them(
+        tmp_path, ls_api, label_studio):
+    """A fast provider (or a warm cache) makes every task of a big selection ready within the budget, and
+    Label Studio saves what /predict returns one by one before its button returns (5,000 answers held it
+    263 s). /predict judges at most PREDICT_MAX_ANSWERS; the job labels the rest once Label Studio has
+    saved the answer (its ids come after the answer's), each task judged once, no task predicted twice."""
+    from .fake_openai import FakeOpenAI
+
+    with FakeOpenAI() as fake:
+        settings = judge_settings(tmp_path, fake, LABEL_STUDIO_URL=label_studio.url, LABEL_STUDIO_API_KEY=label_studio.token,
+                                  PREDICT_MAX_ANSWERS="10", FEW_SHOT_K="0")
+        with serve_backend(settings) as srv:
+            project = ls_api.create_project("e2e retrieve cap", PASS_FAIL)
+            ls_api.import_tasks(project, _tasks(40))
+            ls_api.connect_backend(project, srv.url)
+            ls_api.retrieve_predictions(project)
+            assert len(ls_api.predictions(project)) >= 10
+            (job,) = httpx.get(f"{srv.url}/jobs?project={project}&kind=label").json()["jobs"]
+            assert "30 tasks left by /predict" in job["progress"]["reason"] and "at most 10 answers" in job["progress"]["reason"]
+            job = _wait(lambda: (j := httpx.get(f"{srv.url}/jobs/{job['id']}").json())["status"]
+                        in ("finished", "failed") and j, timeout=120, what="the background job")
+            assert job["status"] == "finished" and job["result"]["labeled"] == 30, job
+            per_task = predictions_per_task(ls_api, project)
+            assert len(per_task) == 40 and set(per_task.values()) == {1}
+            assert len(fake.requests) == 40  # /predict judged 10, the job 30: nothing judged twice
+            preds = sorted(ls_api.predictions(project), key=lambda p: p.id)
+            job_tasks = {int(p.task) for p in preds[10:]}
+            assert len(job_tasks) == 30 and not job_tasks & {int(p.task) for p in preds[:10]}
+
+
+def test_the_hand_over_waits_until_label_studio_has_saved_the_answer(ls_api):
+    """wait_for_saved: True once the task carries a prediction of that version (not another version's),
+    False at its limit or when Label Studio cannot be read, never an exception."""
+    import threading
+
+    from ml_backend.workflows.label_jobs import wait_for_saved
+
+    project = ls_api.create_project("e2e wait for the save", PASS_FAIL)
+    (task,) = ls_api.import_tasks(project, _tasks(1))
+    ls_api.import_predictions(project, [{"task": task, "model_version": "other", "score": 0.5,
+                                         "result": [{"from_name": "verdict", "to_name": "output", "type": "choices",
+                                                     "value": {"choices": ["Pass"]}}]}])
+    assert wait_for_saved(ls_api, task, "judge-v1", limit=1.5, every=0.3) is False
+    later = threading.Timer(1.0, ls_api.import_predictions, args=(project, [
+        {"task": task, "model_version": "judge-v1", "score": 0.5,
+         "result": [{"from_name": "verdict", "to_name": "output", "type": "choices", "value": {"choices": ["Fail"]}}]}]))
+    t0 = time.monotonic()
+    later.start()
+    assert wait_for_saved(ls_api, task, "judge-v1", limit=30, every=0.2) is True
+    assert 0.9 <= time.monotonic() - t0 < 30
+    assert wait_for_saved(ls_api, 10**9, "judge-v1", limit=5) is False  # no such task: Label Studio's 404
+
+
 def test_the_review_queue_tab_sorts_tasks_least_confident_first(tmp_path, ls_api, label_studio):
     project = ls_api.create_project("e2e review queue", PASS_FAIL)
     ids = ls_api.import_tasks(project, _tasks(5))

@@ -56,6 +56,11 @@ def run_label_job(services: Services, project: int, job_id: int, *, reason: str 
         until = time.monotonic() + limit
         for cached in wait_for:
             cached.wait(max(0.0, until - time.monotonic()))
+    after_saved = kwargs.pop("after_saved", None)
+    if after_saved:
+        store.update_job(job_id, progress={"done": 0, **tag, "waiting_for": "Label Studio to save what /predict "
+                                           "answered (its Retrieve button returns then)"})
+        wait_for_saved(api, *after_saved)
     if worker:
         store.own_job(job_id, worker)
     # until the first task's progress: what takes the time before it (the demo's bar sat at 0/12 for a minute)
@@ -74,6 +79,24 @@ def run_label_job(services: Services, project: int, job_id: int, *, reason: str 
         return None
     store.update_job(job_id, status="finished", result=summary.as_dict())
     return summary.as_dict()
+
+
+def wait_for_saved(api: Any, task_id: int, version: str, limit: float = 120.0, every: float = 1.0) -> bool:
+    """Wait until Label Studio has saved the prediction /predict answered for ``task_id`` (the answer's
+    last: it saves them in order, one by one on sqlite, in one transaction on PostgreSQL). Until then it
+    is writing the answer inside the Retrieve button's wait, and the job's own writes beside it (each
+    recounting the project's tasks on a stock Label Studio) slowed that save 3x. True once saved; False
+    after ``limit`` seconds or an error (the job goes on: a slow save must not stall the labeling)."""
+    until = time.monotonic() + limit
+    while time.monotonic() < until:
+        try:
+            if any(p["model_version"] == version for p in api.task_predictions(task_id)):
+                return True
+        except Exception as exc:  # noqa: BLE001 - Label Studio busy or gone: labeling goes on without the wait
+            log.info("could not see whether Label Studio saved task %s's prediction: %s", task_id, exc)
+            return False
+        time.sleep(every)
+    return False
 
 
 class LabelJobs:
@@ -95,7 +118,7 @@ class LabelJobs:
     def start(self, project: int, *, sample: int | None = None, concurrency: int = 8,
               overrides: dict | None = None, batch_api: bool = False, poll_interval: float = 30.0,
               max_cost: float | None = None, task_ids: Sequence[int] | None = None, reason: str | None = None,
-              wait_for: Sequence[Any] = ()) -> dict:
+              wait_for: Sequence[Any] = (), after_saved: tuple[int, str] | None = None) -> dict:
         """Bulk-label a project in the background; status is readable at /jobs/<id>.
         One labeling job per project at a time: a second request returns the running one.
         ``task_ids``: only these tasks (what /predict had no time for); they are claimed, so /predict
@@ -122,7 +145,8 @@ class LabelJobs:
         if reason:
             store.update_job(job_id, progress={"reason": reason, "done": 0, "total": len(task_ids or ())})
         kwargs: dict[str, Any] = {"overrides": overrides, "sample": sample, "concurrency": concurrency, "batch_api": batch_api,
-                  "poll_interval": poll_interval, "max_cost": max_cost, "task_ids": task_ids}
+                  "poll_interval": poll_interval, "max_cost": max_cost, "task_ids": task_ids,
+                  **({"after_saved": list(after_saved)} if after_saved else {})}
         if queued:
             store.update_job(job_id, progress={"queue": "rq", **({"reason": reason} if reason else {})})
             try:
@@ -172,7 +196,7 @@ class LabelJobs:
                 if later:  # tasks handed over while this job ran
                     follow, ids, calls = later
                     why = f"Retrieve predictions: {len(ids)} tasks handed over while job {job_id} ran"
-                    self._launch(project, follow, {**kwargs, "task_ids": sorted(ids), "sample": None,
+                    self._launch(project, follow, {**kwargs, "task_ids": sorted(ids), "sample": None, "after_saved": None,
                                                    "overrides": None, "max_cost": None, "batch_api": False},
                                  why, calls)
 
@@ -182,7 +206,8 @@ class LabelJobs:
         self.services.rq_queue().enqueue(RQ_LABEL, project, job_id, kwargs, reason, job_id=f"label-{project}-{job_id}",
                       job_timeout=24 * 3600, result_ttl=86400, failure_ttl=86400)
 
-    def hand_over(self, state: ProjectState, task_ids: list[int], running: Sequence[Any] = ()) -> None:
+    def hand_over(self, state: ProjectState, task_ids: list[int], running: Sequence[Any] = (),
+                  last_answered: int | None = None) -> None:
         """The tasks /predict had no time for go to a background labeling job of their project, which
         writes their predictions through Label Studio's API (the runner, its lease and the cache)."""
         budget = self.services.settings.predict_budget
@@ -191,9 +216,12 @@ class LabelJobs:
                         "LABEL_STUDIO_URL/LABEL_STUDIO_API_KEY they cannot be labeled in the background, so "
                         "Label Studio will ask again", state.project_id, budget, len(task_ids))
             return
+        cap = self.services.settings.predict_max_answers
         job = self.start(int(state.project_id), task_ids=task_ids,
                          concurrency=self.services.settings.predict_concurrency, wait_for=running,
-                         reason=f"Retrieve predictions: {len(task_ids)} tasks past the {budget:.0f} s budget")
-        log.warning("project %s: /predict answered within its %.0f s budget; %d more tasks go to labeling job %s",
-                    state.project_id, budget, len(task_ids), job["id"])
+                         after_saved=(last_answered, state.version) if last_answered is not None else None,
+                         reason=f"Retrieve predictions: {len(task_ids)} tasks left by /predict (its "
+                                f"{budget:.0f} s budget, at most {cap} answers)")
+        log.warning("project %s: /predict answered within its %.0f s budget and %d answers; %d more tasks go to "
+                    "labeling job %s", state.project_id, budget, cap, len(task_ids), job["id"])
 
