@@ -20,7 +20,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import ml_backend.app as backend_module  # noqa: E402
+import ml_backend.workflows.learning as backend_module  # noqa: E402  (PER_TASK_LOOKUPS lives there)
 from ml_backend.events.worker import EventWorker  # noqa: E402
 from ml_backend.labelstudio import LabelStudioAPI  # noqa: E402
 from ml_backend.labelstudio.local import LocalLabelStudio, find_ls_venv  # noqa: E402
