@@ -188,10 +188,10 @@ class Predictor:
             asked = [i for i, ask in zip(free, judge_asked(scores, band)) if ask] if state.mode == "cascade" else []
             self.store.add_ledger(state.project_id, version, state.config.model,
                                   evaluator_answered=len(free) - len(asked))
-        self._cap_evaluator(state, verdicts, set(asked))
+        in_answer = set(asked)
+        self._cap_evaluator(state, verdicts, in_answer)
         # Label Studio saves what /predict returns one by one before the button returns: the judge answers
         # at most PREDICT_MAX_ANSWERS of them here, and the background job takes the rest (no call made twice)
-        in_answer = set(asked)
         room = max(0, self.settings.predict_max_answers
                    - sum(1 for i, v in enumerate(verdicts) if v.usable and i not in in_answer))
         asked, beyond = asked[:room], asked[room:]
@@ -216,13 +216,7 @@ class Predictor:
                 self.store.add_ledger(state.project_id, version, state.config.model, **row)
             late_ids = [t for t in (task_id_of(tasks[asked[i]]) for i in judged.late) if t is not None] + late_ids
             running = judged.running
-        if late_ids:
-            if beyond and not asked:
-                log.info("project %s: %d tasks go to the background labeling job", state.project_id, len(late_ids))
-            elif beyond:
-                log.warning("project %s: /predict judges at most PREDICT_MAX_ANSWERS=%d tasks (Label Studio saves "
-                            "them before the button returns); %d more go to the background job", state.project_id,
-                            self.settings.predict_max_answers, len(beyond))
+        if late_ids:  # hand_over logs where they went
             answered = [task_id_of(tasks[i]) for i, v in enumerate(verdicts) if v.usable]
             self._hand_over(state, late_ids, running, answered[-1] if answered else None)
         return [prediction_for(state, v, version) for v in verdicts]

@@ -222,6 +222,6 @@ class LabelJobs:
                          after_saved=(last_answered, state.version) if last_answered is not None else None,
                          reason=f"Retrieve predictions: {len(task_ids)} tasks left by /predict (its "
                                 f"{budget:.0f} s budget, at most {cap} answers)")
-        log.warning("project %s: /predict answered within its %.0f s budget and %d answers; %d more tasks go to "
-                    "labeling job %s", state.project_id, budget, cap, len(task_ids), job["id"])
+        log.warning("project %s: /predict answered what was ready within its %.0f s budget and %d answers; %d "
+                    "more tasks go to labeling job %s", state.project_id, budget, cap, len(task_ids), job["id"])
 
